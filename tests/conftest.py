@@ -224,7 +224,19 @@ class Runtime:
         kw.setdefault("capture_output", False)
         if not kw["capture_output"]:
             kw.setdefault("stdout", subprocess.DEVNULL)
-            kw.setdefault("stderr", subprocess.PIPE)
+            if "stderr" not in kw:
+                # A pipe would be held open by the init (it inherits stderr) and `create` would
+                # never see EOF: collect stderr in a file instead.
+                import tempfile
+                with tempfile.TemporaryFile("w+") as errf:
+                    check = kw.pop("check", True)
+                    proc = self("create", "--bundle", bundle.path, *extra, cid, check=False,
+                                stderr=errf, **kw)
+                    errf.seek(0)
+                    err = errf.read()
+                if check and proc.returncode != 0:
+                    raise AssertionError(f"create failed rc={proc.returncode}\nstderr: {err}")
+                return cid
         self("create", "--bundle", bundle.path, *extra, cid, **kw)
         return cid
 

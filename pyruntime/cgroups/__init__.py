@@ -1,0 +1,38 @@
+"""cgroups for pyruntime: v1, hybrid and v2 hosts, the cgroupfs driver (no systemd).
+
+    m = cgroups.manager(cgroups_path, container_id)   # paths only, nothing touched yet
+    m.create(); m.add_pid(pid); m.apply(linux_resources)
+    state["cgroups"] = m.to_state() ... cgroups.manager_from_state(state["cgroups"]).destroy()
+
+cgroupsPath follows runc: "/a/b" is relative to each hierarchy's root, "a/b" to the cgroup of
+the runtime itself (on pure v2: its parent), and no cgroupsPath means "<id>" (relative).
+"""
+from __future__ import annotations
+
+from pyruntime.errors import RuntimeFailure
+
+from .common import Layout, detect
+from .manager import Manager, build
+
+__all__ = ["Layout", "Manager", "detect", "manager", "manager_from_state", "update"]
+
+
+def manager(cgroups_path: str | None, container_id: str, *, systemd: bool = False,
+            layout: Layout | None = None) -> Manager:
+    """The manager of one container's cgroup. `layout` (from detect()) pins the mount layout."""
+    if systemd:
+        raise RuntimeFailure("systemd cgroup driver: not available (this runtime has only the "
+                             "cgroupfs driver, and this host runs no systemd); run without "
+                             "--systemd-cgroup")
+    if cgroups_path is not None and not isinstance(cgroups_path, str):
+        raise RuntimeFailure(f"linux.cgroupsPath: {cgroups_path!r} is not a string")
+    return build(cgroups_path or None, container_id, layout)
+
+
+def manager_from_state(d: dict) -> Manager:
+    return Manager.from_state(d)
+
+
+def update(m: Manager, resources: dict) -> None:
+    """`pyruntime update`: like apply, but a 0 leaves the current value as it is."""
+    m.apply(resources, update=True)

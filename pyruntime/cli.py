@@ -1,0 +1,145 @@
+"""The command line, in runc's shape: `pyruntime [global flags] COMMAND [flags] ARGS`.
+
+Each command lives in pyruntime/commands/<name>.py with configure(parser) and main(opts, ctx);
+only the one being run is imported, so `state` never pays for what `run` needs.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+from . import SPEC_VERSION, __version__, log
+from .errors import RuntimeFailure
+
+COMMANDS = {
+    "checkpoint": "checkpoint a running container (needs CRIU)",
+    "create": "create a container",
+    "delete": "delete any resources held by the container",
+    "events": "display container events such as OOM notifications, cpu, memory, and IO usage",
+    "exec": "execute new process inside the container",
+    "features": "show the enabled features",
+    "kill": "kill sends the specified signal (default: SIGTERM) to the container's init process",
+    "list": "lists containers started by pyruntime with the given root",
+    "pause": "pause suspends all processes inside the container",
+    "ps": "ps displays the processes running inside a container",
+    "restore": "restore a container from a previous checkpoint (needs CRIU)",
+    "resume": "resumes all processes that have been previously paused",
+    "run": "create and run a container",
+    "spec": "create a new specification file",
+    "start": "executes the user defined process in a created container",
+    "state": "output the state of a container",
+    "update": "update container resource constraints",
+    "validate": "check a bundle's config.json against the runtime-spec JSON Schema",
+}
+GLOBAL_VALUE_FLAGS = {"root", "log", "log-format", "rootless", "criu"}
+GLOBAL_BOOL_FLAGS = {"debug", "systemd-cgroup"}
+
+
+@dataclass
+class Context:
+    root: str = "/run/pyruntime"
+    log: str | None = None
+    log_format: str = "text"
+    debug: bool = False
+    systemd_cgroup: bool = False
+    rootless: str = "auto"
+
+
+def _split_global(argv: list[str]) -> tuple[Context, list[str]]:
+    """Parse the global flags that precede the command (--flag v, --flag=v, -flag v)."""
+    ctx = Context()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-") or arg == "-":
+            break
+        name, eq, value = arg.lstrip("-").partition("=")
+        if name in ("v", "version"):
+            print(f"runc version {__version__}-pyruntime\ncommit: pyruntime-{__version__}\n"
+                  f"spec: {SPEC_VERSION}")
+            raise SystemExit(0)
+        if name in ("h", "help"):
+            _usage(sys.stdout)
+            raise SystemExit(0)
+        if name in GLOBAL_BOOL_FLAGS:
+            val = value.lower() not in ("false", "0") if eq else True
+            setattr(ctx, name.replace("-", "_"), val)
+        elif name in GLOBAL_VALUE_FLAGS:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise RuntimeFailure(f"flag needs an argument: {arg}")
+                value = argv[i]
+            setattr(ctx, name.replace("-", "_"), value)
+        else:
+            raise RuntimeFailure(f"flag provided but not defined: {arg}")
+        i += 1
+    return ctx, argv[i:]
+
+
+def _usage(out) -> None:
+    out.write("usage: pyruntime [--root DIR] [--log FILE] [--log-format text|json] [--debug]\n"
+              "                 [--systemd-cgroup] COMMAND [ARGS]\n\ncommands:\n")
+    for name, text in COMMANDS.items():
+        out.write(f"  {name:<11} {text}\n")
+
+
+def normalize_flags(args: list[str], long_flags: set[str]) -> list[str]:
+    """runc's parser accepts -flag for --flag; argparse does not, so rewrite known ones."""
+    out = []
+    for a in args:
+        if a == "--":
+            out.extend(args[len(out):])
+            break
+        if a.startswith("-") and not a.startswith("--") and len(a) > 2:
+            name = a[1:].split("=", 1)[0]
+            if name in long_flags:
+                a = "-" + a
+        out.append(a)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        ctx, rest = _split_global(argv)
+    except RuntimeFailure as e:
+        print(f"pyruntime: {e}", file=sys.stderr)
+        return 2
+    log.setup(ctx.log, ctx.log_format, ctx.debug)
+    if not rest:
+        _usage(sys.stderr)
+        return 2
+    name = rest[0]
+    if name not in COMMANDS:
+        log.error(f"no such command: {name}")
+        return 2
+    try:
+        import argparse
+        from importlib import import_module
+        module = import_module(f"pyruntime.commands.{name}")
+        parser = argparse.ArgumentParser(prog=f"pyruntime {name}", description=COMMANDS[name])
+        module.configure(parser)
+        long_flags = {o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--")}
+        opts = parser.parse_args(normalize_flags(rest[1:], long_flags))
+        return module.main(opts, ctx) or 0
+    except RuntimeFailure as e:
+        log.error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    except Exception as e:  # a bug: still one line for the user, the traceback only with --debug
+        if ctx.debug:
+            import traceback
+            traceback.print_exc()
+        log.error(f"internal error: {type(e).__name__}: {e}")
+        return 1
+    finally:
+        log.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

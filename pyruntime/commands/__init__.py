@@ -1,0 +1,1 @@
+"""One module per CLI command: configure(parser) adds its flags, main(opts, ctx) runs it."""

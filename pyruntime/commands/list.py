@@ -1,0 +1,32 @@
+"""lists containers started by pyruntime with the given root"""
+import json
+
+from ..errors import RuntimeFailure
+from ..state import Container, list_ids
+
+
+def configure(p):
+    p.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    p.add_argument("--quiet", "-q", action="store_true", help="display only container IDs")
+
+
+def main(opts, ctx):
+    states = []
+    for cid in list_ids(ctx.root):
+        try:
+            states.append(Container.load(ctx.root, cid).oci_state())
+        except RuntimeFailure:
+            continue  # removed meanwhile, or not ours
+    if opts.quiet:
+        for st in states:
+            print(st["id"])
+    elif opts.format == "json":
+        print(json.dumps(states))
+    else:
+        rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+        rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])
+                 for s in states]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0

@@ -1,0 +1,28 @@
+"""Check a bundle's config.json against the OCI runtime-spec v1.3.0 schema.
+
+Prints every problem on its own line (``config.json: <json.path>: <value> <problem>``) and
+exits 1, or prints ``config.json is valid`` and exits 0. The root filesystem named by
+``root.path`` must exist too.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bundle", "-b", metavar="DIR", default=None,
+        help="path to the root of the bundle directory (default: the current directory)")
+
+
+def main(opts: argparse.Namespace, ctx) -> int:
+    from pyruntime.validate import validate_bundle
+
+    bundle = getattr(opts, "bundle", None) or os.getcwd()
+    problems = validate_bundle(bundle)
+    if problems:
+        print("\n".join(problems), flush=True)
+        return 1
+    print("config.json is valid", flush=True)
+    return 0

@@ -1,0 +1,369 @@
+"""The runtime side of the lifecycle: create, start, kill, delete (the CLI commands are thin
+wrappers over these)."""
+from __future__ import annotations
+
+import os
+import pwd
+import select
+import signal
+import socket
+from dataclasses import asdict
+
+from . import config as configmod, hooks, log, namespaces, state as statemod
+from .errors import ContainerNotFound, RuntimeFailure
+from .init import Channel, InitArgs, bootstrap
+from .state import Container, State
+
+
+# ---------------------------------------------------------------- create
+
+def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
+           console_socket: str | None = None, no_pivot: bool = False, no_new_keyring: bool = False,
+           preserve_fds: int = 0, systemd_cgroup: bool = False,
+           console: socket.socket | None = None) -> Container:
+    """Set the container up and leave its init blocked on exec.fifo; return its Container."""
+    statemod.check_id(cid)
+    bundle = os.path.abspath(bundle)
+    cfg = configmod.load(bundle)
+    c = Container.new(root, cid)
+    cleanup = _Cleanup(c)
+    try:
+        c.state = State(id=cid, bundle=bundle, rootfs=cfg.root_path, created=statemod.now_rfc3339(),
+                        annotations=cfg.annotations, owner=_owner(), oci_version=cfg.oci_version,
+                        hooks={k: [asdict(h) for h in cfg.hooks.get(k, [])]
+                               for k in ("poststart", "poststop") if cfg.hooks.get(k)},
+                        no_pid_ns=cfg.linux.namespace("pid") is None, use_systemd=systemd_cgroup)
+        c.save()
+        os.mkfifo(c.fifo, 0o600)
+        init_pid = _spawn_init(c, cfg, cleanup, bundle, console_socket, console, no_pivot,
+                               no_new_keyring, preserve_fds, systemd_cgroup)
+        if pid_file:
+            write_pid_file(pid_file, init_pid)
+        return c
+    except BaseException:
+        cleanup.run()
+        raise
+    finally:
+        c.unlock()
+
+
+class _Cleanup:
+    """Undo a half-done create: nothing may be left behind (process, cgroup, state dir)."""
+
+    def __init__(self, c: Container):
+        self.c, self.pid, self.cgroup = c, 0, None
+
+    def run(self) -> None:
+        if self.pid:
+            _kill_and_wait(self.pid, self.c.state.init_start if self.c.state else 0)
+        if self.cgroup is not None:
+            try:
+                self.cgroup.destroy()
+            except (OSError, RuntimeFailure) as e:
+                log.warning(f"cleaning up the cgroup: {e}")
+        self.c.remove()
+
+
+def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, console, no_pivot,
+                no_new_keyring, preserve_fds, systemd_cgroup) -> int:
+    from . import cgroups
+    linux = cfg.linux
+    mgr = cgroups.manager(linux.cgroups_path, c.id, systemd=systemd_cgroup)
+    mgr.create()
+    cleanup.cgroup = mgr
+    c.state.cgroup = mgr.to_state()
+    ns_fds = namespaces.open_paths(linux)
+    console_sock = None
+    try:
+        if cfg.process and cfg.process.terminal and console is not None:
+            console_sock = console.dup()
+        elif cfg.process and cfg.process.terminal:
+            if not console_socket:
+                raise RuntimeFailure("process.terminal is true: --console-socket is required")
+            try:
+                console_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                console_sock.connect(console_socket)
+            except OSError as e:
+                raise RuntimeFailure(f"--console-socket {console_socket}: {e.strerror}") from None
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        args = InitArgs(cfg=cfg, container_id=c.id, bundle=bundle, fifo=c.fifo, ns_fds=ns_fds,
+                        console_sock=console_sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
+                        preserve_fds=preserve_fds, cgroup_paths=mgr.paths)
+        pid = os.fork()
+        if pid == 0:
+            parent_sock.close()
+            c.unlock()  # our copy of the lock fd would hold the flock for the init's lifetime
+            bootstrap(Channel(child_sock), args)
+            os._exit(1)  # not reached
+    finally:
+        for _, fd in ns_fds:
+            os.close(fd)
+        if console_sock is not None:
+            console_sock.close()
+    child_sock.close()
+    chan = Channel(parent_sock)
+    try:
+        try:
+            mgr.add_pid(pid)
+            mgr.apply(with_default_devices(linux.resources, linux.devices))
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        chan.send("go")
+        msg = chan.recv()
+        if msg["type"] == "userns":
+            namespaces.write_id_maps(pid, linux.uid_mappings, linux.gid_mappings)
+            chan.send("mapped")
+            msg = chan.recv()
+        if msg["type"] != "pid":
+            raise RuntimeFailure(f"protocol error: unexpected {msg['type']!r}")
+        init_pid = msg["pid"]
+        os.waitpid(pid, 0)  # the bootstrap child is done; the init is reparented to our caller
+        cleanup.pid = init_pid
+        st = c.state
+        st.pid, st.init_start = init_pid, statemod.proc_start_time(init_pid) or 0
+        st.status = "creating"
+        c.save()
+        chan.recv("hooks")
+        oci = dict(c.oci_state(), status="created", pid=init_pid)
+        hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
+        hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
+        chan.send("hooks-done", state=oci)
+        chan.recv("created")
+        st.status = "created"
+        c.save()
+        return init_pid
+    except BaseException:
+        _reap_quietly(pid)
+        raise
+    finally:
+        parent_sock.close()
+
+
+# What every container may use whatever its config says (runc's AllowedDevices): mknod of
+# anything (the node is useless without an allow rule), the standard nodes, ptys and tun.
+DEFAULT_DEVICE_RULES = [
+    {"allow": True, "type": "c", "access": "m"}, {"allow": True, "type": "b", "access": "m"},
+    *({"allow": True, "type": "c", "major": ma, "minor": mi, "access": "rwm"}
+      for ma, mi in ((1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (5, 1), (136, None),
+                     (5, 2), (10, 200))),
+]
+
+
+def with_default_devices(resources: dict, devices: list) -> dict:
+    """The device cgroup rules: the config's, then the defaults, then linux.devices."""
+    rules = list(resources.get("devices", []))
+    rules += [{k: v for k, v in r.items() if v is not None} for r in DEFAULT_DEVICE_RULES]
+    rules += [{"allow": True, "type": "c" if d.type == "u" else d.type, "major": d.major,
+               "minor": d.minor, "access": "rwm"} for d in devices if d.type != "p"]
+    return dict(resources, devices=rules)
+
+
+def _reap_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def _owner() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def _kill_and_wait(pid: int, start: int, timeout: float = 10.0) -> None:
+    """SIGKILL a process that is not our child and wait for it to die (pidfd: no pid reuse)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return
+    try:
+        if statemod.proc_start_time(pid) not in (start, None) and start:
+            return
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+
+
+# ---------------------------------------------------------------- start
+
+def start(root: str, cid: str) -> None:
+    c = Container.load(root, cid, lock=True)
+    try:
+        status = c.status()
+        if status != "created":
+            if status == "stopped":
+                raise RuntimeFailure(f"cannot start a container that has stopped: {cid}")
+            raise RuntimeFailure(f"cannot start an already running container: {cid} is {status}")
+        try:
+            fd = os.open(c.fifo, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise RuntimeFailure(f"cannot start an already running container: {cid}") from None
+        try:
+            data = b""
+            while chunk := os.read(fd, 4096):  # EOF comes with the init's execve
+                data += chunk
+        finally:
+            os.close(fd)
+        os.unlink(c.fifo)
+        if data.startswith(b"0") and b"E" not in data:
+            oci = c.oci_state()
+            hooks.run_warn("poststart", [h for h in c.state.hooks.get("poststart", [])],
+                           dict(oci, status="running"), log.warning)
+            return
+        msg = data.split(b"E", 1)[1].decode(errors="replace") if b"E" in data else \
+            "the container init exited before it could start the process"
+        raise RuntimeFailure(msg)
+    finally:
+        c.unlock()
+
+
+# ---------------------------------------------------------------- kill
+
+SIGNAMES = {name[3:]: getattr(signal, name) for name in dir(signal)
+            if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(signal, name), int)}
+
+
+def parse_signal(text: str) -> int:
+    t = text.upper()
+    if t.isdigit():
+        n = int(t)
+        if 0 < n < 65:
+            return n
+    else:
+        if t.startswith("SIG"):
+            t = t[3:]
+        if t in SIGNAMES:
+            return int(SIGNAMES[t])
+    raise RuntimeFailure(f"invalid signal: {text}")
+
+
+def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
+    c = Container.load(root, cid)
+    status = c.status()
+    if all_processes:
+        pids = _cgroup_pids(c)
+        if not pids and status in ("stopped",):
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if status == "paused" and sig == signal.SIGKILL:
+            _thaw(c)
+        return
+    if status in ("stopped", "creating") and not (status == "creating" and c.state.pid):
+        raise RuntimeFailure("container not running")
+    _signal_init(c, sig)
+
+
+def _signal_init(c: Container, sig: int) -> None:
+    try:
+        pidfd = os.pidfd_open(c.state.pid)
+    except ProcessLookupError:
+        raise RuntimeFailure("container not running") from None
+    try:
+        if statemod.proc_start_time(c.state.pid) != c.state.init_start:
+            raise RuntimeFailure("container not running")
+        signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        raise RuntimeFailure("container not running") from None
+    finally:
+        os.close(pidfd)
+
+
+def _cgroup_pids(c: Container) -> list[int]:
+    if c.state.cgroup:
+        from . import cgroups
+        try:
+            return cgroups.manager_from_state(c.state.cgroup).pids()
+        except (OSError, RuntimeFailure):
+            pass
+    return [c.state.pid] if c.init_alive() else []
+
+
+def _thaw(c: Container) -> None:
+    from . import cgroups
+    try:
+        cgroups.manager_from_state(c.state.cgroup).thaw()
+    except (OSError, RuntimeFailure):
+        pass
+
+
+# ---------------------------------------------------------------- delete
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    try:
+        c = Container.load(root, cid, lock=True)
+    except ContainerNotFound:
+        if force:
+            _remove_stray_dir(root, cid)
+            return
+        raise
+    try:
+        status = c.status()
+        if status != "stopped":
+            if not force:
+                raise RuntimeFailure(f"cannot delete container {cid} that is not stopped: {status} "
+                                     "(container still running; use --force)")
+            _destroy_processes(c, status)
+        oci = dict(c.oci_state(), status="stopped")
+        _destroy_cgroup(c)
+        c.remove()
+        hooks.run_warn("poststop", c.state.hooks.get("poststop", []), oci, log.warning)
+    finally:
+        c.unlock()
+
+
+def _destroy_processes(c: Container, status: str) -> None:
+    if c.state.no_pid_ns or not c.init_alive():
+        for pid in _cgroup_pids(c):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if status == "paused":
+        _thaw(c)
+    if c.state.pid:
+        _kill_and_wait(c.state.pid, c.state.init_start)
+
+
+def _destroy_cgroup(c: Container) -> None:
+    if not c.state.cgroup:
+        return
+    from . import cgroups
+    try:
+        cgroups.manager_from_state(c.state.cgroup).destroy()
+    except (OSError, RuntimeFailure) as e:
+        log.warning(f"removing the cgroup of {c.id}: {e}")
+
+
+def _remove_stray_dir(root: str, cid: str) -> None:
+    """delete --force of a container we have no state for: drop an empty leftover dir only."""
+    try:
+        statemod.check_id(cid)
+        d = os.path.join(root, cid)
+        for name in (statemod.FIFO,):
+            try:
+                os.unlink(os.path.join(d, name))
+            except FileNotFoundError:
+                pass
+        os.rmdir(d)
+    except (OSError, RuntimeFailure):
+        pass

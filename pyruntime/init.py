@@ -1,0 +1,238 @@
+"""The container side of `create`, top to bottom in the order of the runtime-spec lifecycle.
+
+`create` forks a bootstrap child (bootstrap()), which joins and creates the namespaces and forks
+the init (init_main()), PID 1 of the new pid namespace. Both talk to the parent over a
+SOCK_SEQPACKET channel; the init reports "created" and then blocks on exec.fifo until `start`.
+Nothing here returns: each process ends in execve or os._exit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import traceback
+from dataclasses import dataclass
+
+from . import console, hooks, namespaces, process, rootfs, syscalls as sc
+from .errors import RuntimeFailure
+
+
+class Channel:
+    """JSON messages over a SOCK_SEQPACKET socket; EOF means the peer died."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def send(self, kind: str, **fields) -> None:
+        self.sock.send(json.dumps({"type": kind, **fields}).encode())
+
+    def recv(self, expect: str | None = None) -> dict:
+        data = self.sock.recv(1 << 16)
+        if not data:
+            raise RuntimeFailure("the container init exited during setup")
+        msg = json.loads(data)
+        if msg["type"] == "error":
+            raise RuntimeFailure(msg["msg"])
+        if expect and msg["type"] != expect:
+            raise RuntimeFailure(f"protocol error: expected {expect!r}, got {msg['type']!r}")
+        return msg
+
+
+@dataclass
+class InitArgs:
+    """What the parent hands to the forked children (they share its memory)."""
+    cfg: object
+    container_id: str
+    bundle: str
+    fifo: str
+    ns_fds: list
+    console_sock: socket.socket | None
+    no_pivot: bool
+    no_new_keyring: bool
+    preserve_fds: int
+    cgroup_paths: dict
+
+
+def bootstrap(chan: Channel, a: InitArgs) -> None:
+    """The bootstrap child: namespaces, then fork the init and report its pid."""
+    try:
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)  # no /proc/<pid>/exe of ours for the container to open
+        chan.recv("go")  # the parent has put us in the container's cgroup
+        linux = a.cfg.linux
+        namespaces.join(a.ns_fds)
+        if namespaces.new_flags(linux, ("user",)):
+            sc.unshare(sc.CLONE_NEWUSER)
+            chan.send("userns")
+            chan.recv("mapped")
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        flags = namespaces.new_flags(linux) & ~sc.CLONE_NEWUSER
+        if flags:
+            sc.unshare(flags)
+        if linux.time_offsets and flags & sc.CLONE_NEWTIME:
+            namespaces.write_time_offsets(linux.time_offsets)
+        pid = os.fork()
+        if pid == 0:
+            init_main(chan, a)
+        chan.send("pid", pid=pid)
+        os._exit(0)
+    except BaseException as e:
+        _fail(chan, e)
+
+
+def init_main(chan: Channel, a: InitArgs) -> None:
+    try:
+        _init(chan, a)
+    except BaseException as e:
+        _fail(chan, e)
+
+
+def _fail(chan: Channel, e: BaseException) -> None:
+    if os.environ.get("PYRUNTIME_TRACE"):
+        traceback.print_exception(e)
+    if isinstance(e, RuntimeFailure):
+        msg = str(e)
+    elif isinstance(e, OSError):
+        msg = f"container init: {e}"
+    else:
+        msg = "container init: internal error: " + "".join(
+            traceback.format_exception_only(type(e), e)).strip()
+    try:
+        chan.send("error", msg=msg)
+    except OSError:
+        pass
+    os._exit(1)
+
+
+def _init(chan: Channel, a: InitArgs) -> None:
+    cfg, linux, proc = a.cfg, a.cfg.linux, a.cfg.process
+    process.die_on_signals()
+    in_user_ns = linux.namespace("user") is not None
+    new_mount_ns = bool(namespaces.new_flags(linux, ("mount",))) or bool(
+        linux.namespace("mount") and linux.namespace("mount").path)
+    if namespaces.new_flags(linux, ("network",)):
+        loopback_up()
+
+    # -- the rootfs, while the host's filesystem is still in view
+    if new_mount_ns:
+        rootfs.set_root_propagation(linux.rootfs_propagation)
+        rootfs.bind_rootfs(cfg.root_path)
+    root_fd = os.open(cfg.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths)
+    rootfs.create_devices(cfg, root_fd, in_user_ns)
+    os.close(root_fd)
+    process.set_oom_score_adj(proc.oom_score_adj if proc else None)
+
+    # -- hooks that run before the root switch: prestart and createRuntime in the runtime's
+    #    namespace (the parent runs them), then createContainer here in ours
+    chan.send("hooks")
+    state = chan.recv("hooks-done")["state"]
+    os.chdir(a.bundle)  # hooks see the bundle as cwd; the root switch moves us anyway
+    hooks.run("createContainer", cfg.hooks.get("createContainer", []), state)
+    fifo = os.open(a.fifo, os.O_PATH | os.O_CLOEXEC)
+
+    # -- switch root
+    if a.no_pivot:
+        rootfs.move_root(cfg.root_path)
+    elif new_mount_ns:
+        rootfs.pivot(cfg.root_path)
+    else:
+        os.chroot(cfg.root_path)  # sharing the host's mount namespace: never pivot it
+        os.chdir("/")
+    if proc and proc.terminal:
+        setup_terminal(proc, a.console_sock)
+    if new_mount_ns:
+        rootfs.set_rootfs_propagation(linux.rootfs_propagation)
+    if cfg.root_readonly:
+        rootfs.readonly_root()
+
+    # -- the rest of the environment, in runc's order
+    if cfg.hostname is not None and linux.namespace("uts"):
+        sc.sethostname(cfg.hostname)
+    if cfg.domainname is not None and linux.namespace("uts"):
+        sc.setdomainname(cfg.domainname)
+    for key, value in linux.sysctl.items():
+        write_sysctl(key, value)
+    rootfs.readonly_paths(linux.readonly_paths)
+    rootfs.mask_paths(linux.masked_paths)
+    process.set_personality(linux.personality)
+    if not a.no_new_keyring:
+        try:
+            sc.join_session_keyring(f"_ses.{a.container_id}")
+        except OSError:
+            pass  # no keyring support (ENOSYS) or not allowed here: runc goes on too
+    if proc is None:
+        _wait_for_start(chan, fifo, cfg, state)
+        os._exit(0)
+    process.set_scheduling(proc)
+    process.enter_cwd(proc.cwd)
+    env = process.build_env(proc, a.preserve_fds)
+    path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
+
+    # -- created: block until `start`
+    out = _wait_for_start(chan, fifo, cfg, state)
+
+    def report(msg: str) -> None:
+        try:
+            os.write(out, b"E" + msg.encode())
+        except OSError:
+            pass
+    try:
+        process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=linux.seccomp,
+                                  preserve_fds=a.preserve_fds, keep=(out,), report=report)
+    except RuntimeFailure as e:
+        report(str(e))
+        os._exit(1)
+
+
+def _wait_for_start(chan: Channel, fifo_path_fd: int, cfg, state: dict) -> int:
+    """Tell the parent we are created, then block on exec.fifo until `start` opens it. Returns
+    the fifo's write end (close-on-exec: `start` sees EOF when execve succeeds)."""
+    chan.send("created")
+    chan.sock.close()
+    out = os.open(rootfs.fdpath(fifo_path_fd), os.O_WRONLY | os.O_CLOEXEC)
+    os.close(fifo_path_fd)
+    if cfg.hooks.get("startContainer"):
+        state = dict(state, status="running")
+        try:
+            hooks.run("startContainer", cfg.hooks.get("startContainer", []), state)
+        except RuntimeFailure as e:
+            os.write(out, b"E" + str(e).encode())
+            os._exit(1)
+    os.write(out, b"0")
+    return out
+
+
+def setup_terminal(proc, sock: socket.socket | None) -> None:
+    if sock is None:
+        raise RuntimeFailure("process.terminal is true but no --console-socket was given")
+    master, peer = console.open_pty()
+    if proc.console_size:
+        console.set_size(peer, *proc.console_size)
+    console.bind_console(peer)
+    console.send_master(sock, master)
+    os.close(master)
+    sock.close()
+    console.make_controlling(peer)
+    os.close(peer)
+
+
+def write_sysctl(key: str, value: str) -> None:
+    path = "/proc/sys/" + key.replace(".", "/")
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise RuntimeFailure(f"linux.sysctl.{key}: {value!r}: {e.strerror}") from None
+
+
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def loopback_up() -> None:
+    import fcntl
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, req + b"\0" * 22)[:18])[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP) + b"\0" * 22)

@@ -1,0 +1,388 @@
+"""The container's filesystem: mounts, /dev, pivot_root, masked and readonly paths.
+
+Every path inside the rootfs is resolved with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+and mounted through /proc/self/fd/N of the resulting O_PATH fd, so a hostile symlink in the
+rootfs can never redirect a mount, a /dev/null bind or a /dev/console to the host.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from . import syscalls as sc
+from .errors import RuntimeFailure
+
+_IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
+
+# option -> (clear, set) flags
+_FLAGS = {
+    "defaults": (0, 0), "ro": (0, sc.MS_RDONLY), "rw": (sc.MS_RDONLY, 0),
+    "suid": (sc.MS_NOSUID, 0), "nosuid": (0, sc.MS_NOSUID), "dev": (sc.MS_NODEV, 0),
+    "nodev": (0, sc.MS_NODEV), "exec": (sc.MS_NOEXEC, 0), "noexec": (0, sc.MS_NOEXEC),
+    "sync": (0, sc.MS_SYNCHRONOUS), "async": (sc.MS_SYNCHRONOUS, 0),
+    "dirsync": (0, sc.MS_DIRSYNC), "remount": (0, sc.MS_REMOUNT), "mand": (0, sc.MS_MANDLOCK),
+    "nomand": (sc.MS_MANDLOCK, 0), "atime": (sc.MS_NOATIME, 0), "noatime": (0, sc.MS_NOATIME),
+    "diratime": (sc.MS_NODIRATIME, 0), "nodiratime": (0, sc.MS_NODIRATIME),
+    "bind": (0, sc.MS_BIND), "rbind": (0, sc.MS_BIND | sc.MS_REC),
+    "relatime": (0, sc.MS_RELATIME), "norelatime": (sc.MS_RELATIME, 0),
+    "strictatime": (0, sc.MS_STRICTATIME), "nostrictatime": (sc.MS_STRICTATIME, 0),
+    "lazytime": (0, sc.MS_LAZYTIME), "nolazytime": (sc.MS_LAZYTIME, 0),
+    "nosymfollow": (0, sc.MS_NOSYMFOLLOW), "symfollow": (sc.MS_NOSYMFOLLOW, 0),
+    "silent": (0, sc.MS_SILENT), "loud": (sc.MS_SILENT, 0),
+}
+PROPAGATION = {
+    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
+    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+# Options that only runc-style tools use and that mean nothing to the kernel.
+_IGNORED = {"tmpcopyup", "rro", "rrw", "rnosuid", "rnodev", "rnoexec", "idmap", "ridmap", "x-"}
+
+DEFAULT_DEVICES = [  # name, major, minor
+    ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+    ("tty", 5, 0),
+]
+DEFAULT_SYMLINKS = [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
+                    ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")]
+
+
+def parse_options(options: list[str]) -> tuple[int, int, list[str]]:
+    """-> (flags, propagation flags, data options)."""
+    flags, prop, data = 0, 0, []
+    for opt in options:
+        if opt in _FLAGS:
+            clear, set_ = _FLAGS[opt]
+            flags = (flags & ~clear) | set_
+        elif opt in PROPAGATION:
+            prop |= PROPAGATION[opt]
+        elif opt in _IGNORED or opt.startswith("x-"):
+            continue
+        else:
+            data.append(opt)
+    return flags, prop, data
+
+
+def fdpath(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+# ---------------------------------------------------------------- safe paths inside the rootfs
+
+def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH) -> int:
+    return sc.openat2(root_fd, path.lstrip("/") or ".", flags, _IN_ROOT)
+
+
+def make_path(root_fd: int, path: str, is_dir: bool = True, mode: int = 0o755) -> int:
+    """Create path (and its parents) inside the rootfs; return an O_PATH fd to it."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    done: list[str] = []
+    parent = os.dup(root_fd)
+    try:
+        for i, part in enumerate(parts):
+            if part == "..":
+                raise RuntimeFailure(f"path {path!r} must not contain '..'")
+            last = i == len(parts) - 1
+            rel = "/".join(done + [part])
+            try:
+                fd = open_in_root(root_fd, rel)
+            except FileNotFoundError:
+                try:
+                    if last and not is_dir:
+                        os.close(os.open(part, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                         0o644, dir_fd=parent))
+                    else:
+                        os.mkdir(part, mode, dir_fd=parent)
+                except FileExistsError:
+                    pass  # a dangling symlink or a racing creator: resolve again below
+                try:
+                    fd = open_in_root(root_fd, rel)
+                except FileNotFoundError:
+                    raise RuntimeFailure(f"cannot create {path!r} in the rootfs: {rel!r} is a "
+                                         "dangling symlink") from None
+            os.close(parent)
+            parent = fd
+            done.append(part)
+        return parent
+    except BaseException:
+        os.close(parent)
+        raise
+
+
+# ---------------------------------------------------------------- mounts
+
+def set_root_propagation(propagation: str) -> None:
+    """Keep our mounts from propagating to the host (runc: rslave unless told otherwise)."""
+    flag = PROPAGATION.get(propagation) if propagation else None
+    if flag is None or propagation in ("shared", "rshared", "unbindable", "runbindable"):
+        flag = sc.MS_SLAVE | sc.MS_REC
+    sc.mount(None, "/", None, flag | sc.MS_REC)
+
+
+def bind_rootfs(rootfs: str) -> None:
+    sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+
+
+def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict) -> None:
+    for m in cfg.mounts:
+        try:
+            mount_one(m, bundle, root_fd, cfg, cgroup_paths)
+        except OSError as e:
+            raise RuntimeFailure(f"{m.path} (destination {m.destination!r}): mount failed: "
+                                 f"{e.strerror}") from None
+
+
+def mount_one(m, bundle: str, root_fd: int, cfg, cgroup_paths: dict) -> None:
+    flags, prop, data = parse_options(m.options)
+    if m.type in ("cgroup", "cgroup2"):
+        return mount_cgroup(m, root_fd, flags, cgroup_paths)
+    is_bind = bool(flags & sc.MS_BIND) or m.type == "bind"
+    source = m.source
+    if is_bind:
+        flags |= sc.MS_BIND
+        if not os.path.isabs(source):
+            source = os.path.join(bundle, source)
+        try:
+            src_is_dir = os.path.isdir(source)
+            os.stat(source)
+        except OSError as e:
+            raise RuntimeFailure(f"{m.path}.source: {m.source!r}: {e.strerror.lower()}") from None
+    else:
+        src_is_dir = True
+    fd = make_path(root_fd, m.destination, is_dir=src_is_dir)
+    try:
+        target = fdpath(fd)
+        if is_bind:
+            sc.mount(source, target, None, sc.MS_BIND | (flags & sc.MS_REC))
+            remount = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+            if remount:
+                # A bind ignores the other flags: they take a remount, which must keep the
+                # flags the kernel locked (e.g. nodev in a user namespace).
+                os.close(fd)
+                fd = make_path(root_fd, m.destination, is_dir=src_is_dir)
+                target = fdpath(fd)
+                locked = os.statvfs(target).f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | remount | locked)
+        else:
+            try:
+                sc.mount(m.source or m.type, target, m.type, flags & ~sc.MS_REMOUNT,
+                         ",".join(data) or None)
+            except PermissionError:
+                if m.type != "sysfs":
+                    raise
+                # sysfs can't be mounted without owning the network namespace: bind the host's.
+                sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | (flags & sc.MS_RDONLY))
+        if prop:
+            os.close(fd)
+            fd = open_in_root(root_fd, m.destination)
+            sc.mount(None, fdpath(fd), None, prop)
+    finally:
+        os.close(fd)
+
+
+def mount_cgroup(m, root_fd: int, flags: int, cgroup_paths: dict) -> None:
+    """Give the container a view of its own cgroups: cgroup2 where unified, else a tmpfs with
+    a read-only bind of the container's dir in each v1 hierarchy."""
+    fd = make_path(root_fd, m.destination)
+    try:
+        if "" in cgroup_paths or not cgroup_paths:
+            try:
+                sc.mount("cgroup2", fdpath(fd), "cgroup2", flags)
+                return
+            except OSError:
+                if not cgroup_paths:
+                    raise
+            sc.mount(cgroup_paths[""], fdpath(fd), None, sc.MS_BIND | sc.MS_REC)
+            return
+        sc.mount("tmpfs", fdpath(fd), "tmpfs", flags & ~sc.MS_RDONLY, "mode=755")
+    finally:
+        os.close(fd)
+    for controller, path in sorted(cgroup_paths.items()):
+        name = _hierarchy_name(controller)
+        sub = make_path(root_fd, os.path.join(m.destination, name))
+        try:
+            sc.mount(path, fdpath(sub), None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(None, fdpath(sub), None, sc.MS_BIND | sc.MS_REMOUNT | (flags & ~sc.MS_REC))
+        finally:
+            os.close(sub)
+    if flags & sc.MS_RDONLY:
+        fd = open_in_root(root_fd, m.destination)
+        try:
+            sc.mount(None, fdpath(fd), None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY |
+                     (flags & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _hierarchy_name(controller: str) -> str:
+    return controller.replace("name=", "")
+
+
+# ---------------------------------------------------------------- /dev
+
+def dev_is_tmpfs(cfg) -> bool:
+    """Whether the runtime owns /dev (a fresh tmpfs) and must fill it in."""
+    for m in cfg.mounts:
+        if m.destination.rstrip("/") == "/dev":
+            return m.type == "tmpfs"
+    return False
+
+
+def create_devices(cfg, root_fd: int, in_user_ns: bool) -> None:
+    if dev_is_tmpfs(cfg):
+        for name, major, minor in DEFAULT_DEVICES:
+            _make_device(root_fd, f"/dev/{name}", stat.S_IFCHR, major, minor, 0o666, 0, 0, in_user_ns)
+        dev_fd = open_in_root(root_fd, "/dev", os.O_PATH | os.O_DIRECTORY)
+        try:
+            for target, name in DEFAULT_SYMLINKS + [("pts/ptmx", "ptmx")]:
+                try:
+                    os.symlink(target, name, dir_fd=dev_fd)
+                except FileExistsError:
+                    pass
+            if os.path.exists("/proc/kcore"):
+                try:
+                    os.symlink("/proc/kcore", "core", dir_fd=dev_fd)
+                except FileExistsError:
+                    pass
+        finally:
+            os.close(dev_fd)
+    for d in cfg.linux.devices:
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d.type]
+        mode = d.file_mode if d.file_mode is not None else 0o666
+        _make_device(root_fd, d.path, kind, d.major, d.minor, mode, d.uid or 0, d.gid or 0, in_user_ns)
+
+
+def _make_device(root_fd, path, kind, major, minor, mode, uid, gid, in_user_ns) -> None:
+    parent_path, name = os.path.split(path.rstrip("/"))
+    parent = make_path(root_fd, parent_path)
+    try:
+        try:
+            os.unlink(name, dir_fd=parent)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise RuntimeFailure(f"linux.devices: {path}: a directory is in the way") from None
+        if in_user_ns and kind != stat.S_IFIFO:
+            # mknod is not allowed in a user namespace: bind the host's node instead.
+            os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                             dir_fd=parent))
+            fd = sc.openat2(parent, name, os.O_PATH | os.O_NOFOLLOW, _IN_ROOT)
+            try:
+                sc.mount(path, fdpath(fd), None, sc.MS_BIND)
+            finally:
+                os.close(fd)
+            return
+        old = os.umask(0)
+        try:
+            os.mknod(name, kind | (mode & 0o7777), os.makedev(major, minor), dir_fd=parent)
+        finally:
+            os.umask(old)
+        os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+        os.chmod(name, mode & 0o7777, dir_fd=parent, follow_symlinks=False)
+    finally:
+        os.close(parent)
+
+
+# ---------------------------------------------------------------- switching root
+
+def pivot(rootfs: str) -> None:
+    old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new_root)
+        sc.pivot_root(".", ".")
+        # The old root now sits on top of the new one at "."; detach it without letting the
+        # unmount propagate to the host.
+        os.fchdir(old_root)
+        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(old_root)
+        os.close(new_root)
+
+
+def move_root(rootfs: str) -> None:
+    """--no-pivot: for ramdisk roots where pivot_root is impossible."""
+    os.chdir(rootfs)
+    sc.mount(rootfs, "/", None, sc.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def set_rootfs_propagation(propagation: str) -> None:
+    if propagation:
+        sc.mount(None, "/", None, PROPAGATION[propagation])
+
+
+def readonly_root() -> None:
+    locked = os.statvfs("/").f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | locked)
+
+
+def mask_paths(paths: list[str]) -> None:
+    if not paths:
+        return
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    devnull_fd = -1
+    try:
+        devnull_fd = open_devnull(root)
+        for path in paths:
+            try:
+                fd = open_in_root(root, path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            try:
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    sc.mount("tmpfs", fdpath(fd), "tmpfs", sc.MS_RDONLY)
+                else:
+                    sc.mount(fdpath(devnull_fd), fdpath(fd), None, sc.MS_BIND)
+            except OSError as e:
+                raise RuntimeFailure(f"linux.maskedPaths: {path}: {e.strerror}") from None
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
+        if devnull_fd >= 0:
+            os.close(devnull_fd)
+
+
+def readonly_paths(paths: list[str]) -> None:
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for path in paths:
+            try:
+                fd = open_in_root(root, path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            try:
+                sc.mount(fdpath(fd), fdpath(fd), None, sc.MS_BIND | sc.MS_REC)
+                os.close(fd)
+                fd = open_in_root(root, path)
+                locked = os.statvfs(fdpath(fd)).f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+                sc.mount(None, fdpath(fd), None,
+                         sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC | locked)
+            except OSError as e:
+                raise RuntimeFailure(f"linux.readonlyPaths: {path}: {e.strerror}") from None
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
+
+
+def open_devnull(root_fd: int) -> int:
+    """An O_PATH fd of the container's /dev/null, checked to really be the null device: a
+    rootfs that makes it a symlink or another file must not get that bound over a masked path."""
+    try:
+        fd = sc.openat2(root_fd, "dev/null", os.O_PATH, _IN_ROOT | sc.RESOLVE_NO_SYMLINKS)
+    except OSError as e:
+        raise RuntimeFailure(f"linux.maskedPaths: /dev/null in the container: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        os.close(fd)
+        raise RuntimeFailure("linux.maskedPaths: /dev/null in the container is not the null device")
+    return fd

@@ -1,0 +1,275 @@
+"""The CLI's shape: global flags, --log, --version, spec, list, state."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import is_pyruntime
+from corehelp import assert_failed, assert_no_traceback, parse_rfc3339, set_sh
+
+
+def raw(runtime, *args, **kw):
+    """Run the runtime binary with exactly these args (no automatic --root)."""
+    kw.setdefault("capture_output", True)
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run([runtime.binary, *map(str, args)], text=True, timeout=60, **kw)
+
+
+def quiet(**kw):
+    """Keyword args for a `create` whose init must not hold our pipes."""
+    return dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                capture_output=False, **kw)
+
+
+# ================================================================ global flags
+
+def test_global_root_flag_forms(runtime, bundle, tmp_path):
+    root = tmp_path / "state"   # == runtime.root, so the teardown finds what we leave
+    set_sh(bundle, "sleep 30")
+    cid = runtime.new_id()
+    assert raw(runtime, f"--root={root}", "create", "--bundle", bundle.path, cid, **quiet()).returncode == 0
+    assert root.is_dir()
+    for form in (["--root", root], [f"--root={root}"], ["-root", root], [f"-root={root}"]):
+        proc = raw(runtime, *form, "state", cid)
+        assert proc.returncode == 0, (form, proc.stderr)
+        assert json.loads(proc.stdout)["id"] == cid
+    assert raw(runtime, "-root", root, "delete", "--force", cid).returncode == 0
+    assert not (root / cid).exists()
+
+
+def test_root_is_created_if_missing(runtime, bundle, tmp_path):
+    root = tmp_path / "deep" / "er" / "root"
+    cid = runtime.new_id()
+    proc = raw(runtime, "--root", root, "run", "--bundle", bundle.path, cid)
+    assert proc.returncode == 0, proc.stderr
+    assert root.is_dir()
+    assert list(root.iterdir()) == []
+
+
+def test_log_json_lines(runtime, tmp_path):
+    log = tmp_path / "log.json"
+    proc = runtime("state", "no-such-container", check=False,
+                   global_args=("--log", log, "--log-format", "json"))
+    assert_failed(proc, "does not exist")
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert lines
+    for rec in lines:
+        assert {"level", "msg", "time"} <= set(rec), rec
+        parse_rfc3339(rec["time"])
+    errors = [r for r in lines if r["level"] == "error"]
+    assert errors and "does not exist" in errors[-1]["msg"]
+
+
+def test_log_json_with_equals_form(runtime, tmp_path):
+    log = tmp_path / "log2.json"
+    proc = runtime("kill", "no-such-container", "9", check=False,
+                   global_args=(f"--log={log}", "--log-format=json"))
+    assert_failed(proc, "does not exist")
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["level"] == "error" and "does not exist" in last["msg"]
+
+
+def test_log_file_created_on_success(runtime, bundle, tmp_path):
+    log = tmp_path / "ok.log"
+    runtime.run(bundle, None, global_args=("--log", log, "--log-format", "json"))
+    assert log.exists()
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        assert rec["level"] != "error", rec
+
+
+def test_log_text_format(runtime, tmp_path):
+    log = tmp_path / "log.txt"
+    proc = runtime("state", "no-such-container", check=False,
+                   global_args=("--log", log, "--log-format", "text"))
+    assert_failed(proc, "does not exist")
+    text = log.read_text()
+    assert "does not exist" in text and "level=error" in text
+
+
+def test_debug_flag_is_accepted(runtime, bundle):
+    proc = runtime("run", "--bundle", bundle.path, runtime.new_id(), global_args=("--debug",))
+    assert proc.returncode == 0
+    assert_no_traceback(proc)
+
+
+def test_version():
+    from conftest import runtime_binary
+    proc = subprocess.run([runtime_binary(), "--version"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("runc version "), lines
+    assert len(lines[0].split()) >= 3
+    assert any(line.startswith("commit:") for line in lines[1:]), lines
+    spec = [line for line in lines if line.startswith("spec: ")]
+    assert spec, lines
+    if is_pyruntime():
+        assert lines[1].startswith("commit:")
+        assert spec[0] == "spec: 1.3.0"
+
+
+def test_unknown_subcommand_and_flag(runtime):
+    assert_failed(runtime("frobnicate", check=False))
+    assert_failed(runtime("state", "--no-such-flag", "x", check=False))
+
+
+def test_missing_container_id(runtime):
+    for cmd in ("state", "start", "delete", "kill"):
+        assert_failed(runtime(cmd, check=False))
+
+
+# ================================================================ spec
+
+def test_spec_default(runtime, tmp_path):
+    d = tmp_path / "specdir"
+    d.mkdir()
+    proc = raw(runtime, "spec", cwd=d)
+    assert proc.returncode == 0, proc.stderr
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["process"]["args"] == ["sh"]
+    assert cfg["process"]["terminal"] is True
+    assert cfg["root"] == {"path": "rootfs", "readonly": True}
+    assert {n["type"] for n in cfg["linux"]["namespaces"]} >= {"pid", "network", "ipc", "uts", "mount"}
+    assert not any(n["type"] == "user" for n in cfg["linux"]["namespaces"])
+    assert [m["destination"] for m in cfg["mounts"]][:6] == [
+        "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"]
+    assert "/proc/kcore" in cfg["linux"]["maskedPaths"]
+    assert "/proc/sys" in cfg["linux"]["readonlyPaths"]
+    assert cfg["process"]["capabilities"]["bounding"] == ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    assert cfg["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
+    assert cfg["process"]["noNewPrivileges"] is True
+    if is_pyruntime():
+        assert cfg["ociVersion"] == "1.3.0"
+    # a second spec refuses to overwrite
+    again = raw(runtime, "spec", cwd=d)
+    assert_failed(again, "exists")
+
+
+def test_spec_rootless_and_bundle(runtime, tmp_path):
+    d = tmp_path / "rootless"
+    d.mkdir()
+    proc = raw(runtime, "spec", "--rootless", "--bundle", d)
+    assert proc.returncode == 0, proc.stderr
+    cfg = json.loads((d / "config.json").read_text())
+    types = [n["type"] for n in cfg["linux"]["namespaces"]]
+    assert "user" in types and "network" not in types
+    assert cfg["linux"]["uidMappings"] == [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+    assert cfg["linux"]["gidMappings"] == [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+    assert "resources" not in cfg["linux"]
+
+
+def test_spec_output_runs(runtime, bundle):
+    """The default spec, with a non-terminal process, runs the busybox rootfs."""
+    d = bundle.path
+    (d / "config.json").unlink()
+    assert raw(runtime, "spec", "-b", d).returncode == 0
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["sh", "-c", "hostname; touch /x 2>/dev/null || echo readonly"]
+    bundle.write(cfg)
+    out = runtime.run(bundle).stdout.split()
+    assert out[1] == "readonly"
+    if not is_pyruntime():
+        assert out[0] == "runc"
+
+
+# ================================================================ list and state
+
+def test_list_formats(runtime, bundle):
+    set_sh(bundle, "sleep 30")
+    a = runtime.create(bundle)
+    b = runtime.create(bundle)
+    runtime("start", b)
+
+    table = runtime("list").stdout.splitlines()
+    assert table[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert set(rows) == {a, b}
+    assert rows[a][2] == "created" and rows[b][2] == "running"
+    assert rows[a][1] == str(runtime.state(a)["pid"])
+    assert rows[a][3] == str(bundle.path)
+
+    assert sorted(runtime("list", "-q").stdout.split()) == sorted([a, b])
+
+    js = json.loads(runtime("list", "--format", "json").stdout)
+    by_id = {c["id"]: c for c in js}
+    assert set(by_id) == {a, b}
+    assert by_id[b]["status"] == "running"
+    for c in js:
+        for key in ("id", "pid", "status", "bundle", "rootfs", "created", "owner"):
+            assert key in c
+        assert c["bundle"] == str(bundle.path)
+    js2 = json.loads(runtime("list", "--format=json").stdout)
+    assert {c["id"] for c in js2} == {a, b}
+    runtime("delete", "--force", a)
+    runtime("delete", "--force", b)
+
+
+def test_list_empty(runtime):
+    out = runtime("list").stdout.splitlines()
+    assert out[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    assert out[1:] == []
+    js = json.loads(runtime("list", "--format", "json").stdout)
+    assert js in (None, [])   # runc prints null
+    assert runtime("list", "-q").stdout.strip() == ""
+
+
+def test_list_skips_foreign_dirs(runtime, bundle):
+    set_sh(bundle, "sleep 30")
+    cid = runtime.create(bundle)
+    junk = runtime.root / "not-a-container"
+    junk.mkdir()
+    bad = runtime.root / "bad-state"
+    bad.mkdir()
+    (bad / "state.json").write_text("{not json")
+    try:
+        proc = runtime("list", "-q", check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert_no_traceback(proc)
+        assert proc.stdout.split() == [cid]
+        js = runtime("list", "--format", "json", check=False)
+        assert js.returncode == 0
+        assert [c["id"] for c in json.loads(js.stdout)] == [cid]
+        assert runtime.state(cid)["status"] == "created"
+    finally:
+        junk.rmdir()
+        (bad / "state.json").unlink()
+        bad.rmdir()
+    runtime("delete", "--force", cid)
+
+
+def test_state_of_each_status(runtime, bundle):
+    set_sh(bundle, "read x")  # blocks until stdin (our pipe) is closed
+    cid = runtime.new_id()
+    r, w = os.pipe()
+    try:
+        runtime.create(bundle, cid, stdin=r)
+        st = runtime.state(cid)
+        assert st["status"] == "created" and st["pid"] > 0
+        runtime("start", cid)
+        st = runtime.state(cid)
+        assert st["status"] == "running"
+        pid = st["pid"]
+        assert Path(f"/proc/{pid}").exists()
+    finally:
+        os.close(r)
+        os.close(w)
+    st = runtime.wait_stopped(cid)
+    assert st["status"] == "stopped"
+    if is_pyruntime():
+        assert st["pid"] == 0
+    runtime("delete", cid)
+
+
+def test_state_owner(runtime, bundle):
+    set_sh(bundle, "sleep 30")
+    cid = runtime.create(bundle)
+    st = runtime.state(cid)
+    assert st["owner"] in ("", "root")
+    if is_pyruntime():
+        assert st["owner"] == "root"
+    runtime("delete", "--force", cid)

@@ -1,0 +1,359 @@
+"""create / start / state / kill / delete / run: the container's life, seen from outside and inside."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import is_pyruntime, reap_zombies
+from corehelp import (alive, assert_failed, parse_rfc3339, ppid_of, set_sh, wait_file, wait_for)
+
+
+def cgroup_config(bundle, cid):
+    bundle.config["linux"]["cgroupsPath"] = f"/pyrt-test/{cid}"
+
+
+def create_sleeper(runtime, bundle, script="sleep 30", *extra):
+    cid = runtime.new_id()
+    cgroup_config(bundle, cid)
+    set_sh(bundle, script)
+    runtime.create(bundle, cid, *extra)
+    return cid
+
+
+def reap(pid: int, timeout: float = 5.0):
+    """Wait for our child `pid` (the init is a child of this subreaper) and return its status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if got == pid:
+            return status
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} did not exit")
+
+
+# ================================================================ create
+
+def test_create_leaves_a_created_container(runtime, bundle, tmp_path):
+    pidfile = tmp_path / "init.pid"
+    cid = runtime.new_id()
+    cgroup_config(bundle, cid)
+    set_sh(bundle, "echo started > /started")
+    runtime.create(bundle, cid, "--pid-file", pidfile)
+
+    raw = pidfile.read_text()
+    assert raw.isdigit(), repr(raw)            # decimal, no trailing newline
+    pid = int(raw)
+    st = runtime.state(cid)
+    assert st["status"] == "created"
+    assert st["pid"] == pid
+    assert st["id"] == cid
+    # the init is a direct child of the caller (a subreaper); our own processes have exited
+    assert ppid_of(pid) == os.getpid()
+    # it is already in its cgroup
+    cg = Path(f"/proc/{pid}/cgroup").read_text()
+    assert f":/pyrt-test/{cid}\n" in cg, cg
+    # it holds <root>/<id>/exec.fifo open, waiting for start
+    fifo = runtime.root / cid / "exec.fifo"
+    assert fifo.exists()
+    fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    assert str(fifo) in fds, fds
+    # the user process has not run
+    time.sleep(0.1)
+    assert not (bundle.rootfs / "started").exists()
+
+    runtime("start", cid)
+    assert wait_file(bundle.rootfs / "started") == "started\n"
+    assert not fifo.exists()
+    st = runtime.wait_stopped(cid)
+    assert st["status"] == "stopped"
+    runtime("delete", cid)
+    assert not (runtime.root / cid).exists()
+
+
+def test_create_start_kill_delete(runtime, bundle):
+    cid = create_sleeper(runtime, bundle)
+    pid = runtime.state(cid)["pid"]
+    runtime("start", cid)
+    assert runtime.state(cid)["status"] == "running"
+    assert alive(pid)
+    runtime("kill", cid, "KILL")
+    status = reap(pid)
+    assert status is None or os.WTERMSIG(status) == signal.SIGKILL
+    assert runtime.wait_stopped(cid)["status"] == "stopped"
+    runtime("delete", cid)
+    assert not (runtime.root / cid).exists()
+    assert_failed(runtime("state", cid, check=False), "does not exist")
+    assert cid not in runtime("list", "-q").stdout.split()
+
+
+def test_create_with_equals_and_short_flags(runtime, bundle, tmp_path):
+    cid = runtime.new_id()
+    set_sh(bundle, "sleep 30")
+    pidfile = tmp_path / "p.pid"
+    proc = runtime("create", f"--bundle={bundle.path}", f"--pid-file={pidfile}", cid,
+                   check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, capture_output=False)
+    assert proc.returncode == 0
+    assert int(pidfile.read_text()) == runtime.state(cid)["pid"]
+    cid2 = runtime.new_id()
+    proc = runtime("create", "-b", bundle.path, "-pid-file", tmp_path / "q.pid", cid2,
+                   check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, capture_output=False)
+    assert proc.returncode == 0
+    assert runtime.state(cid2)["status"] == "created"
+    runtime("delete", "--force", cid)
+    runtime("delete", "--force", cid2)
+
+
+def test_create_bundle_defaults_to_cwd(runtime, bundle):
+    cid = runtime.new_id()
+    set_sh(bundle, "sleep 30")
+    proc = runtime("create", cid, cwd=bundle.path, check=False, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, capture_output=False)
+    assert proc.returncode == 0
+    assert runtime.state(cid)["bundle"] == str(bundle.path)
+    runtime("delete", "--force", cid)
+
+
+def test_duplicate_id_is_refused(runtime, bundle):
+    cid = create_sleeper(runtime, bundle)
+    pid = runtime.state(cid)["pid"]
+    proc = runtime("create", "--bundle", bundle.path, cid, check=False, stdin=subprocess.DEVNULL)
+    assert_failed(proc, "container with given ID already exists")
+    st = runtime.state(cid)
+    assert st["status"] == "created" and st["pid"] == pid
+    runtime("delete", "--force", cid)
+
+
+def test_state_json(runtime, bundle):
+    bundle.config["annotations"] = {"org.example.key": "value"}
+    cid = create_sleeper(runtime, bundle)
+    before = time.time()
+    st = runtime.state(cid)
+    for key in ("ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"):
+        assert key in st, key
+    assert st["id"] == cid and st["status"] == "created"
+    assert st["bundle"] == str(bundle.path)
+    assert st["rootfs"] == str(bundle.rootfs)
+    assert st["annotations"] == {"org.example.key": "value"}
+    created = parse_rfc3339(st["created"]).timestamp()
+    assert before - 60 < created <= before + 1
+    if is_pyruntime():
+        assert st["ociVersion"] == "1.3.0" and st["owner"] == "root"
+    runtime("delete", "--force", cid)
+
+
+# ================================================================ start
+
+def test_start_twice_fails(runtime, bundle):
+    cid = create_sleeper(runtime, bundle)
+    runtime("start", cid)
+    assert_failed(runtime("start", cid, check=False))
+    assert runtime.state(cid)["status"] == "running"
+    runtime("delete", "--force", cid)
+
+
+def test_start_stopped_fails(runtime, bundle):
+    cid = create_sleeper(runtime, bundle, "true")
+    runtime("start", cid)
+    runtime.wait_stopped(cid)
+    assert_failed(runtime("start", cid, check=False))
+    runtime("delete", cid)
+
+
+# ================================================================ kill
+
+@pytest.mark.parametrize("sig", ["9", "KILL", "SIGKILL"])
+def test_kill_signal_forms(runtime, bundle, sig):
+    cid = create_sleeper(runtime, bundle)
+    pid = runtime.state(cid)["pid"]
+    runtime("start", cid)
+    runtime("kill", cid, sig)
+    status = reap(pid)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert runtime.wait_stopped(cid)["status"] == "stopped"
+    runtime("delete", cid)
+
+
+@pytest.mark.parametrize("args", [(), ("TERM",), ("15",), ("SIGTERM",)])
+def test_kill_default_is_term(runtime, bundle, args):
+    cid = create_sleeper(runtime, bundle,
+                         "trap 'exit 3' TERM; echo ready > /ready; while :; do sleep 0.05; done")
+    pid = runtime.state(cid)["pid"]
+    runtime("start", cid)
+    wait_file(bundle.rootfs / "ready")
+    runtime("kill", cid, *args)
+    status = reap(pid)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3
+    runtime("delete", cid)
+
+
+def test_kill_created_container(runtime, bundle):
+    cid = create_sleeper(runtime, bundle)
+    pid = runtime.state(cid)["pid"]
+    runtime("kill", cid, "9")
+    reap(pid)
+    assert runtime.wait_stopped(cid)["status"] == "stopped"
+    runtime("delete", cid)
+
+
+def test_kill_stopped_container(runtime, bundle):
+    cid = create_sleeper(runtime, bundle, "true")
+    runtime("start", cid)
+    runtime.wait_stopped(cid)
+    assert_failed(runtime("kill", cid, "9", check=False), "container not running")
+    # --all on a stopped container is not an error
+    assert runtime("kill", "--all", cid, "9", check=False).returncode == 0
+    runtime("delete", cid)
+
+
+def test_kill_all(runtime, bundle):
+    cid = create_sleeper(runtime, bundle,
+                         "sleep 30 & sleep 31 & echo ready > /ready; wait")
+    init = runtime.state(cid)["pid"]
+    runtime("start", cid)
+    wait_file(bundle.rootfs / "ready")
+    procs_file = Path(f"/sys/fs/cgroup/pids/pyrt-test/{cid}/cgroup.procs")
+    pids = wait_for(lambda: [int(p) for p in procs_file.read_text().split()]
+                    if len(procs_file.read_text().split()) >= 3 else None)
+    runtime("kill", "--all", cid, "9")
+    reap(init)
+    wait_for(lambda: not any(alive(p) for p in pids))
+    assert runtime.wait_stopped(cid)["status"] == "stopped"
+    runtime("delete", cid)
+
+
+def test_kill_unknown_signal_fails(runtime, bundle):
+    cid = create_sleeper(runtime, bundle)
+    assert_failed(runtime("kill", cid, "SIGNOPE", check=False))
+    assert runtime.state(cid)["status"] == "created"
+    runtime("delete", "--force", cid)
+
+
+# ================================================================ delete
+
+def test_delete_running_without_force_fails(runtime, bundle):
+    cid = create_sleeper(runtime, bundle)
+    runtime("start", cid)
+    assert_failed(runtime("delete", cid, check=False), "running")
+    assert runtime.state(cid)["status"] == "running"
+    runtime("delete", "--force", cid)
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_delete_force(runtime, bundle, started):
+    cid = create_sleeper(runtime, bundle)
+    pid = runtime.state(cid)["pid"]
+    if started:
+        runtime("start", cid)
+    runtime("delete", "--force", cid)
+    reap(pid)
+    assert not alive(pid)
+    assert not (runtime.root / cid).exists()
+    assert not Path(f"/sys/fs/cgroup/memory/pyrt-test/{cid}").exists()
+    assert_failed(runtime("state", cid, check=False), "does not exist")
+
+
+def test_delete_force_never_existed(runtime):
+    assert runtime("delete", "--force", "never-was-here", check=False).returncode == 0
+
+
+def test_delete_missing_fails(runtime):
+    assert_failed(runtime("delete", "never-was-here", check=False), "does not exist")
+
+
+def test_delete_force_half_created(runtime, bundle):
+    # a state dir without state.json (e.g. a create that died early) is cleaned up by delete --force
+    runtime.root.mkdir(parents=True, exist_ok=True)
+    cid = runtime.new_id()
+    (runtime.root / cid).mkdir()
+    assert runtime("delete", "--force", cid, check=False).returncode == 0
+    assert not (runtime.root / cid).exists()
+
+
+# ================================================================ run
+
+def test_run_exit_code(runtime, bundle):
+    set_sh(bundle, "exit 42")
+    cid = runtime.new_id()
+    proc = runtime.run(bundle, cid, check=False)
+    assert proc.returncode == 42
+    # run deletes the container afterwards
+    assert_failed(runtime("state", cid, check=False), "does not exist")
+
+
+def test_run_killed_by_signal_gives_128_plus_n(runtime, bundle):
+    cid = runtime.new_id()
+    set_sh(bundle, "echo ready > /ready; exec sleep 30")
+    p = subprocess.Popen(runtime.cmd("run", "--bundle", bundle.path, cid),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_file(bundle.rootfs / "ready")
+        wait_for(lambda: runtime("state", cid, check=False).returncode == 0)
+        runtime("kill", cid, "9")
+        assert p.wait(timeout=10) == 128 + 9
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+
+
+def test_run_detach(runtime, bundle, tmp_path):
+    pidfile = tmp_path / "run.pid"
+    set_sh(bundle, "sleep 30")
+    cid = runtime.new_id()
+    t0 = time.monotonic()
+    proc = runtime("run", "--detach", "--bundle", bundle.path, "--pid-file", pidfile, cid,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   capture_output=False)
+    assert proc.returncode == 0
+    assert time.monotonic() - t0 < 10
+    raw = pidfile.read_text()
+    assert raw.isdigit()
+    st = runtime.state(cid)
+    assert st["status"] == "running" and st["pid"] == int(raw)
+    assert ppid_of(int(raw)) == os.getpid()
+    runtime("kill", cid, "9")
+    reap(int(raw))
+    runtime.wait_stopped(cid)
+    runtime("delete", cid)
+
+
+def test_run_stdio_passes_through(runtime, bundle):
+    set_sh(bundle, "read x; echo out:$x; echo err:$x >&2")
+    proc = runtime.run(bundle, input="hello\n")
+    assert proc.stdout == "out:hello\n"
+    assert "err:hello" in proc.stderr
+
+
+# ================================================================ preserve-fds
+
+def test_preserve_fds(runtime, bundle, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("preserved-input\n")
+    out3 = tmp_path / "fd3.txt"
+    set_sh(bundle, "echo to-fd3 >&3; cat <&4; echo LISTEN_FDS=$LISTEN_FDS; "
+                   "ls /proc/$$/fd; true")  # not last: sh would exec ls
+    cid = runtime.new_id()
+    # fds 3 and 4 are preserved; fd 5 is a stray one that must not reach the container
+    cmd = " ".join(f"'{c}'" for c in runtime.cmd("run", "--bundle", bundle.path, "--preserve-fds", "2", cid))
+    proc = subprocess.run(["sh", "-c", f"exec {cmd} 3>'{out3}' 4<'{src}' 5<'{src}'"],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert out3.read_text() == "to-fd3\n"
+    assert lines[0] == "preserved-input"
+    assert sorted(lines[2:], key=int) == ["0", "1", "2", "3", "4"]
+    if is_pyruntime():
+        assert lines[1] == "LISTEN_FDS=2"
+    else:
+        assert lines[1] == "LISTEN_FDS="  # runc only forwards its own LISTEN_FDS (socket activation)

@@ -1,0 +1,105 @@
+"""process.terminal with --console-socket: one SCM_RIGHTS fd (the pty master), a tty as stdio."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from corehelp import ConsoleSocket, assert_failed, set_sh, wait_for
+
+
+@pytest.fixture
+def console():
+    cs = ConsoleSocket()
+    yield cs
+    cs.close()
+
+
+def run_with_terminal(runtime, bundle, console, script, **process):
+    set_sh(bundle, script, terminal=True, **process)
+    cid = runtime.create(bundle, None, "--console-socket", console.path)
+    return cid
+
+
+def test_console_socket_receives_exactly_one_fd(runtime, bundle, console):
+    cid = run_with_terminal(runtime, bundle, console, "echo hi")
+    assert console.done.wait(5)
+    assert console.messages == 1
+    assert len(console.fds) == 1, console.fds
+    assert console.payload, "the message carries the pty master's name"
+    assert console.extra_bytes == b""
+    fd = console.master
+    # it is a pty master
+    assert os.readlink(f"/proc/self/fd/{fd}") in ("/dev/ptmx", "/dev/pts/ptmx") or \
+        "ptmx" in os.readlink(f"/proc/self/fd/{fd}")
+    runtime("start", cid)
+    out = console.read_until_eof()
+    assert b"hi" in out
+    runtime.wait_stopped(cid)
+    runtime("delete", cid)
+
+
+def test_stdio_is_the_tty(runtime, bundle, console):
+    cid = run_with_terminal(
+        runtime, bundle, console,
+        "test -t 0 && test -t 1 && test -t 2 && echo ALL-TTY; tty; "
+        "stat -c 'console %t:%T' /dev/console; cut -d' ' -f7 /proc/self/stat")
+    runtime("start", cid)
+    out = console.read_until_eof().decode(errors="replace").replace("\r", "")
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert "ALL-TTY" in lines, out
+    # the pty comes from the container's own devpts instance
+    assert "/dev/pts/0" in lines, out
+    console_line = [line for line in lines if line.startswith("console ")]
+    assert console_line, out
+    major = int(console_line[0].split()[1].split(":")[0], 16)
+    assert major == 136, out          # /dev/console is the pty peer (unix98 pty slave, major 136)
+    # the tty is the controlling terminal: tty_nr in /proc/self/stat is non-zero
+    assert lines[-1] != "0", out
+    runtime.wait_stopped(cid)
+    runtime("delete", cid)
+
+
+def test_terminal_input(runtime, bundle, console):
+    cid = run_with_terminal(runtime, bundle, console, "read line; echo got:$line")
+    runtime("start", cid)
+    os.write(console.master, b"typed-text\n")
+    out = console.read_until_eof().decode(errors="replace").replace("\r", "")
+    assert "got:typed-text" in out
+    runtime.wait_stopped(cid)
+    runtime("delete", cid)
+
+
+def test_console_size(runtime, bundle, console):
+    cid = run_with_terminal(runtime, bundle, console, "stty size",
+                            consoleSize={"height": 33, "width": 111})
+    runtime("start", cid)
+    out = console.read_until_eof().decode(errors="replace")
+    assert "33 111" in out
+    runtime.wait_stopped(cid)
+    runtime("delete", cid)
+
+
+def test_terminal_without_console_socket_fails(runtime, bundle):
+    set_sh(bundle, "true", terminal=True)
+    cid = runtime.new_id()
+    proc = runtime("create", "--bundle", bundle.path, cid, check=False, stdin=subprocess.DEVNULL)
+    assert_failed(proc)
+    assert not (runtime.root / cid).exists()
+
+
+def test_console_socket_that_does_not_exist(runtime, bundle, tmp_path):
+    set_sh(bundle, "true", terminal=True)
+    cid = runtime.new_id()
+    proc = runtime("create", "--bundle", bundle.path, "--console-socket", tmp_path / "nope.sock", cid,
+                   check=False, stdin=subprocess.DEVNULL)
+    assert_failed(proc)
+    assert not (runtime.root / cid).exists()
+
+
+def test_no_terminal_keeps_stdio(runtime, bundle):
+    set_sh(bundle, "test -t 0 || echo not-a-tty; ls -l /dev/console 2>/dev/null || echo no-console")
+    out = runtime.run(bundle).stdout
+    assert "not-a-tty" in out
