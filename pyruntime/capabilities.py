@@ -49,6 +49,17 @@ def check(caps, where: str) -> None:
                 raise ConfigError(f"{where}.{kind}[{i}]", name, "is not supported by this kernel")
 
 
+def check_grantable(caps, where: str) -> None:
+    """Fail at create, not at start, when a set asks for a capability outside our bounding
+    set (this machine lacks CAP_SYS_RESOURCE, for one): it could never be granted."""
+    have = bounding_set()
+    for kind in SETS:
+        for i, name in enumerate(getattr(caps, kind) or []):
+            if not have >> NUMBER[name] & 1:
+                raise ConfigError(f"{where}.{kind}[{i}]", name, "is not in the runtime's "
+                                  "capability bounding set, so it cannot be granted")
+
+
 def mask(names: list[str] | None) -> int:
     m = 0
     for name in names or ():

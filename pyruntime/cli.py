@@ -75,6 +75,8 @@ def _split_global(argv: list[str]) -> tuple[Context, list[str]]:
         else:
             raise RuntimeFailure(f"flag provided but not defined: {arg}")
         i += 1
+    if ctx.log_format not in ("text", "json"):
+        raise RuntimeFailure(f"invalid --log-format {ctx.log_format!r}: want text or json")
     return ctx, argv[i:]
 
 

@@ -417,6 +417,21 @@ def _linux(lr: Reader | None) -> Linux:
     )
 
 
+_IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
+
+
+def _sysctl_namespace(name: str) -> str | None:
+    """The namespace that makes a sysctl private to the container (runc's list), or None."""
+    if name in _IPC_SYSCTLS or name.startswith("fs.mqueue."):
+        return "ipc"
+    if name.startswith("net."):
+        return "network"
+    if name in ("kernel.hostname", "kernel.domainname"):
+        return "uts"
+    return None
+
+
 def _cross_checks(cfg: Config, r: Reader) -> None:
     linux = cfg.linux
     user_ns = linux.namespace("user")
@@ -432,10 +447,14 @@ def _cross_checks(cfg: Config, r: Reader) -> None:
         raise ConfigError("domainname", cfg.domainname, "needs a uts namespace (linux.namespaces)")
     if linux.time_offsets and not linux.namespace("time"):
         raise ConfigError("linux.timeOffsets", linux.time_offsets, "needs a time namespace")
-    for name in linux.sysctl:
-        if name.startswith("net.") and not linux.namespace("network"):
-            raise ConfigError(f"linux.sysctl.{name}", linux.sysctl[name],
-                              "needs a network namespace: it would change the host")
+    for name, value in linux.sysctl.items():
+        needs = _sysctl_namespace(name)
+        if needs is None:
+            raise ConfigError(f"linux.sysctl.{name}", value, "is not in a separate kernel "
+                              "namespace: setting it would change the host")
+        if not linux.namespace(needs):
+            raise ConfigError(f"linux.sysctl.{name}", value, f"needs a {needs} namespace in "
+                              "linux.namespaces: setting it would change the host")
     if cfg.process and cfg.process.capabilities:
         from . import capabilities
         capabilities.check(cfg.process.capabilities, "process.capabilities")

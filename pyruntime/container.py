@@ -25,6 +25,9 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     statemod.check_id(cid)
     bundle = os.path.abspath(bundle)
     cfg = configmod.load(bundle)
+    if cfg.process and cfg.process.capabilities:
+        from . import capabilities
+        capabilities.check_grantable(cfg.process.capabilities, "process.capabilities")
     c = Container.new(root, cid)
     cleanup = _Cleanup(c)
     try:
@@ -35,6 +38,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
                         no_pid_ns=cfg.linux.namespace("pid") is None, use_systemd=systemd_cgroup)
         c.save()
         os.mkfifo(c.fifo, 0o600)
+        os.chown(c.fifo, *_root_ids(cfg.linux))  # the init reopens it as the container's root
         init_pid = _spawn_init(c, cfg, cleanup, bundle, console_socket, console, no_pivot,
                                no_new_keyring, preserve_fds, systemd_cgroup)
         if pid_file:
@@ -72,8 +76,13 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     mgr.create()
     cleanup.cgroup = mgr
     c.state.cgroup = mgr.to_state()
+    seccomp_prog = None
+    if linux.seccomp:
+        from . import seccomp
+        seccomp_prog = seccomp.compile(linux.seccomp)
     ns_fds = namespaces.open_paths(linux)
     console_sock = None
+    fifo_fd = -1
     try:
         if cfg.process and cfg.process.terminal and console is not None:
             console_sock = console.dup()
@@ -86,9 +95,11 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
             except OSError as e:
                 raise RuntimeFailure(f"--console-socket {console_socket}: {e.strerror}") from None
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        args = InitArgs(cfg=cfg, container_id=c.id, bundle=bundle, fifo=c.fifo, ns_fds=ns_fds,
+        fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
+        args = InitArgs(cfg=cfg, container_id=c.id, bundle=bundle, fifo_fd=fifo_fd, ns_fds=ns_fds,
                         console_sock=console_sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
-                        preserve_fds=preserve_fds, cgroup_paths=mgr.paths)
+                        preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
+                        seccomp=seccomp_prog)
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
@@ -98,6 +109,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     finally:
         for _, fd in ns_fds:
             os.close(fd)
+        if fifo_fd >= 0:
+            os.close(fifo_fd)
         if console_sock is not None:
             console_sock.close()
     child_sock.close()
@@ -106,6 +119,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         try:
             mgr.add_pid(pid)
             mgr.apply(with_default_devices(linux.resources, linux.devices))
+            c.state.cgroup = mgr.to_state()
         except BaseException:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -158,6 +172,16 @@ def with_default_devices(resources: dict, devices: list) -> dict:
     rules += [{"allow": True, "type": "c" if d.type == "u" else d.type, "major": d.major,
                "minor": d.minor, "access": "rwm"} for d in devices if d.type != "p"]
     return dict(resources, devices=rules)
+
+
+def _root_ids(linux) -> tuple[int, int]:
+    """The host uid and gid of the container's root (itself, without a user namespace)."""
+    def host_id(maps):
+        for m in maps:
+            if m["containerID"] == 0:
+                return m["hostID"]
+        return 0
+    return host_id(linux.uid_mappings), host_id(linux.gid_mappings)
 
 
 def _reap_quietly(pid: int) -> None:

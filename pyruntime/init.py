@@ -45,13 +45,15 @@ class InitArgs:
     cfg: object
     container_id: str
     bundle: str
-    fifo: str
+    fifo_fd: int  # O_PATH: the init may not be able to reach the state dir by path
     ns_fds: list
     console_sock: socket.socket | None
     no_pivot: bool
     no_new_keyring: bool
     preserve_fds: int
     cgroup_paths: dict
+    cgroup_mode: str
+    seccomp: object  # a seccomp.Program compiled before the fork, or None
 
 
 def bootstrap(chan: Channel, a: InitArgs) -> None:
@@ -72,10 +74,16 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
             sc.unshare(flags)
         if linux.time_offsets and flags & sc.CLONE_NEWTIME:
             namespaces.write_time_offsets(linux.time_offsets)
+        # The init shares our channel: hold it back until the parent has its pid.
+        hold_r, hold_w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(hold_w)
+            os.read(hold_r, 1)
+            os.close(hold_r)
             init_main(chan, a)
         chan.send("pid", pid=pid)
+        os.write(hold_w, b"1")
         os._exit(0)
     except BaseException as e:
         _fail(chan, e)
@@ -119,7 +127,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
         rootfs.set_root_propagation(linux.rootfs_propagation)
         rootfs.bind_rootfs(cfg.root_path)
     root_fd = os.open(cfg.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths)
+    rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths, a.cgroup_mode)
     rootfs.create_devices(cfg, root_fd, in_user_ns)
     os.close(root_fd)
     process.set_oom_score_adj(proc.oom_score_adj if proc else None)
@@ -130,7 +138,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
     state = chan.recv("hooks-done")["state"]
     os.chdir(a.bundle)  # hooks see the bundle as cwd; the root switch moves us anyway
     hooks.run("createContainer", cfg.hooks.get("createContainer", []), state)
-    fifo = os.open(a.fifo, os.O_PATH | os.O_CLOEXEC)
+    fifo = a.fifo_fd
 
     # -- switch root
     if a.no_pivot:
@@ -179,7 +187,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
         except OSError:
             pass
     try:
-        process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=linux.seccomp,
+        process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=a.seccomp,
                                   preserve_fds=a.preserve_fds, keep=(out,), report=report)
     except RuntimeFailure as e:
         report(str(e))

@@ -173,10 +173,11 @@ def close_fds(keep_upto: int, keep: tuple[int, ...] = ()) -> None:
     os.closerange(low, 1 << 20)
 
 
-def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp: dict | None,
+def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
                       preserve_fds: int = 0, keep: tuple[int, ...] = (), report=None) -> None:
     """The last steps, in runc's order: rlimits, user, capabilities, no_new_privs, seccomp,
-    close fds, execve. `report(msg)` is told of a failure before we exit."""
+    close fds, execve. `seccomp` is a filter compiled by the parent (the container's root has
+    no libseccomp). `report(msg)` is told of a failure before we exit."""
     set_rlimits(proc.rlimits)
     caps = proc.capabilities
     if caps is not None:
@@ -204,6 +205,6 @@ def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp: 
         raise RuntimeFailure(msg) from None
 
 
-def _load_seccomp(seccomp: dict) -> None:
+def _load_seccomp(prog) -> None:
     from . import seccomp as seccomp_mod
-    seccomp_mod.load(seccomp)
+    seccomp_mod.install(prog)

@@ -48,6 +48,9 @@ DEFAULT_SYMLINKS = [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
                     ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")]
 
 
+_RO_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+
+
 def parse_options(options: list[str]) -> tuple[int, int, list[str]]:
     """-> (flags, propagation flags, data options)."""
     flags, prop, data = 0, 0, []
@@ -75,39 +78,49 @@ def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH) -> int:
 
 
 def make_path(root_fd: int, path: str, is_dir: bool = True, mode: int = 0o755) -> int:
-    """Create path (and its parents) inside the rootfs; return an O_PATH fd to it."""
-    parts = [p for p in path.split("/") if p and p != "."]
+    """Create path (and its parents) inside the rootfs; return an O_PATH fd to it.
+
+    Existing components are resolved by openat2 inside the root. A dangling symlink is
+    followed by hand, still inside the root, so `/link -> /host/dir` creates
+    <rootfs>/host/dir, never the host's."""
+    todo = [p for p in path.split("/") if p and p != "."]
     done: list[str] = []
-    parent = os.dup(root_fd)
-    try:
-        for i, part in enumerate(parts):
-            if part == "..":
-                raise RuntimeFailure(f"path {path!r} must not contain '..'")
-            last = i == len(parts) - 1
-            rel = "/".join(done + [part])
-            try:
-                fd = open_in_root(root_fd, rel)
-            except FileNotFoundError:
-                try:
-                    if last and not is_dir:
-                        os.close(os.open(part, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                         0o644, dir_fd=parent))
-                    else:
-                        os.mkdir(part, mode, dir_fd=parent)
-                except FileExistsError:
-                    pass  # a dangling symlink or a racing creator: resolve again below
-                try:
-                    fd = open_in_root(root_fd, rel)
-                except FileNotFoundError:
-                    raise RuntimeFailure(f"cannot create {path!r} in the rootfs: {rel!r} is a "
-                                         "dangling symlink") from None
-            os.close(parent)
-            parent = fd
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        rel = "/".join(done + [part])
+        try:
+            os.close(open_in_root(root_fd, rel))
             done.append(part)
-        return parent
-    except BaseException:
-        os.close(parent)
-        raise
+            continue
+        except FileNotFoundError:
+            pass
+        parent = open_in_root(root_fd, "/".join(done) or ".")
+        try:
+            try:
+                target = os.readlink(part, dir_fd=parent)
+            except OSError:
+                target = None
+            if target is not None:
+                hops += 1
+                if hops > 40:
+                    raise RuntimeFailure(f"cannot create {path!r} in the rootfs: too many symlinks")
+                if target.startswith("/"):
+                    done = []
+                todo = [p for p in target.split("/") if p and p != "."] + todo
+                continue
+            try:
+                if not todo and not is_dir:
+                    os.close(os.open(part, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     0o644, dir_fd=parent))
+                else:
+                    os.mkdir(part, mode, dir_fd=parent)
+            except FileExistsError:
+                pass  # a racing creator: resolve it again
+            done.append(part)
+        finally:
+            os.close(parent)
+    return open_in_root(root_fd, "/".join(done) or ".")
 
 
 # ---------------------------------------------------------------- mounts
@@ -124,19 +137,19 @@ def bind_rootfs(rootfs: str) -> None:
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
 
 
-def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict) -> None:
+def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str) -> None:
     for m in cfg.mounts:
         try:
-            mount_one(m, bundle, root_fd, cfg, cgroup_paths)
+            mount_one(m, bundle, root_fd, cgroup_paths, cgroup_mode)
         except OSError as e:
             raise RuntimeFailure(f"{m.path} (destination {m.destination!r}): mount failed: "
                                  f"{e.strerror}") from None
 
 
-def mount_one(m, bundle: str, root_fd: int, cfg, cgroup_paths: dict) -> None:
+def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str) -> None:
     flags, prop, data = parse_options(m.options)
     if m.type in ("cgroup", "cgroup2"):
-        return mount_cgroup(m, root_fd, flags, cgroup_paths)
+        return mount_cgroup(m, root_fd, flags, cgroup_paths, cgroup_mode)
     is_bind = bool(flags & sc.MS_BIND) or m.type == "bind"
     source = m.source
     if is_bind:
@@ -182,29 +195,33 @@ def mount_one(m, bundle: str, root_fd: int, cfg, cgroup_paths: dict) -> None:
         os.close(fd)
 
 
-def mount_cgroup(m, root_fd: int, flags: int, cgroup_paths: dict) -> None:
+def mount_cgroup(m, root_fd: int, flags: int, cgroup_paths: dict, mode: str) -> None:
     """Give the container a view of its own cgroups: cgroup2 where unified, else a tmpfs with
     a read-only bind of the container's dir in each v1 hierarchy."""
     fd = make_path(root_fd, m.destination)
     try:
-        if "" in cgroup_paths or not cgroup_paths:
+        if mode == "v2":
             try:
-                sc.mount("cgroup2", fdpath(fd), "cgroup2", flags)
-                return
-            except OSError:
-                if not cgroup_paths:
-                    raise
-            sc.mount(cgroup_paths[""], fdpath(fd), None, sc.MS_BIND | sc.MS_REC)
+                sc.mount("cgroup2", fdpath(fd), "cgroup2", flags)  # needs a cgroup namespace
+            except PermissionError:
+                sc.mount(cgroup_paths[""], fdpath(fd), None, sc.MS_BIND | sc.MS_REC)
             return
         sc.mount("tmpfs", fdpath(fd), "tmpfs", flags & ~sc.MS_RDONLY, "mode=755")
     finally:
         os.close(fd)
     for controller, path in sorted(cgroup_paths.items()):
+        if not controller:
+            continue  # the hybrid host's cgroup2 dir; v1 tools look for the v1 hierarchies
         name = _hierarchy_name(controller)
-        sub = make_path(root_fd, os.path.join(m.destination, name))
+        dest = os.path.join(m.destination, name)
+        sub = make_path(root_fd, dest)
         try:
             sc.mount(path, fdpath(sub), None, sc.MS_BIND | sc.MS_REC)
-            sc.mount(None, fdpath(sub), None, sc.MS_BIND | sc.MS_REMOUNT | (flags & ~sc.MS_REC))
+        finally:
+            os.close(sub)
+        sub = open_in_root(root_fd, dest)  # the new mount, not the dir under it
+        try:
+            sc.mount(None, fdpath(sub), None, sc.MS_BIND | sc.MS_REMOUNT | (flags & _RO_FLAGS))
         finally:
             os.close(sub)
     if flags & sc.MS_RDONLY:

@@ -259,6 +259,10 @@ class ConsoleSocket:
 
     def close(self):
         try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a pending accept()
+        except OSError:
+            pass
+        try:
             self.sock.close()
         except OSError:
             pass

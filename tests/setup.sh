@@ -9,3 +9,4 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq $missing >/dev/null
 fi
 python3 -m pip install -q -e '.[test]'
+python3 -m compileall -q pyruntime >/dev/null  # the CLI is started per call: never compile at run time

@@ -6,7 +6,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from conftest import is_pyruntime
 from corehelp import assert_failed, assert_no_traceback, parse_rfc3339, set_sh
@@ -203,6 +202,10 @@ def test_list_formats(runtime, bundle):
         for key in ("id", "pid", "status", "bundle", "rootfs", "created", "owner"):
             assert key in c
         assert c["bundle"] == str(bundle.path)
+        assert c["rootfs"] == str(bundle.rootfs)
+        assert c["owner"] == "root"
+        parse_rfc3339(c["created"])
+    assert rows[a][5] == "root"
     js2 = json.loads(runtime("list", "--format=json").stdout)
     assert {c["id"] for c in js2} == {a, b}
     runtime("delete", "--force", a)
@@ -260,8 +263,7 @@ def test_state_of_each_status(runtime, bundle):
         os.close(w)
     st = runtime.wait_stopped(cid)
     assert st["status"] == "stopped"
-    if is_pyruntime():
-        assert st["pid"] == 0
+    assert st["pid"] == 0
     runtime("delete", cid)
 
 

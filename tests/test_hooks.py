@@ -172,10 +172,9 @@ def test_start_container_hook_failure(runtime, hooked):
     set_sh(hooked, "echo ran >> /hooks.log")
     cid = runtime.create(hooked)
     proc = runtime("start", cid, check=False)
-    assert_no_tb = "Traceback" not in proc.stderr
-    assert assert_no_tb
+    assert "Traceback" not in proc.stderr
     if is_pyruntime():
-        assert proc.returncode != 0
+        assert proc.returncode != 0   # runc 1.1's start does not report it
     st = runtime.wait_stopped(cid)
     assert st["status"] == "stopped"
     assert "ran" not in log_lines(hooked)

@@ -5,20 +5,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
-import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from conftest import Bundle, is_pyruntime
 from corehelp import (NsHolder, assert_failed, cap_mask, mount_at, mountinfo, ns_link,
-                      parse_status, proc_status, run_sh, set_sh, wait_file)
-
-NS_PROC_NAME = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts", "mount": "mnt",
-                "user": "user", "cgroup": "cgroup", "time": "time"}
-
+                      parse_status, proc_status, run_sh, set_sh)
 
 def set_namespaces(bundle, *types, **paths):
     ns = [{"type": t} for t in types]
@@ -308,7 +303,6 @@ def test_default_dev_nodes_and_symlinks(runtime, bundle):
     lines = out.splitlines()
     expect = {"null": "1:3", "zero": "1:5", "full": "1:7", "random": "1:8", "urandom": "1:9", "tty": "5:0"}
     for line, (name, majmin) in zip(lines[:6], expect.items()):
-        n, kind, mm, mode = line.rsplit(" ", 3)[0].split(" ", 1)[0], None, None, None
         parts = line.split()
         assert parts[0] == f"/dev/{name}"
         assert "character special" in line, line
@@ -429,7 +423,6 @@ def test_sysctl(runtime, bundle):
     out = run_sh(runtime, bundle, "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shm_rmid_forced "
                                   "/proc/sys/net/ipv4/ping_group_range")
     assert out.split() == ["1", "1", "0", "2147483647"]
-    assert Path("/proc/sys/kernel/shm_rmid_forced").read_text().strip() == "0" or True
 
 
 def test_sysctl_outside_a_namespace_is_refused(runtime, bundle):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import is_pyruntime, reap_zombies
+from conftest import is_pyruntime
 from corehelp import (alive, assert_failed, parse_rfc3339, ppid_of, set_sh, wait_file, wait_for)
 
 
