@@ -4,8 +4,11 @@ from __future__ import annotations
 import array
 import fcntl
 import os
+import select
+import signal
 import socket
 import struct
+import sys
 import termios
 
 from . import syscalls as sc
@@ -59,3 +62,90 @@ def connect(path: str) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
     return s
+
+
+# ---------------------------------------------------------------- foreground `run` and `exec`
+
+# Signals a foreground `run`/`exec` passes on to the container process, as runc's proxy does.
+FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT, signal.SIGTSTP)
+
+
+def forward_signals(pid: int) -> None:
+    for sig in FORWARDED:
+        signal.signal(sig, lambda s, _f: _forward(pid, s))
+
+
+def _forward(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def receive_master(sock):
+    fds = array.array("i")
+    _, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
+    sock.close()
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:fds.itemsize])
+    return fds[0] if fds else None
+
+
+def wait_proxying(pid, master):
+    """Wait for the init; with a terminal, copy stdin -> pty and pty -> stdout meanwhile."""
+    if master is None:
+        while True:
+            try:
+                wpid, status = os.waitpid(pid, 0)
+            except InterruptedError:
+                continue
+            if wpid == pid:
+                return status
+    import termios
+    import tty
+    saved = None
+    if os.isatty(0):
+        saved = termios.tcgetattr(0)
+        tty.setraw(0)
+    pidfd = os.pidfd_open(pid)
+    watch = [pidfd, master, 0]
+    try:
+        while True:
+            ready, _, _ = select.select(watch, [], [])
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    data = b""
+                if data:
+                    os.write(1, data)
+                else:
+                    watch.remove(master)
+            if 0 in ready:
+                data = os.read(0, 65536)
+                if data:
+                    os.write(master, data)
+                else:
+                    watch.remove(0)
+            if pidfd in ready:
+                break
+        while True:  # drain what the process wrote before it exited
+            r, _, _ = select.select([master], [], [], 0.05)
+            if not r:
+                break
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            os.write(1, data)
+        return os.waitpid(pid, 0)[1]
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        os.close(pidfd)
+        os.close(master)
+        sys.stdout.flush()

@@ -40,7 +40,8 @@ class State:
     cgroup: dict = field(default_factory=dict)
     hooks: dict = field(default_factory=dict)  # poststart/poststop, kept for start and delete
     namespaces: dict = field(default_factory=dict)  # type -> path of the init's ns (for exec)
-    config_process: dict = field(default_factory=dict)
+    config_process: dict = field(default_factory=dict)  # defaults for `exec`
+    seccomp: dict = field(default_factory=dict)         # applied to `exec`'d processes too
     no_pid_ns: bool = False      # shares a pid ns: kill --all must walk the cgroup
     use_systemd: bool = False
     oci_version: str = "1.3.0"

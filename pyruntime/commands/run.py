@@ -1,18 +1,11 @@
 """create and run a container"""
-import array
 import os
-import select
-import signal
 import socket
-import sys
 
 from .. import syscalls as sc
+from ..console import forward_signals, receive_master, wait_proxying
 from ..container import create, delete, start
 from .create import add_create_flags
-
-# Signals `run` passes on to the container's init, as runc's signal proxy does.
-FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
-             signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT, signal.SIGTSTP)
 
 
 def configure(p):
@@ -38,16 +31,20 @@ def main(opts, ctx):
         if opts.detach:
             start(ctx.root, opts.container_id)
             return 0
-        for sig in FORWARDED:
-            signal.signal(sig, lambda s, _f: _forward(pid, s))
-        master = _receive_master(ours) if ours is not None else None
+        forward_signals(pid)
+        master = receive_master(ours) if ours is not None else None
         start(ctx.root, opts.container_id)
-        status = _wait(pid, master)
+        status = wait_proxying(pid, master)
     except BaseException:
         delete(ctx.root, opts.container_id, force=True)
         raise
     if not opts.keep:
         delete(ctx.root, opts.container_id, force=True)
+    return exit_code(status)
+
+
+def exit_code(status):
+    """runc's convention: the exit status, or 128+n for a death by signal n."""
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
@@ -62,76 +59,3 @@ def _wants_terminal(bundle):
         return False
 
 
-def _forward(pid, sig):
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _receive_master(sock):
-    fds = array.array("i")
-    _, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
-    sock.close()
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:fds.itemsize])
-    return fds[0] if fds else None
-
-
-def _wait(pid, master):
-    """Wait for the init; with a terminal, copy stdin -> pty and pty -> stdout meanwhile."""
-    if master is None:
-        while True:
-            try:
-                wpid, status = os.waitpid(pid, 0)
-            except InterruptedError:
-                continue
-            if wpid == pid:
-                return status
-    import termios
-    import tty
-    saved = None
-    if os.isatty(0):
-        saved = termios.tcgetattr(0)
-        tty.setraw(0)
-    pidfd = os.pidfd_open(pid)
-    watch = [pidfd, master, 0]
-    try:
-        while True:
-            ready, _, _ = select.select(watch, [], [])
-            if master in ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    data = b""
-                if data:
-                    os.write(1, data)
-                else:
-                    watch.remove(master)
-            if 0 in ready:
-                data = os.read(0, 65536)
-                if data:
-                    os.write(master, data)
-                else:
-                    watch.remove(0)
-            if pidfd in ready:
-                break
-        while True:  # drain what the process wrote before it exited
-            r, _, _ = select.select([master], [], [], 0.05)
-            if not r:
-                break
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            os.write(1, data)
-        return os.waitpid(pid, 0)[1]
-    finally:
-        if saved is not None:
-            termios.tcsetattr(0, termios.TCSADRAIN, saved)
-        os.close(pidfd)
-        os.close(master)
-        sys.stdout.flush()

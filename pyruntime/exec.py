@@ -1,0 +1,224 @@
+"""`exec`: start another process inside a running container.
+
+Like the init, but joining instead of creating: a bootstrap child enters every namespace of
+the container's init through /proc/<pid>/ns/* (user first, mount last), after the parent has
+put it into the container's cgroup, and forks once so that the process lands inside the pid
+namespace; that grandchild finishes the process (console, cwd, user, capabilities, seccomp)
+and calls execve. The channel is close-on-exec, so its EOF tells the parent execve happened.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import traceback
+
+from . import config as configmod, console, namespaces, process, syscalls as sc
+from .errors import RuntimeFailure
+from .init import Channel
+from .state import Container
+
+
+def joinable_namespaces(pid: int) -> list[tuple[str, int]]:
+    """Open the init's namespaces that differ from ours (joining our own would be a no-op, and
+    for the user namespace an error)."""
+    opened = []
+    try:
+        for kind in namespaces.JOIN_ORDER:
+            name = namespaces.PROC_NAME[kind]
+            theirs = f"/proc/{pid}/ns/{name}"
+            try:
+                if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                    continue
+                opened.append((kind, os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)))
+            except FileNotFoundError:
+                continue  # a namespace type this kernel lacks
+    except BaseException:
+        for _, fd in opened:
+            os.close(fd)
+        raise
+    return opened
+
+
+def build_process(c: Container, process_json: dict | None, args: list[str], *, cwd=None,
+                  env=(), user=None, additional_gids=(), caps=(), no_new_privs=False,
+                  tty=False) -> configmod.Process:
+    """The process to run: --process's JSON, or the container's own process with the CLI's
+    overrides (as runc's exec builds it)."""
+    if process_json is not None:
+        return configmod.parse_process(configmod.Reader(process_json, "", "process.json"))
+    base = dict(c.state.config_process or {})
+    base["args"] = list(args)
+    base["terminal"] = bool(tty)
+    if cwd:
+        base["cwd"] = cwd
+    if env:
+        merged = {e.split("=", 1)[0]: e for e in base.get("env", [])}
+        merged.update({e.split("=", 1)[0]: e for e in env})
+        base["env"] = list(merged.values())
+    if user is not None:
+        uid, _, gid = user.partition(":")
+        try:
+            base["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+        except ValueError:
+            raise RuntimeFailure(f"--user {user!r}: want uid[:gid] (numbers)") from None
+    if additional_gids:
+        base.setdefault("user", {})["additionalGids"] = [int(g) for g in additional_gids]
+    if caps:
+        c_ = {k: list(v) for k, v in (base.get("capabilities") or {}).items()}
+        for kind in ("bounding", "effective", "permitted"):
+            c_[kind] = list(dict.fromkeys(c_.get(kind, []) + list(caps)))
+        base["capabilities"] = c_
+    if no_new_privs:
+        base["noNewPrivileges"] = True
+    if not base.get("args"):
+        raise RuntimeFailure("exec: no command given (args or --process)")
+    return configmod.parse_process(configmod.Reader(base, "process"))
+
+
+def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket=None,
+                 console_sock: socket.socket | None = None, pid_file=None, preserve_fds=0,
+                 ignore_paused=False, cgroup=None) -> int:
+    """Start proc in the container; return its host pid once it has called execve."""
+    c = Container.load(root, cid)
+    status = c.status()
+    if status == "stopped":
+        raise RuntimeFailure("cannot exec in a stopped container: container not running")
+    if status == "paused" and not ignore_paused:
+        raise RuntimeFailure("cannot exec in a paused container (use --ignore-paused to override)")
+    if proc.capabilities:
+        from . import capabilities
+        capabilities.check(proc.capabilities, "process.capabilities")
+        capabilities.check_grantable(proc.capabilities, "process.capabilities")
+    seccomp_prog = None
+    if c.state.seccomp:
+        from . import seccomp
+        seccomp_prog = seccomp.compile(c.state.seccomp)
+    init_pid = c.state.pid
+    ns_fds = joinable_namespaces(init_pid)
+    if not c.init_alive():
+        for _, fd in ns_fds:
+            os.close(fd)
+        raise RuntimeFailure("container not running")
+    in_user_ns = any(kind == "user" for kind, _ in ns_fds)
+    sock = None
+    try:
+        if proc.terminal:
+            if console_sock is not None:
+                sock = console_sock.dup()
+            elif console_socket:
+                try:
+                    sock = console.connect(console_socket)
+                except OSError as e:
+                    raise RuntimeFailure(f"--console-socket {console_socket}: {e.strerror}") from None
+            else:
+                raise RuntimeFailure("process.terminal is true: --console-socket is required")
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            parent_sock.close()
+            _bootstrap(Channel(child_sock), ns_fds, proc, sock, in_user_ns, seccomp_prog,
+                       preserve_fds)
+    finally:
+        for _, fd in ns_fds:
+            os.close(fd)
+        if sock is not None:
+            sock.close()
+    child_sock.close()
+    chan = Channel(parent_sock)
+    try:
+        _join_cgroup(c, pid, cgroup)
+        chan.send("go")
+        exec_pid = chan.recv("pid")["pid"]
+        os.waitpid(pid, 0)
+        # EOF (the channel is close-on-exec) means execve succeeded; a message is a failure.
+        data = parent_sock.recv(1 << 16)
+        if data:
+            raise RuntimeFailure(json.loads(data).get("msg", "exec failed"))
+    except BaseException:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        raise
+    finally:
+        parent_sock.close()
+    if pid_file:
+        from .container import write_pid_file
+        write_pid_file(pid_file, exec_pid)
+    return exec_pid
+
+
+def _join_cgroup(c: Container, pid: int, sub: str | None) -> None:
+    if not c.state.cgroup:
+        return
+    from . import cgroups
+    mgr = cgroups.manager_from_state(c.state.cgroup)
+    if sub:
+        # runc's --cgroup: a sub-cgroup of the container's ("path" or "controller:path")
+        _, _, path = sub.rpartition(":")
+        for d in set(mgr.paths.values()):
+            target = os.path.join(d, path.lstrip("/"))
+            if not os.path.realpath(target).startswith(os.path.realpath(d)):
+                raise RuntimeFailure(f"--cgroup {sub!r} leaves the container's cgroup")
+            try:
+                with open(os.path.join(target, "cgroup.procs"), "w") as f:
+                    f.write(str(pid))
+            except OSError as e:
+                raise RuntimeFailure(f"--cgroup {sub!r}: {target}: {e.strerror}") from None
+        return
+    mgr.add_pid(pid)
+
+
+def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -> None:
+    try:
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)  # no /proc/<pid>/exe of ours for the container to open
+        chan.recv("go")
+        namespaces.join(ns_fds)
+        hold_r, hold_w = os.pipe()  # the child shares our channel: it waits for our "pid"
+        pid = os.fork()
+        if pid == 0:
+            os.close(hold_w)
+            os.read(hold_r, 1)
+            os.close(hold_r)
+            _finish(chan, proc, sock, in_user_ns, seccomp_prog, preserve_fds)
+        chan.send("pid", pid=pid)
+        os.write(hold_w, b"1")
+        os._exit(0)
+    except BaseException as e:
+        _fail(chan, e)
+
+
+def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -> None:
+    try:
+        if proc.terminal:
+            master, peer = console.open_pty()
+            if proc.console_size:
+                console.set_size(peer, *proc.console_size)
+            console.send_master(sock, master)
+            os.close(master)
+            sock.close()
+            console.make_controlling(peer)
+            os.close(peer)
+        process.enter_cwd(proc.cwd)
+        env = process.build_env(proc, preserve_fds)
+        path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
+        process.set_oom_score_adj(proc.oom_score_adj)
+        process.set_scheduling(proc)
+        process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
+                                  preserve_fds=preserve_fds, keep=(chan.sock.fileno(),))
+    except BaseException as e:
+        _fail(chan, e)
+
+
+def _fail(chan: Channel, e: BaseException) -> None:
+    if os.environ.get("PYRUNTIME_TRACE"):
+        traceback.print_exception(e)
+    msg = str(e) if isinstance(e, RuntimeFailure) else f"exec: {e}"
+    try:
+        chan.send("error", msg=msg)
+    except OSError:
+        pass
+    os._exit(1)
