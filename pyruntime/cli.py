@@ -16,6 +16,7 @@ COMMANDS = {
     "checkpoint": "checkpoint a running container (needs CRIU)",
     "create": "create a container",
     "delete": "delete any resources held by the container",
+    "demo": "run a demo container from a built-in busybox bundle (not a runc command)",
     "events": "display container events such as OOM notifications, cpu, memory, and IO usage",
     "exec": "execute new process inside the container",
     "features": "show the enabled features",
