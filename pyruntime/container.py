@@ -249,7 +249,7 @@ def start(root: str, cid: str) -> None:
         if data.startswith(b"0") and b"E" not in data:
             oci = c.oci_state()
             hooks.run_warn("poststart", [h for h in c.state.hooks.get("poststart", [])],
-                           dict(oci, status="running"), log.warning)
+                           dict(oci, status="running", pid=c.state.pid), log.warning)
             return
         msg = data.split(b"E", 1)[1].decode(errors="replace") if b"E" in data else \
             "the container init exited before it could start the process"
