@@ -160,15 +160,15 @@ class Container:
             return "creating" if not st.pid or self.init_alive() else "stopped"
         if not self.init_alive():
             return "stopped"
-        if os.path.exists(self.fifo):
-            return "created"
-        if st.cgroup:
+        if st.cgroup:  # before the fifo: a created container can be paused too (as runc)
             from . import cgroups
             try:
                 if cgroups.manager_from_state(st.cgroup).state() == "frozen":
                     return "paused"
             except (OSError, RuntimeFailure):
                 pass
+        if os.path.exists(self.fifo):
+            return "created"
         return "running"
 
     def oci_state(self) -> dict:

@@ -29,10 +29,11 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 def runtime_binary() -> str:
     """The runtime under test: $PYRUNTIME_TEST_RUNTIME (e.g. runc, to check a test), else pyruntime."""
     name = os.environ.get("PYRUNTIME_TEST_RUNTIME", "pyruntime")
-    # The script pip installed beside our interpreter, not a version-manager shim on PATH
-    # (pyenv's costs half a second a call).
-    beside = os.path.join(os.path.dirname(sys.executable), name)
-    path = beside if os.access(beside, os.X_OK) else shutil.which(name)
+    # pyruntime: the launcher tests/setup.sh installs (what Docker is given), not a
+    # version-manager shim on PATH (pyenv's costs half a second a call).
+    path = "/usr/local/bin/pyruntime" if name == "pyruntime" else shutil.which(name)
+    if not os.access(path or "", os.X_OK):
+        path = None
     if not path:
         pytest.exit(f"runtime {name!r} not found on PATH: run tests/setup.sh first", returncode=2)
     return path
