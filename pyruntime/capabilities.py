@@ -93,10 +93,9 @@ def apply_sets(caps) -> None:
             raise RuntimeFailure(f"process.capabilities: {', '.join(sorted(set(lost)))} not in the "
                                  "capability bounding set, so it cannot be granted") from None
         raise
+    # The kernel only keeps an ambient capability that is also permitted and inheritable;
+    # runc skips the others quietly (its own `runc spec` asks for ambient without inheritable).
+    raisable = permitted & mask(caps.inheritable)
     for name in caps.ambient or ():
-        try:
+        if raisable >> NUMBER[name] & 1:
             syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, NUMBER[name])
-        except OSError as e:
-            # The kernel refuses an ambient cap that is not also permitted and inheritable.
-            raise RuntimeFailure(f"process.capabilities.ambient: {name}: cannot raise: {e.strerror}"
-                                 " (an ambient capability must also be permitted and inheritable)") from None

@@ -296,6 +296,8 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
     if status in ("stopped", "creating") and not (status == "creating" and c.state.pid):
         raise RuntimeFailure("container not running")
     _signal_init(c, sig)
+    if status == "paused" and sig == signal.SIGKILL:
+        _thaw(c)  # a frozen (v1) task dies only once thawed; runc thaws for SIGKILL only
 
 
 def _signal_init(c: Container, sig: int) -> None:

@@ -468,3 +468,31 @@ def test_stats_shape(mgr):
     finally:
         kill_all(m)
         p.wait()
+
+
+def test_oom_watcher_eventfd_and_polling(mgr):
+    """`events` learns of OOMs by a v1 eventfd, or (v2, no eventfd) by polling the count."""
+    from pyruntime.cgroups.ops import OOMWatcher
+    m = mgr()
+    res = {"memory": {"limit": 32 << 20}}
+    if os.path.exists(m.paths["memory"] + "/memory.memsw.limit_in_bytes"):
+        res["memory"]["swap"] = 32 << 20
+    m.apply(res)
+    by_fd, by_poll = OOMWatcher(m), OOMWatcher(m)
+    by_poll.close()  # no eventfd: falls back to polling oom_kill
+    try:
+        assert by_fd.pollable and not by_poll.pollable
+        assert by_fd.check() == 0 and by_poll.check() == 0
+        p = spawn(m, "python3", "-c", "b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096])")
+        assert p.wait(timeout=60) == -signal.SIGKILL
+        import select
+        assert select.select([by_fd], [], [], 5)[0]
+        assert by_fd.check() >= 1 and by_poll.check() >= 1
+        assert by_poll.check() == 0  # counted once
+        # removing the cgroup wakes the eventfd too: that is the end, not an OOM
+        kill_all(m)
+        m.destroy()
+        assert select.select([by_fd], [], [], 5)[0]
+        assert by_fd.check() == 0 and by_fd.gone
+    finally:
+        by_fd.close()

@@ -6,6 +6,9 @@
 
 cgroupsPath follows runc: "/a/b" is relative to each hierarchy's root, "a/b" to the cgroup of
 the runtime itself (on pure v2: its parent), and no cgroupsPath means "<id>" (relative).
+
+The commands pause/resume/update/ps/events use ops.py (size and duration parsers, the OOM
+watcher); it is not imported here, so `create` never pays for it.
 """
 from __future__ import annotations
 

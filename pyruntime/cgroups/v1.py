@@ -32,7 +32,7 @@ def _set_limit(d: str, value: int, field: str) -> None:
 def set_memory(d: str, f: Fields) -> None:
     limit = f.int("limit", lo=-1)
     swap = f.int("swap", lo=-1)
-    if limit == -1 and swap is None and not f.update:
+    if limit == -1 and swap is None:
         swap = -1  # unlimited memory without a swap limit: unlimited memory+swap (runc)
     if swap is not None and not exists(d, "memory.memsw.limit_in_bytes"):
         if swap != -1:
@@ -40,6 +40,11 @@ def set_memory(d: str, f: Fields) -> None:
                                  "(swap accounting is off; boot with swapaccount=1)")
         swap = None
     swap_field = f.p("swap")
+    if f.obj.get("checkBeforeUpdate") is True and limit is not None and limit > 0:
+        cur = read_int(d, "memory.usage_in_bytes")
+        if cur >= limit:
+            raise RuntimeFailure(f"{f.p('limit')}: rejecting memory limit {limit} below the "
+                                 f"current usage {cur} (checkBeforeUpdate)")
     if limit is not None and swap is not None:
         # The kernel insists on memsw >= memory at every step: pick the order that keeps it.
         if swap == -1 or read_int(d, "memory.limit_in_bytes") < swap:
