@@ -77,7 +77,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     mgr.create()
     cleanup.cgroup = mgr
     c.state.cgroup = mgr.to_state()
-    seccomp_prog = None
+    seccomp_prog = listener = None
     if linux.seccomp:
         from . import seccomp
         seccomp_prog = seccomp.compile(linux.seccomp)
@@ -85,6 +85,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     console_sock = None
     fifo_fd = -1
     try:
+        if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
+            listener = seccomp.connect_listener(linux.seccomp["listenerPath"])
         if cfg.process and cfg.process.terminal and console is not None:
             console_sock = console.dup()
         elif cfg.process and cfg.process.terminal:
@@ -100,7 +102,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         args = InitArgs(cfg=cfg, container_id=c.id, bundle=bundle, fifo_fd=fifo_fd, ns_fds=ns_fds,
                         console_sock=console_sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
                         preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
-                        seccomp=seccomp_prog)
+                        seccomp=seccomp_prog, listener=listener)
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
@@ -112,6 +114,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
             os.close(fd)
         if fifo_fd >= 0:
             os.close(fifo_fd)
+        if listener is not None:
+            listener.close()
         if console_sock is not None:
             console_sock.close()
     child_sock.close()

@@ -54,6 +54,7 @@ class InitArgs:
     cgroup_paths: dict
     cgroup_mode: str
     seccomp: object  # a seccomp.Program compiled before the fork, or None
+    listener: socket.socket | None  # connected to linux.seccomp.listenerPath
 
 
 def bootstrap(chan: Channel, a: InitArgs) -> None:
@@ -186,12 +187,25 @@ def _init(chan: Channel, a: InitArgs) -> None:
             os.write(out, b"E" + msg.encode())
         except OSError:
             pass
+    keep = (out,) if a.listener is None else (out, a.listener.fileno())
     try:
         process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=a.seccomp,
-                                  preserve_fds=a.preserve_fds, keep=(out,), report=report)
+                                  preserve_fds=a.preserve_fds, keep=keep, report=report,
+                                  on_notify_fd=_notify_sender(a.listener, linux.seccomp, state))
     except RuntimeFailure as e:
         report(str(e))
         os._exit(1)
+
+
+def _notify_sender(listener, seccomp_cfg, state):
+    if listener is None:
+        return None
+
+    def send(fd: int) -> None:
+        from . import seccomp
+        seccomp.send_state(listener, fd, dict(state, status="running"),
+                           seccomp_cfg.get("listenerMetadata", ""))
+    return send
 
 
 def _wait_for_start(chan: Channel, fifo_path_fd: int, cfg, state: dict) -> int:

@@ -174,17 +174,19 @@ def close_fds(keep_upto: int, keep: tuple[int, ...] = ()) -> None:
 
 
 def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
-                      preserve_fds: int = 0, keep: tuple[int, ...] = (), report=None) -> None:
+                      preserve_fds: int = 0, keep: tuple[int, ...] = (), report=None,
+                      on_notify_fd=None) -> None:
     """The last steps, in runc's order: rlimits, user, capabilities, no_new_privs, seccomp,
     close fds, execve. `seccomp` is a filter compiled by the parent (the container's root has
-    no libseccomp). `report(msg)` is told of a failure before we exit."""
+    no libseccomp); `on_notify_fd(fd)` gets its listener fd, if it has one (and `keep` must
+    hold the fds that callback uses). `report(msg)` is told of a failure before we exit."""
     set_rlimits(proc.rlimits)
     caps = proc.capabilities
     if caps is not None:
         capabilities.drop_bounding(caps)
     # Without no_new_privs, loading seccomp needs CAP_SYS_ADMIN, so it goes before the drop.
     if seccomp and not proc.no_new_privileges:
-        _load_seccomp(seccomp)
+        _load_seccomp(seccomp, on_notify_fd)
         seccomp = None
     switch_user(proc.user, in_user_ns)
     if caps is not None:
@@ -195,7 +197,7 @@ def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
         signal.signal(sig, signal.SIG_DFL)
     close_fds(2 + preserve_fds, keep)
     if seccomp:
-        _load_seccomp(seccomp)
+        _load_seccomp(seccomp, on_notify_fd)
     try:
         os.execve(path, proc.args, env)
     except OSError as e:
@@ -205,6 +207,10 @@ def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
         raise RuntimeFailure(msg) from None
 
 
-def _load_seccomp(prog) -> None:
+def _load_seccomp(prog, on_notify_fd) -> None:
     from . import seccomp as seccomp_mod
-    seccomp_mod.install(prog)
+    fd = seccomp_mod.install(prog)
+    if fd is not None:
+        if on_notify_fd:
+            on_notify_fd(fd)
+        os.close(fd)

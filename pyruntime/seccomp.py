@@ -746,23 +746,43 @@ def process_state(state: dict, metadata: str = "", pid: int | None = None) -> di
     return msg
 
 
-def send_to_listener(listener_path: str, notify_fd: int, state: dict, metadata: str = "",
-                     pid: int | None = None, timeout: float | None = 30.0) -> None:
-    """Connect to the agent's unix socket at listenerPath and send the container process state
-    JSON with the notify fd (SCM_RIGHTS, on the first sendmsg); one message per connection."""
+def connect_listener(listener_path: str, timeout: float | None = 30.0):
+    """Connect to the agent at listenerPath (done by the runtime before the fork: the
+    container's process can no longer reach host paths when its filter is loaded)."""
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        s.settimeout(timeout)
+        s.connect(listener_path)
+    except OSError as e:
+        s.close()
+        raise RuntimeFailure(f"seccomp: connecting to listenerPath {listener_path}: "
+                             f"{e.strerror or e}") from None
+    return s
+
+
+def send_state(sock, notify_fd: int, state: dict, metadata: str = "",
+               pid: int | None = None) -> None:
+    """Send the container process state JSON with the notify fd (SCM_RIGHTS, on the first
+    sendmsg) over a connected listener socket, then close it: one message per connection."""
     import array
     import json
     import socket
 
     data = json.dumps(process_state(state, metadata, pid)).encode()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
-            s.settimeout(timeout)
-            s.connect(listener_path)
+        with sock:
             fds = array.array("i", [notify_fd])
-            sent = s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
             if sent < len(data):
-                s.sendall(data[sent:])
+                sock.sendall(data[sent:])
     except OSError as e:
-        raise RuntimeFailure(f"seccomp: sending the notify fd to listenerPath "
-                             f"{listener_path}: {e.strerror or e}") from None
+        raise RuntimeFailure(f"seccomp: sending the notify fd to the listener: "
+                             f"{e.strerror or e}") from None
+
+
+def send_to_listener(listener_path: str, notify_fd: int, state: dict, metadata: str = "",
+                     pid: int | None = None, timeout: float | None = 30.0) -> None:
+    """connect_listener + send_state, for a process that can still reach listenerPath."""
+    send_state(connect_listener(listener_path, timeout), notify_fd, state, metadata, pid)

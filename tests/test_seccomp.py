@@ -668,3 +668,47 @@ def test_integration_errno_ret(runtime, bundle):
     out = runtime.run(bundle, check=False).stdout
     assert os.strerror(errno.EXDEV) in out  # "Invalid cross-device link"
     assert "rc=1" in out and "still-running" in out
+
+
+def test_integration_listener_agent_answers_a_notified_syscall(runtime, bundle, tmp_path):
+    """listenerPath: the agent gets the container state and the notify fd, and its answer is
+    what mkdir returns inside the container."""
+    import threading
+    from conftest import is_pyruntime
+    if not is_pyruntime():
+        pytest.skip("runc 1.1.5 checks listenerPath differently; this exercises pyruntime's agent protocol")
+    sock_path = str(tmp_path / "agent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen(1)
+    got = {}
+
+    def agent():
+        conn, _ = server.accept()
+        with conn:
+            import array
+            fds = array.array("i")
+            data, anc, _, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(fds.itemsize))
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[:fds.itemsize])
+            got["state"] = json.loads(data)
+            n = seccomp.notify_answer(fds[0], error=errno.EXDEV)
+            got["syscall"] = n.syscall if hasattr(n, "syscall") else None
+            os.close(fds[0])
+
+    t = threading.Thread(target=agent, daemon=True)
+    t.start()
+    bundle.config["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW", "listenerPath": sock_path, "listenerMetadata": "hello",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}
+    bundle.config["process"]["args"] = ["sh", "-c", "mkdir /tmp/x 2>&1; test -d /tmp/x || echo absent"]
+    bundle.write()
+    cid = runtime.new_id()
+    out = runtime.run(bundle, cid).stdout
+    t.join(10)
+    server.close()
+    assert "cross-device" in out and "absent" in out, out
+    assert got["state"]["metadata"] == "hello"
+    assert got["state"]["fds"] == ["seccompFd"]
+    assert got["state"]["state"]["id"] == cid

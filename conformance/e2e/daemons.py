@@ -1,0 +1,269 @@
+"""Install, start and stop containerd and dockerd by hand (no systemd), each with private state.
+
+Everything lives under one run directory (default /var/tmp/pyruntime-e2e/run): containerd's
+root/state and socket, dockerd's data-root, exec-root, socket and key, podman's storage, logs.
+The daemons are started from a separate subreaper process (PID 1 here does not reap orphans, and
+the shims daemonize), with stdin on /dev/null and every stray fd closed. stop() removes every
+container, stops the daemons, unmounts what they left under the run directory and deletes the
+bridge it made; nothing else on the machine is touched.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+PACKAGES = ["docker.io", "containerd", "podman", "busybox-static", "runc"]
+BRIDGE = "pye2e0"
+BRIDGE_CIDR = "10.213.77.1/24"
+# Directories the daemons create outside their configured roots (hard-coded in them): removed
+# again at the end when they were not there before and are empty.
+SIDE_DIRS = ["/run/containerd/s", "/run/containerd/runc/e2e", "/run/containerd/runc",
+             "/run/containerd", "/run/docker/plugins", "/run/docker"]
+
+
+class Unavailable(Exception):
+    """The daemons cannot run on this machine (a true reason, shown as the skip reason)."""
+
+
+def sh(cmd, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, text=True, capture_output=True, **kw)
+
+
+def install(log=print) -> None:
+    missing = []
+    for p in PACKAGES:
+        r = sh(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", p])
+        if not r.stdout.startswith("ii"):
+            missing.append(p)
+    if not missing:
+        return
+    log(f"e2e: installing {' '.join(missing)} (apt)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    lock = ["-o", "DPkg::Lock::Timeout=900"]
+    r = sh(["apt-get", *lock, "update", "-qq"], env=env)
+    if r.returncode:
+        raise Unavailable(f"apt-get update failed: {r.stderr.strip()[-300:]}")
+    r = sh(["apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+    if r.returncode:
+        raise Unavailable(f"apt-get install {' '.join(missing)} failed: {r.stderr.strip()[-300:]}")
+
+
+class Daemons:
+    def __init__(self, base: str, pyruntime: str):
+        self.base = base
+        self.dir = os.path.join(base, "run")
+        self.logs = os.path.join(base, "logs")
+        self.pyruntime = pyruntime
+        self.containerd_sock = os.path.join(self.dir, "containerd.sock")
+        self.docker_sock = os.path.join(self.dir, "docker.sock")
+        self.reaper_pid = 0
+        self.made_bridge = False
+        self.side_dirs_before = {d for d in SIDE_DIRS if os.path.exists(d)}
+        self.env = dict(os.environ, DOCKER_HOST=f"unix://{self.docker_sock}",
+                        DOCKER_CONFIG=os.path.join(self.dir, "docker-cli"), DOCKER_BUILDKIT="0")
+        self.env.pop("DOCKER_CONTEXT", None)
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        self.cleanup_stale()
+        for d in ("containerd/root", "containerd/state", "docker/data", "docker/exec",
+                  "docker-cli", "podman/root", "podman/runroot", "podman/tmp", "podman/conf"):
+            os.makedirs(os.path.join(self.dir, d), exist_ok=True)
+        os.makedirs(self.logs, exist_ok=True)
+        self._bridge_up()
+        cd_conf = os.path.join(self.dir, "containerd/config.toml")
+        with open(cd_conf, "w") as f:
+            f.write(f'''version = 2
+root = "{self.dir}/containerd/root"
+state = "{self.dir}/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{self.containerd_sock}"
+[ttrpc]
+  address = "{self.containerd_sock}.ttrpc"
+''')
+        # The second way to register a runtime: daemon.json "runtimes" (the first is the flag).
+        dk_conf = os.path.join(self.dir, "docker/daemon.json")
+        with open(dk_conf, "w") as f:
+            json.dump({
+                "data-root": f"{self.dir}/docker/data", "exec-root": f"{self.dir}/docker/exec",
+                "hosts": [f"unix://{self.docker_sock}"], "pidfile": f"{self.dir}/docker/docker.pid",
+                "containerd": self.containerd_sock, "storage-driver": "overlay2",
+                "iptables": False, "ip-forward": False, "ip-masq": False, "bridge": BRIDGE,
+                "userland-proxy": True, "userland-proxy-path": shutil.which("docker-proxy") or
+                "/usr/sbin/docker-proxy",
+                "runtimes": {"pyruntime-cfg": {"path": self.pyruntime}},
+            }, f, indent=1)
+        cmds = [
+            (["containerd", "--config", cd_conf], "containerd", self.containerd_sock),
+            (["dockerd", "--config-file", dk_conf, "--add-runtime", f"pyruntime={self.pyruntime}",
+              "--deprecated-key-path", f"{self.dir}/docker/key.json"], "dockerd", self.docker_sock),
+        ]
+        self.reaper_pid = _spawn_reaper(self.dir, self.logs, cmds)
+        with open(os.path.join(self.dir, "reaper.pid"), "w") as f:
+            f.write(str(self.reaper_pid))
+        for _, name, sock in cmds:
+            self._wait_socket(name, sock)
+        deadline = time.monotonic() + 30
+        while True:
+            r = sh(["docker", "version", "--format", "{{.Server.Version}}"], env=self.env)
+            if r.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise Unavailable(f"dockerd does not answer: {r.stderr.strip()} "
+                                  f"(see {self.logs}/dockerd.log)")
+            time.sleep(0.2)
+
+    def _wait_socket(self, name: str, path: str, timeout: float = 40) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(path)
+                s.close()
+                return
+            except OSError:
+                pass
+            if not _alive(self.reaper_pid) or _exited(os.path.join(self.dir, f"{name}.exited")):
+                break
+            time.sleep(0.1)
+        tail = _tail(os.path.join(self.logs, f"{name}.log"))
+        raise Unavailable(f"{name} did not start (socket {path}): {tail}")
+
+    def _bridge_up(self) -> None:
+        if os.path.exists(f"/sys/class/net/{BRIDGE}"):
+            self.made_bridge = True  # ours from an earlier run
+            return
+        for cmd in (["ip", "link", "add", BRIDGE, "type", "bridge"],
+                    ["ip", "addr", "add", BRIDGE_CIDR, "dev", BRIDGE],
+                    ["ip", "link", "set", BRIDGE, "up"]):
+            r = sh(cmd)
+            if r.returncode:
+                raise Unavailable(f"{' '.join(cmd)}: {r.stderr.strip()}")
+            self.made_bridge = True
+
+    # ------------------------------------------------------------------ stop
+    def stop(self) -> None:
+        if os.path.exists(self.docker_sock):
+            r = sh(["docker", "ps", "-aq"], env=self.env, timeout=30)
+            ids = r.stdout.split()
+            if ids:
+                sh(["docker", "rm", "-f", *ids], env=self.env, timeout=120)
+        if os.path.exists(self.containerd_sock):
+            ctr = ["ctr", "-a", self.containerd_sock, "-n", "e2e"]
+            for t in sh([*ctr, "tasks", "ls", "-q"], timeout=30).stdout.split():
+                sh([*ctr, "tasks", "kill", "-a", "-s", "SIGKILL", t], timeout=30)
+                sh([*ctr, "tasks", "delete", "-f", t], timeout=30)
+            for c in sh([*ctr, "containers", "ls", "-q"], timeout=30).stdout.split():
+                sh([*ctr, "containers", "delete", c], timeout=30)
+        try:
+            from . import podman
+            podman.cleanup(self)
+        except Exception:
+            pass
+        self._stop_reaper()
+        self._unmount_all()
+        if self.made_bridge:
+            sh(["ip", "link", "del", BRIDGE])
+        shutil.rmtree(self.dir, ignore_errors=True)
+        for d in SIDE_DIRS:
+            if d not in self.side_dirs_before:
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+
+    def _stop_reaper(self) -> None:
+        pid = self.reaper_pid
+        if not pid or not _alive(pid):
+            return
+        os.kill(pid, signal.SIGTERM)  # the reaper stops dockerd, then containerd, then strays
+        deadline = time.monotonic() + 60
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    def _unmount_all(self) -> None:
+        for _ in range(3):
+            points = []
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    mp = line.split()[4].replace("\\040", " ")
+                    if mp == self.dir or mp.startswith(self.dir + "/"):
+                        points.append(mp)
+            if not points:
+                return
+            for mp in sorted(points, key=len, reverse=True):
+                sh(["umount", "-l", mp])
+
+    def cleanup_stale(self) -> None:
+        """An earlier run that was killed: stop what it left, keep nothing."""
+        try:
+            with open(os.path.join(self.dir, "reaper.pid")) as f:
+                pid = int(f.read())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"pyruntime-e2e-reaper" in f.read():
+                    self.reaper_pid = pid
+        except (OSError, ValueError):
+            pass
+        if os.path.exists(self.dir) or self.reaper_pid:
+            self.made_bridge = os.path.exists(f"/sys/class/net/{BRIDGE}")
+            self.stop()
+            self.reaper_pid = 0
+
+
+# ---------------------------------------------------------------------- the reaper
+
+def _spawn_reaper(rundir: str, logs: str, cmds) -> int:
+    """Fork a subreaper that starts the daemons and reaps everything that gets reparented."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        os.read(r, 1)  # the reaper is a subreaper and has its daemons started
+        os.close(r)
+        return pid
+    try:
+        os.close(r)
+        os.setsid()
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        _reaper(rundir, logs, cmds, w)
+    finally:
+        os._exit(0)
+
+
+def _reaper(rundir, logs, cmds, ready_fd) -> None:
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write("e2e-reaper")
+    except OSError:
+        pass
+    import setproctitle_free  # noqa: F401  (placeholder, see below)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _exited(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _tail(path: str, n: int = 600) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:].strip()
+    except OSError:
+        return "(no log)"
