@@ -5,9 +5,7 @@ only the one being run is imported, so `state` never pays for what `run` needs.
 """
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass
 
 from . import SPEC_VERSION, __version__, log
 from .errors import RuntimeFailure
@@ -37,14 +35,14 @@ GLOBAL_VALUE_FLAGS = {"root", "log", "log-format", "rootless", "criu"}
 GLOBAL_BOOL_FLAGS = {"debug", "systemd-cgroup"}
 
 
-@dataclass
 class Context:
-    root: str = "/run/pyruntime"
+    """The global flags, as the commands see them."""
+    root = "/run/pyruntime"
     log: str | None = None
-    log_format: str = "text"
-    debug: bool = False
-    systemd_cgroup: bool = False
-    rootless: str = "auto"
+    log_format = "text"
+    debug = False
+    systemd_cgroup = False
+    rootless = "auto"
 
 
 def _split_global(argv: list[str]) -> tuple[Context, list[str]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from .errors import MISSING, ConfigError, RuntimeFailure
 
@@ -30,7 +29,7 @@ UINT32 = (1 << 32) - 1
 class Reader:
     """Reads typed fields out of a JSON object, naming the JSON path in every error."""
 
-    def __init__(self, obj: Any, path: str, file: str = "config.json"):
+    def __init__(self, obj, path: str, file: str = "config.json"):
         self.path, self.file = path, file
         if not isinstance(obj, dict):
             raise ConfigError(path or "(top level)", obj, "must be an object", file)
@@ -233,7 +232,7 @@ def load(bundle: str) -> Config:
     return parse(raw, bundle)
 
 
-def parse(raw: Any, bundle: str) -> Config:
+def parse(raw, bundle: str) -> Config:
     r = Reader(raw, "")
     version = r.string("ociVersion", required=True)
     if not version.startswith("1."):

@@ -7,11 +7,8 @@ import pwd
 import select
 import signal
 import socket
-from dataclasses import asdict
-
-from . import config as configmod, hooks, log, namespaces, state as statemod
+from . import hooks, log, state as statemod
 from .errors import ContainerNotFound, RuntimeFailure
-from .init import Channel, InitArgs, bootstrap
 from .state import Container, State
 
 
@@ -22,6 +19,8 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
            preserve_fds: int = 0, systemd_cgroup: bool = False,
            console: socket.socket | None = None) -> Container:
     """Set the container up and leave its init blocked on exec.fifo; return its Container."""
+    from dataclasses import asdict
+    from . import config as configmod  # create-only: start/kill/delete never parse a config
     statemod.check_id(cid)
     bundle = os.path.abspath(bundle)
     cfg = configmod.load(bundle)
@@ -71,7 +70,8 @@ class _Cleanup:
 
 def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, console, no_pivot,
                 no_new_keyring, preserve_fds, systemd_cgroup) -> int:
-    from . import cgroups
+    from . import cgroups, namespaces
+    from .init import Channel, InitArgs, bootstrap
     linux = cfg.linux
     mgr = cgroups.manager(linux.cgroups_path, c.id, systemd=systemd_cgroup)
     mgr.create()

@@ -11,7 +11,7 @@ import json
 import os
 import socket
 import struct
-import traceback
+import traceback  # not lazily: after pivot_root nothing can be imported
 from dataclasses import dataclass
 
 from . import console, hooks, namespaces, process, rootfs, syscalls as sc
@@ -191,7 +191,8 @@ def _init(chan: Channel, a: InitArgs) -> None:
     try:
         process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=a.seccomp,
                                   preserve_fds=a.preserve_fds, keep=keep, report=report,
-                                  on_notify_fd=_notify_sender(a.listener, linux.seccomp, state))
+                                  on_notify_fd=_notify_sender(a.listener, linux.seccomp, state),
+                                  report_fd=out, encode=lambda m: b"E" + m.encode())
     except RuntimeFailure as e:
         report(str(e))
         os._exit(1)

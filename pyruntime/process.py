@@ -7,7 +7,7 @@ import resource
 import signal
 import stat
 
-from . import capabilities, syscalls as sc
+from . import capabilities, execshim, syscalls as sc
 from .errors import RuntimeFailure
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -175,13 +175,16 @@ def close_fds(keep_upto: int, keep: tuple[int, ...] = ()) -> None:
 
 def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
                       preserve_fds: int = 0, keep: tuple[int, ...] = (), report=None,
-                      on_notify_fd=None) -> None:
+                      on_notify_fd=None, report_fd: int = -1, encode=None) -> None:
     """The last steps, in runc's order: rlimits, user, capabilities, no_new_privs, seccomp,
     close fds, execve. `seccomp` is a filter compiled by the parent (the container's root has
     no libseccomp); `on_notify_fd(fd)` gets its listener fd, if it has one (and `keep` must
-    hold the fds that callback uses). `report(msg)` is told of a failure before we exit."""
+    hold the fds that callback uses). `report(msg)` is told of a failure before we exit; the
+    execve itself goes through execshim (CVE-2019-5736), which writes encode(msg) to report_fd
+    (one of `keep`; stderr if -1) when it fails."""
     set_rlimits(proc.rlimits)
     caps = proc.capabilities
+    shim = execshim.prepare(proc.args[0], report_fd, encode) if execshim.wanted(proc.user, caps) else -1
     if caps is not None:
         capabilities.drop_bounding(caps)
     # Without no_new_privs, loading seccomp needs CAP_SYS_ADMIN, so it goes before the drop.
@@ -195,9 +198,16 @@ def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
     for sig in _RESET_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
-    close_fds(2 + preserve_fds, keep)
+    close_fds(2 + preserve_fds, keep + (shim,))
     if seccomp:
         _load_seccomp(seccomp, on_notify_fd)
+    execshim.execute(shim, path, proc.args, env, report_fd)  # returns only if it cannot run
+    refused = execshim.refuse_own_binary(path)
+    if refused:
+        msg = f'exec: "{proc.args[0]}": {refused}'
+        if report:
+            report(msg)
+        raise RuntimeFailure(msg)
     try:
         os.execve(path, proc.args, env)
     except OSError as e:

@@ -10,41 +10,52 @@ import errno
 import fcntl
 import json
 import os
-import re
 import time
-from dataclasses import asdict, dataclass, field
 
 from .errors import ContainerNotFound, RuntimeFailure
 
 STATE_FILE = "pyruntime.json"
 FIFO = "exec.fifo"
-_ID_RE = re.compile(r"^[\w+\-.]+$")
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
 
 def check_id(cid: str) -> None:
-    if not cid or not _ID_RE.match(cid) or cid in (".", ".."):
+    """runc's rule: letters, digits, _ + - . (and never a path)."""
+    if not cid or not _ID_CHARS.issuperset(cid) or cid in (".", ".."):
         raise RuntimeFailure(f"invalid container id format: {cid!r}")
 
 
-@dataclass
 class State:
-    id: str
-    bundle: str
-    rootfs: str
-    created: str
-    pid: int = 0
-    init_start: int = 0          # /proc/<pid>/stat starttime of the init, in clock ticks
-    status: str = "creating"     # as last written; see Container.status() for the live value
-    annotations: dict = field(default_factory=dict)
-    owner: str = ""
-    cgroup: dict = field(default_factory=dict)
-    hooks: dict = field(default_factory=dict)  # poststart/poststop, kept for start and delete
-    namespaces: dict = field(default_factory=dict)  # type -> path of the init's ns (for exec)
-    config_process: dict = field(default_factory=dict)  # defaults for `exec`
-    seccomp: dict = field(default_factory=dict)         # applied to `exec`'d processes too
-    no_pid_ns: bool = False      # shares a pid ns: kill --all must walk the cgroup
-    use_systemd: bool = False
-    oci_version: str = "1.3.0"
+    """What pyruntime.json holds. A plain class, not a dataclass: `state`, `kill`, `start` and
+    `delete` read it on every call and the dataclasses import alone costs more than they do."""
+
+    FIELDS = {
+        "id": "", "bundle": "", "rootfs": "", "created": "",
+        "pid": 0,
+        "init_start": 0,        # /proc/<pid>/stat starttime of the init, in clock ticks
+        "status": "creating",   # as last written; see Container.status() for the live value
+        "annotations": {},
+        "owner": "",
+        "cgroup": {},           # the cgroup manager's to_state()
+        "hooks": {},            # poststart/poststop, kept for start and delete
+        "config_process": {},   # defaults for `exec`
+        "seccomp": {},          # applied to `exec`'d processes too
+        "no_pid_ns": False,     # shares a pid ns: kill --all must walk the cgroup
+        "use_systemd": False,
+        "oci_version": "1.3.0",
+    }
+    __slots__ = tuple(FIELDS)
+
+    def __init__(self, **fields):
+        unknown = set(fields) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(f"unknown state fields: {sorted(unknown)}")
+        for name, default in self.FIELDS.items():
+            value = fields.get(name, default)
+            setattr(self, name, value.copy() if value is default and isinstance(value, dict) else value)
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.FIELDS}
 
 
 def now_rfc3339() -> str:
@@ -128,7 +139,7 @@ class Container:
     def save(self) -> None:
         tmp = os.path.join(self.dir, f".{STATE_FILE}.tmp")
         with open(tmp, "w") as f:
-            json.dump(asdict(self.state), f)
+            json.dump(self.state.to_dict(), f)
         os.rename(tmp, os.path.join(self.dir, STATE_FILE))
 
     def remove(self) -> None:

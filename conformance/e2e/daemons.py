@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -26,6 +27,10 @@ BRIDGE_CIDR = "10.213.77.1/24"
 # again at the end when they were not there before and are empty.
 SIDE_DIRS = ["/run/containerd/s", "/run/containerd/runc/e2e", "/run/containerd/runc",
              "/run/containerd", "/run/docker/plugins", "/run/docker"]
+
+
+DOCKER = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else (
+    shutil.which("docker") or "docker")  # Debian's CLI, not some other docker on PATH
 
 
 class Unavailable(Exception):
@@ -65,6 +70,7 @@ class Daemons:
         self.docker_sock = os.path.join(self.dir, "docker.sock")
         self.reaper_pid = 0
         self.made_bridge = False
+        self.before_stop: list = []  # callables run before the daemons stop (podman cleanup)
         self.side_dirs_before = {d for d in SIDE_DIRS if os.path.exists(d)}
         self.env = dict(os.environ, DOCKER_HOST=f"unix://{self.docker_sock}",
                         DOCKER_CONFIG=os.path.join(self.dir, "docker-cli"), DOCKER_BUILDKIT="0")
@@ -100,11 +106,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 "userland-proxy": True, "userland-proxy-path": shutil.which("docker-proxy") or
                 "/usr/sbin/docker-proxy",
                 "runtimes": {"pyruntime-cfg": {"path": self.pyruntime}},
+                "deprecated-key-path": f"{self.dir}/docker/key.json",  # not /etc/docker
             }, f, indent=1)
         cmds = [
             (["containerd", "--config", cd_conf], "containerd", self.containerd_sock),
-            (["dockerd", "--config-file", dk_conf, "--add-runtime", f"pyruntime={self.pyruntime}",
-              "--deprecated-key-path", f"{self.dir}/docker/key.json"], "dockerd", self.docker_sock),
+            (["dockerd", "--config-file", dk_conf, "--add-runtime", f"pyruntime={self.pyruntime}"], "dockerd", self.docker_sock),
         ]
         self.reaper_pid = _spawn_reaper(self.dir, self.logs, cmds)
         with open(os.path.join(self.dir, "reaper.pid"), "w") as f:
@@ -113,7 +119,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             self._wait_socket(name, sock)
         deadline = time.monotonic() + 30
         while True:
-            r = sh(["docker", "version", "--format", "{{.Server.Version}}"], env=self.env)
+            r = sh([DOCKER, "version", "--format", "{{.Server.Version}}"], env=self.env)
             if r.returncode == 0:
                 break
             if time.monotonic() > deadline:
@@ -152,10 +158,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
         if os.path.exists(self.docker_sock):
-            r = sh(["docker", "ps", "-aq"], env=self.env, timeout=30)
+            r = sh([DOCKER, "ps", "-aq"], env=self.env, timeout=30)
             ids = r.stdout.split()
             if ids:
-                sh(["docker", "rm", "-f", *ids], env=self.env, timeout=120)
+                sh([DOCKER, "rm", "-f", *ids], env=self.env, timeout=120)
         if os.path.exists(self.containerd_sock):
             ctr = ["ctr", "-a", self.containerd_sock, "-n", "e2e"]
             for t in sh([*ctr, "tasks", "ls", "-q"], timeout=30).stdout.split():
@@ -163,11 +169,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 sh([*ctr, "tasks", "delete", "-f", t], timeout=30)
             for c in sh([*ctr, "containers", "ls", "-q"], timeout=30).stdout.split():
                 sh([*ctr, "containers", "delete", c], timeout=30)
-        try:
-            from . import podman
-            podman.cleanup(self)
-        except Exception:
-            pass
+        for hook in self.before_stop:
+            try:
+                hook()
+            except Exception:
+                pass
         self._stop_reaper()
         self._unmount_all()
         if self.made_bridge:
@@ -190,6 +196,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             time.sleep(0.1)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+        for p in [p for p in _children if p.pid == pid]:
+            p.wait()
+            _children.remove(p)
 
     def _unmount_all(self) -> None:
         for _ in range(3):
@@ -210,7 +219,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             with open(os.path.join(self.dir, "reaper.pid")) as f:
                 pid = int(f.read())
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"pyruntime-e2e-reaper" in f.read():
+                if REAPER_MARK.encode() in f.read():
                     self.reaper_pid = pid
         except (OSError, ValueError):
             pass
@@ -222,31 +231,103 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 # ---------------------------------------------------------------------- the reaper
 
+REAPER_MARK = "pyruntime-e2e-reaper"
+
+
 def _spawn_reaper(rundir: str, logs: str, cmds) -> int:
-    """Fork a subreaper that starts the daemons and reaps everything that gets reparented."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(w)
-        os.read(r, 1)  # the reaper is a subreaper and has its daemons started
-        os.close(r)
-        return pid
-    try:
-        os.close(r)
-        os.setsid()
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        _reaper(rundir, logs, cmds, w)
-    finally:
-        os._exit(0)
+    """Start a subreaper process (this file, exec'd) that starts the daemons and reaps whatever
+    gets reparented to it (the shims daemonize). Returns once the daemons are spawned."""
+    spec = json.dumps({"rundir": rundir, "logs": logs, "cmds": [[c, n] for c, n, _ in cmds]})
+    with open(os.path.join(logs, "reaper.log"), "ab") as log:
+        p = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), REAPER_MARK, spec],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                             close_fds=True, start_new_session=True)
+    line = p.stdout.readline()
+    p.stdout.close()
+    if line.strip() != b"ready":
+        p.wait()
+        raise Unavailable(f"the reaper failed: {_tail(os.path.join(logs, 'reaper.log'))}")
+    _children.append(p)  # keep the Popen so that it is waited for (no zombie)
+    return p.pid
 
 
-def _reaper(rundir, logs, cmds, ready_fd) -> None:
+_children: list = []
+
+
+def reaper_main(spec: dict) -> None:
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0):
+        print("prctl(PR_SET_CHILD_SUBREAPER) failed", file=sys.stderr)
+        sys.exit(1)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the harness stops us in order
+    daemons = {}
+    for cmd, name in spec["cmds"]:
+        with open(os.path.join(spec["logs"], f"{name}.log"), "wb") as log:
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 close_fds=True)
+        daemons[p.pid] = name
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in daemons:
+                open(os.path.join(spec["rundir"], f"{daemons.pop(pid)}.exited"), "w").close()
+
+    while not stopping:
+        reap()
+        time.sleep(0.2)
+    # dockerd first, then containerd, then whatever is left (shims of leftover tasks)
+    for pid, name in sorted(daemons.items(), key=lambda kv: kv[1] != "dockerd"):
+        _terminate(pid, reap, 30)
+    for _ in range(3):
+        strays = _children_of(os.getpid())
+        if not strays:
+            break
+        for pid in strays:
+            _terminate(pid, reap, 10)
+    reap()
+
+
+def _terminate(pid: int, reap, timeout: float) -> None:
     try:
-        with open("/proc/self/comm", "w") as f:
-            f.write("e2e-reaper")
-    except OSError:
-        pass
-    import setproctitle_free  # noqa: F401  (placeholder, see below)
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        reap()
+        time.sleep(0.05)
+    if _alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        time.sleep(0.2)
+        reap()
+
+
+def _children_of(ppid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == ppid and fields[0] != "Z":
+                    out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
 
 
 def _alive(pid: int) -> bool:
@@ -267,3 +348,7 @@ def _tail(path: str, n: int = 600) -> str:
             return f.read()[-n:].strip()
     except OSError:
         return "(no log)"
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == REAPER_MARK:
+    reaper_main(json.loads(sys.argv[2]))

@@ -8,12 +8,15 @@ on this kind of machine never reaps), runs each program with the build dir as cw
 one: force-deletes the containers it left, unmounts what it left mounted under the
 private TMPDIR, kills stray processes. Then writes <results>/<name>/summary.{txt,json}.
 
-Counting (same rules as the shared reference runner):
+Counting (the shared reference runner's rules, plus EMPTY):
 * only top-level TAP lines count; plans are summed (a program may print several);
 * a program that exits non-zero (CRASH) or times out (TIMEOUT) counts as 1 failure
   and its "ok" lines are dropped;
 * 0 assertions with a YAML "error" block (the hook programs) is 1 failure (ERROR);
-  0 assertions without one is 1 pass;
+  0 assertions without one is 1 pass, provided a TAP stream was printed at all: no
+  output is 1 failure (EMPTY), because an "inside" program whose container stdout got
+  lost prints nothing and exits 0 (the process_*_fail programs, silent on success,
+  are exempt);
 * assertions != summed plan adds 1 failure (BADPLAN);
 * `# SKIP` and `not ok ... # TODO` count as skipped.
 """
@@ -224,10 +227,13 @@ TODO_RE = re.compile(r" # (TODO|todo)")
 YAML_ERROR_RE = re.compile(r'^    "error": ".+"')
 
 
-def count(tap: str, rc: int) -> dict:
+def count(tap: str, rc: int, name: str = "") -> dict:
     p = f = s = n = plan = 0
     err = False
+    has_header = False
     for line in tap.splitlines():
+        if line.startswith("TAP version"):
+            has_header = True
         if OK_RE.match(line):
             n += 1
             if SKIP_RE.search(line):
@@ -253,6 +259,11 @@ def count(tap: str, rc: int) -> dict:
     elif n == 0:
         if err:
             status, extra = "ERROR", 1
+        elif not has_header and not name.endswith("_fail"):
+            # nothing at all: an "inside" program whose runtimetest output (the
+            # container's stdout) never arrived exits 0 and prints nothing. Only the
+            # process_*_fail programs are silent on success (create failed as it must).
+            status, extra = "EMPTY", 1
         else:
             p = 1
     elif plan != n:
@@ -355,7 +366,7 @@ def main() -> int:
         force_delete(a.runtime, set(left))
         strays = kill_strays()
         leaked = clean_tmpdir(tmpdir)
-        r = count((raw / f"{t}.tap").read_text(errors="replace"), rc)
+        r = count((raw / f"{t}.tap").read_text(errors="replace"), rc, t)
         r["seconds"] = round(secs, 2)
         r["leftover_containers"] = len(left)
         r["stray_processes_killed"] = strays
