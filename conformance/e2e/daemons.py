@@ -17,16 +17,21 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
 PACKAGES = ["docker.io", "containerd", "podman", "busybox-static", "runc"]
 BRIDGE = "pye2e0"
 BRIDGE_CIDR = "10.213.77.1/24"
-# Directories the daemons create outside their configured roots (hard-coded in them): removed
-# again at the end when they were not there before and are empty.
-SIDE_DIRS = ["/run/containerd/s", "/run/containerd/runc/e2e", "/run/containerd/runc",
-             "/run/containerd", "/run/docker/plugins", "/run/docker"]
+# What the daemons and tools create outside their configured roots (hard-coded paths): the
+# trees are removed at the end when they were not there before the first run (then they are all
+# ours: shim sockets, ctr's fifos, podman's network dir); the shared runtime roots and the
+# cgroup parents of Docker (/docker), ctr (/<namespace>) and podman (/libpod_parent) only when
+# they are also empty.
+SIDE_TREES = ["/run/containerd", "/run/docker", "/run/containers"]
+SIDE_DIRS = ["/run/pyruntime", "/run/runc"]
+CGROUP_PARENTS = ["docker", "e2e", "libpod_parent"]
 
 
 DOCKER = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else (
@@ -37,8 +42,57 @@ class Unavailable(Exception):
     """The daemons cannot run on this machine (a true reason, shown as the skip reason)."""
 
 
-def sh(cmd, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, text=True, capture_output=True, **kw)
+# The harness is a child subreaper too (podman's conmon daemonizes, and PID 1 here does not
+# reap): orphans that land on it are reaped by reap_orphans(), which must never take a child a
+# subprocess call is waiting for, so every command goes through sh(), which registers its pid.
+_spawn_lock = threading.Lock()
+_ours: set[int] = set()
+
+
+def become_subreaper() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def sh(cmd, *, input=None, timeout=None, env=None, stdin=None) -> subprocess.CompletedProcess:
+    """subprocess.run(cmd, capture_output=True, text=True), safe beside reap_orphans()."""
+    if stdin is None:
+        stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
+    with _spawn_lock:
+        p = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, errors="replace", env=env)
+        _ours.add(p.pid)
+    try:
+        try:
+            out, err = p.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            raise subprocess.TimeoutExpired(cmd, timeout, out, err) from None
+    finally:
+        with _spawn_lock:
+            _ours.discard(p.pid)
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+def reap_orphans() -> None:
+    with _spawn_lock:
+        mine = _ours | {p.pid for p in _children}
+        for pid in _children_of(os.getpid(), zombies=True):
+            if pid not in mine:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+
+def start_orphan_reaper() -> None:
+    become_subreaper()
+
+    def loop():
+        while True:
+            time.sleep(0.5)
+            reap_orphans()
+    threading.Thread(target=loop, daemon=True, name="reap-orphans").start()
 
 
 def install(log=print) -> None:
@@ -70,8 +124,11 @@ class Daemons:
         self.docker_sock = os.path.join(self.dir, "docker.sock")
         self.reaper_pid = 0
         self.made_bridge = False
-        self.before_stop: list = []  # callables run before the daemons stop (podman cleanup)
-        self.side_dirs_before = {d for d in SIDE_DIRS if os.path.exists(d)}
+        self.podman_base = ["podman", "--root", f"{self.dir}/podman/root",
+                            "--runroot", f"{self.dir}/podman/runroot",
+                            "--tmpdir", f"{self.dir}/podman/tmp", "--cgroup-manager", "cgroupfs",
+                            "--events-backend", "file", "--storage-driver", "overlay"]
+        self.podman_env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
         self.env = dict(os.environ, DOCKER_HOST=f"unix://{self.docker_sock}",
                         DOCKER_CONFIG=os.path.join(self.dir, "docker-cli"), DOCKER_BUILDKIT="0")
         self.env.pop("DOCKER_CONTEXT", None)
@@ -79,6 +136,7 @@ class Daemons:
     # ------------------------------------------------------------------ start
     def start(self) -> None:
         self.cleanup_stale()
+        self._record_absent()
         for d in ("containerd/root", "containerd/state", "docker/data", "docker/exec",
                   "docker-cli", "podman/root", "podman/runroot", "podman/tmp", "podman/conf"):
             os.makedirs(os.path.join(self.dir, d), exist_ok=True)
@@ -155,6 +213,45 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 raise Unavailable(f"{' '.join(cmd)}: {r.stderr.strip()}")
             self.made_bridge = True
 
+    # What the daemons create outside our directory: note what is absent now (once: a stale
+    # run's record is kept), so that stop() removes exactly that.
+    def _absent_file(self) -> str:
+        return os.path.join(self.base, "absent-before.json")
+
+    def _record_absent(self) -> None:
+        if os.path.exists(self._absent_file()):
+            return
+        absent = [d for d in SIDE_TREES + SIDE_DIRS if not os.path.exists(d)]
+        for mnt in sorted(os.listdir("/sys/fs/cgroup")):
+            for parent in CGROUP_PARENTS:
+                d = f"/sys/fs/cgroup/{mnt}/{parent}"
+                if os.path.isdir(f"/sys/fs/cgroup/{mnt}") and not os.path.exists(d):
+                    absent.append(d)
+        with open(self._absent_file(), "w") as f:
+            json.dump(absent, f)
+
+    def _remove_absent(self) -> None:
+        try:
+            with open(self._absent_file()) as f:
+                absent = json.load(f)
+        except (OSError, ValueError):
+            return
+        for d in absent:
+            if d in SIDE_TREES:
+                shutil.rmtree(d, ignore_errors=True)
+            elif d.startswith("/sys/fs/cgroup/"):
+                for sub, _, _ in sorted(os.walk(d), key=lambda w: -len(w[0])):
+                    try:
+                        os.rmdir(sub)
+                    except OSError:
+                        pass
+            else:
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+        os.unlink(self._absent_file())
+
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
         if os.path.exists(self.docker_sock):
@@ -169,22 +266,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 sh([*ctr, "tasks", "delete", "-f", t], timeout=30)
             for c in sh([*ctr, "containers", "ls", "-q"], timeout=30).stdout.split():
                 sh([*ctr, "containers", "delete", c], timeout=30)
-        for hook in self.before_stop:
+        if os.path.isdir(os.path.join(self.dir, "podman/root")) and shutil.which("podman"):
             try:
-                hook()
-            except Exception:
+                sh([*self.podman_base, "rm", "-af", "-t", "0"], env=self.podman_env, timeout=120)
+            except subprocess.TimeoutExpired:
                 pass
         self._stop_reaper()
         self._unmount_all()
         if self.made_bridge:
             sh(["ip", "link", "del", BRIDGE])
         shutil.rmtree(self.dir, ignore_errors=True)
-        for d in SIDE_DIRS:
-            if d not in self.side_dirs_before:
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    pass
+        self._remove_absent()
+        reap_orphans()
 
     def _stop_reaper(self) -> None:
         pid = self.reaper_pid
@@ -238,16 +331,16 @@ def _spawn_reaper(rundir: str, logs: str, cmds) -> int:
     """Start a subreaper process (this file, exec'd) that starts the daemons and reaps whatever
     gets reparented to it (the shims daemonize). Returns once the daemons are spawned."""
     spec = json.dumps({"rundir": rundir, "logs": logs, "cmds": [[c, n] for c, n, _ in cmds]})
-    with open(os.path.join(logs, "reaper.log"), "ab") as log:
+    with open(os.path.join(logs, "reaper.log"), "ab") as log, _spawn_lock:
         p = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), REAPER_MARK, spec],
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                              close_fds=True, start_new_session=True)
+        _children.append(p)  # keep the Popen so that it is waited for (no zombie)
     line = p.stdout.readline()
     p.stdout.close()
     if line.strip() != b"ready":
         p.wait()
         raise Unavailable(f"the reaper failed: {_tail(os.path.join(logs, 'reaper.log'))}")
-    _children.append(p)  # keep the Popen so that it is waited for (no zombie)
     return p.pid
 
 
@@ -316,14 +409,15 @@ def _terminate(pid: int, reap, timeout: float) -> None:
         reap()
 
 
-def _children_of(ppid: int) -> list[int]:
+def _children_of(ppid: int, zombies: bool = False) -> list[int]:
+    """Children of ppid: the living ones, or (zombies=True) the zombies."""
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 with open(f"/proc/{d}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == ppid and fields[0] != "Z":
+                if int(fields[1]) == ppid and (fields[0] == "Z") == zombies:
                     out.append(int(d))
             except (OSError, IndexError, ValueError):
                 pass

@@ -10,7 +10,7 @@ import re
 import subprocess
 import tarfile
 
-from daemons import DOCKER
+from daemons import DOCKER, sh
 
 BUSYBOX = "/bin/busybox"
 PYTHON = "/usr/bin/python3.11"
@@ -159,6 +159,6 @@ def import_all(d, workdir: str, log=print) -> dict:
 
 
 def _run(cmd, env) -> None:
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    r = sh(cmd, env=env)
     if r.returncode:
         raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip() or r.stdout.strip()}")

@@ -5,6 +5,7 @@ not compared (timings). Names, ids, pts numbers and the like are normalized away
 """
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shlex
@@ -15,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable
 
-from daemons import DOCKER
+from daemons import DOCKER, sh
 
 
 @dataclass
@@ -84,8 +85,7 @@ class Ctx:
     def cmd(self, argv, input=None, timeout=60, env=None) -> R:
         t0 = time.monotonic()
         try:
-            p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
-                               env=env or self.h.env, errors="replace")
+            p = sh(argv, input=input, timeout=timeout, env=env or self.h.env)
         except subprocess.TimeoutExpired as e:
             return R(-9, _s(e.stdout), _s(e.stderr) + f"\n(timed out after {timeout}s)",
                      time.monotonic() - t0)
@@ -103,9 +103,8 @@ class Ctx:
         r, w = os.pipe()
         t0 = time.monotonic()
         try:
-            p = subprocess.run(["script", "-qec", command, "/dev/null"], stdin=r,
-                               capture_output=True, text=True, timeout=timeout, env=self.h.env,
-                               errors="replace")
+            p = sh(["script", "-qec", command, "/dev/null"], stdin=r, timeout=timeout,
+                   env=self.h.env)
         except subprocess.TimeoutExpired as e:
             return R(-9, _s(e.stdout), f"(timed out after {timeout}s)", time.monotonic() - t0)
         finally:
@@ -131,8 +130,8 @@ class Ctx:
         return self.cmd(["ctr", "-a", self.h.d.containerd_sock, "-n", "e2e", *args], **kw)
 
     def podman(self, *args, **kw) -> R:
-        env = {k: v for k, v in self.h.env.items() if not k.startswith("DOCKER_")}
-        return self.cmd([*self.h.podman_base, "--runtime", self.rt.path, *args], env=env, **kw)
+        return self.cmd([*self.h.podman_base, "--runtime", self.rt.path, *args],
+                        env=self.h.podman_env, **kw)
 
     def close(self) -> None:
         for fn in reversed(self.cleanups):
@@ -195,7 +194,7 @@ def _(c: Ctx):
     n = c.name()
     r = c.drun("--rm", "--name", n, c.img, "echo", "hello")
     left = c.docker("ps", "-aq", "--filter", f"name=^{n}$").o
-    return f"rc={r.rc} out={r.o} left={len(left.split())}"
+    return f"rc={r.rc} out={r.o} left={len(left.split())}", f"{r.secs:.2f}s"
 
 
 @scenario("docker daemon.json runtimes", expect="rc=0 out=registered")
@@ -536,6 +535,160 @@ def _(c: Ctx):
     return f"rc={r.rc} out={'|'.join(r.o.splitlines())}"
 
 
+@scenario("docker run --init", expect="rc=0 out=docker-init|sleep")
+def _(c: Ctx):
+    r = c.drun("--rm", "--init", c.img, "sh", "-c", "cat /proc/1/comm; sleep 2 & sleep 0.3; cat /proc/$!/comm")
+    return f"rc={r.rc} out={'|'.join(r.o.splitlines())}"
+
+
+@scenario("docker run -v host:/x:ro, --device, --sysctl, --shm-size",
+          expect="rc=0 out=ro-rc=1|xnull=c|fwd=1|shm=size=8192k")
+def _(c: Ctx):
+    d = tempfile.mkdtemp(prefix=f"ro-{c.rt.short}-", dir=c.h.d.dir)
+    r = c.drun("--rm", "-v", f"{d}:/x:ro", "--device", "/dev/null:/dev/xnull",
+               "--sysctl", "net.ipv4.ip_forward=1", "--shm-size", "8m", c.img, "sh", "-c",
+               "touch /x/f 2>/dev/null; echo ro-rc=$?; echo xnull=$(stat -c %F /dev/xnull | cut -c1);"
+               " echo fwd=$(cat /proc/sys/net/ipv4/ip_forward);"
+               " echo shm=$(grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9a-z]*')")
+    return f"rc={r.rc} out={'|'.join(r.o.splitlines())}"
+
+
+@scenario("docker run --ipc/--uts host, --oom-score-adj, no-new-privileges",
+          expect="rc=0 out=ipc=host|uts=host|oom=500|nnp=1")
+def _(c: Ctx):
+    r = c.drun("--rm", "--ipc", "host", "--uts", "host", "--oom-score-adj", "500",
+               "--security-opt", "no-new-privileges", c.img, "sh", "-c",
+               f"[ $(readlink /proc/self/ns/ipc) = '{host_ns('ipc')}' ] && echo ipc=host;"
+               f" [ $(readlink /proc/self/ns/uts) = '{host_ns('uts')}' ] && echo uts=host;"
+               " echo oom=$(cat /proc/self/oom_score_adj);"
+               " echo nnp=$(grep NoNewPrivs /proc/self/status | cut -f2)")
+    return f"rc={r.rc} out={'|'.join(r.o.splitlines())}"
+
+
+@scenario("docker run --privileged")
+def _(c: Ctx):
+    # This machine's bounding set lacks CAP_SYS_RESOURCE: runc fails here, so must we (and
+    # where it is complete, both run it).
+    r = c.drun("--rm", "--privileged", c.img, "sh", "-c", "echo privileged")
+    return f"rc={r.rc} out={r.o}"
+
+
+@scenario("docker run --restart on-failure:2", expect="restarts=2 status=exited exit=3")
+def _(c: Ctx):
+    n = c.name()
+    c.drun("-d", "--restart", "on-failure:2", "--name", n, c.img, "sh", "-c", "exit 3")
+    wait_for(lambda: c.inspect(n, "{{.RestartCount}} {{.State.Status}}") == "2 exited", 20, 0.3)
+    return (f"restarts={c.inspect(n, '{{.RestartCount}}')} "
+            f"status={c.inspect(n, '{{.State.Status}}')} exit={c.inspect(n, '{{.State.ExitCode}}')}")
+
+
+@scenario("docker attach + large output", expect="rc=0 lines=200000 md5-equal=True | attach=got-hello")
+def _(c: Ctx):
+    import hashlib
+    r = c.drun("--rm", c.img, "seq", "1", "200000")
+    want = "".join(f"{i}\n" for i in range(1, 200001))
+    n = c.running("-i", "sh -c 'read x; echo got-$x'")
+    # stdin stays open until the container exits (at EOF the CLI may leave before the output)
+    a = c.cmd(["sh", "-c", f"(echo hello; sleep 5) | {DOCKER} attach {n}"], timeout=20)
+    return (f"rc={r.rc} lines={len(r.out.splitlines())} "
+            f"md5-equal={hashlib.md5(r.out.encode()).digest() == hashlib.md5(want.encode()).digest()}"
+            f" | attach={a.o}")
+
+
+@scenario("docker runs 8 containers at once", expect="rcs=0,0,0,0,0,0,0,0 outs=8")
+def _(c: Ctx):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(8) as pool:
+        rs = list(pool.map(lambda i: c.drun("--rm", c.img, "echo", f"n{i}"), range(8)))
+    return (f"rcs={','.join(str(r.rc) for r in rs)} "
+            f"outs={sum(r.o == f'n{i}' for i, r in enumerate(rs))}", f"{max(r.secs for r in rs):.1f}s")
+
+
+@scenario("docker stop / rm -f of a paused container",
+          expect="stop: rc=0 exit=137 | rm -f: rc=0 gone=True")
+def _(c: Ctx):
+    n = c.running("sleep 300")
+    c.docker("pause", n)
+    r = c.docker("stop", "-t", "1", n)
+    n2 = c.running("sleep 300", name=c.name("2"))
+    c.docker("pause", n2)
+    r2 = c.docker("rm", "-f", n2)
+    gone = not c.docker("ps", "-aq", "--filter", f"name=^{n2}$").o
+    return (f"stop: rc={r.rc} exit={c.inspect(n, '{{.State.ExitCode}}')} | "
+            f"rm -f: rc={r2.rc} gone={gone}")
+
+
+@scenario("docker --health-cmd (exec every second)", expect="healthy")
+def _(c: Ctx):
+    n = c.running("--health-cmd", "test -e /tmp", "--health-interval", "1s", "--health-retries",
+                  "2", "sleep 300")
+    wait_for(lambda: c.inspect(n, "{{.State.Health.Status}}") == "healthy", 15, 0.3)
+    return c.inspect(n, "{{.State.Health.Status}}")
+
+
+@scenario("docker --cgroupns private, seccomp=unconfined, --mount bind",
+          expect="rc=0 out=cgroup=/|unshare-rc=0|bind=rshared")
+def _(c: Ctx):
+    d = tempfile.mkdtemp(prefix=f"prop-{c.rt.short}-", dir=c.h.d.dir)
+    sh(["mount", "--bind", "--make-rshared", d, d])
+    c.cleanups.append(lambda: sh(["umount", "-l", d]))
+    r = c.drun("--rm", "--cgroupns", "private", "--security-opt", "seccomp=unconfined",
+               "--mount", f"type=bind,source={d},target=/b,bind-propagation=rshared", c.img,
+               "sh", "-c", "echo cgroup=$(grep memory /proc/self/cgroup | cut -d: -f3);"
+               " unshare -U true; echo unshare-rc=$?;"
+               " grep -q ' /b .*shared:' /proc/self/mountinfo && echo bind=rshared || echo bind=?")
+    return f"rc={r.rc} out={'|'.join(r.o.splitlines())}"
+
+
+@scenario("docker edge cases: cwd, signals, entrypoint, pids")
+def _(c: Ctx):
+    out = []
+    for label, args in (
+            ("-w missing dir", ["-w", "/does/not/exist", c.img, "pwd"]),
+            ("-u 1000 -w /root", ["-u", "1000", "-w", "/root", c.img, "pwd"]),
+            ("child killed by 9", [c.img, "sh", "-c", "sh -c 'kill -9 $$'; echo $?"]),
+            ("pid 1 ignores TERM", [c.img, "sh", "-c", "kill -TERM $$; echo alive"]),
+            ("entrypoint ''", ["--entrypoint", "", c.img, "echo", "ep"]),
+            ("relative argv0", ["-w", "/bin", c.img, "./busybox", "echo", "rel"]),
+            ("empty env PATH", ["-e", "PATH=", c.img, "/bin/sh", "-c", "echo $PATH"]),
+            ("-i at EOF", ["-i", c.img, "cat"]),
+            ("--pids-limit 8", ["--pids-limit", "8", c.img, "sh", "-c",
+                                "i=0; while [ $i -lt 12 ]; do sleep 5 & i=$((i+1)); done"])):
+        r = c.drun("--rm", *args, input="" if label == "-i at EOF" else None)
+        out.append(f"{label}: rc={r.rc} {r.o or err_class(r.e)}")
+    return " | ".join(out)
+
+
+def ran_by(statedirs) -> str:
+    """Which runtime keeps a container's state: pyruntime writes pyruntime.json, runc state.json."""
+    for d in statedirs:
+        if os.path.exists(os.path.join(d, "pyruntime.json")):
+            return "pyruntime"
+        if os.path.exists(os.path.join(d, "state.json")):
+            return "runc"
+    return "nobody"
+
+
+@scenario("the runtime asked for is the one that runs",
+          expect="docker=True docker-daemon.json=True ctr=True podman=True")
+def _(c: Ctx):
+    out = []
+    for label, rtname in (("docker", c.rt.docker), ("docker-daemon.json", c.rt.docker_cfg)):
+        n = c.name(label[-4:])
+        c.docker("run", "-d", "--runtime", rtname, "--name", n, c.img, "sleep", "300")
+        cid = c.inspect(n, "{{.Id}}")
+        dirs = glob.glob(os.path.join(c.h.d.dir, "docker/exec/runtime-*/moby", cid))
+        out.append(f"{label}={ran_by(dirs) == c.rt.name}")
+    cid = ctr_task(c, "sleep 300")
+    out.append(f"ctr={ran_by([f'/run/containerd/runc/e2e/{cid}']) == c.rt.name}")
+    n = f"e2e-{c.slug}-{c.rt.short}"
+    c.cleanups.append(lambda: c.podman("rm", "-f", "-t", "0", n))
+    c.podman("run", "-d", "--network", "none", *PODMAN_RUN, "--name", n, PODMAN_IMG, "sleep", "300")
+    pid = c.podman("inspect", "-f", "{{.Id}}", n).o
+    out.append(f"podman={ran_by([f'/run/pyruntime/{pid}', f'/run/runc/{pid}']) == c.rt.name}")
+    return " ".join(out)
+
+
 # ===================================================================== ctr (containerd)
 
 CTR_IMG = "docker.io/library/e2e-busybox:latest"
@@ -724,8 +877,7 @@ def build_tutorial_image(h) -> str:
         f.write(APP)
     with open(os.path.join(d, "Dockerfile"), "w") as f:
         f.write(DOCKERFILE)
-    r = subprocess.run([DOCKER, "build", "-t", "e2e-friendlyhello:latest", d], env=h.env,
-                       capture_output=True, text=True)
+    r = sh([DOCKER, "build", "-t", "e2e-friendlyhello:latest", d], env=h.env)
     if r.returncode:
         raise RuntimeError(f"docker build: {r.stderr.strip()[-400:]}")
     return "e2e-friendlyhello:latest"
