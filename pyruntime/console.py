@@ -7,11 +7,13 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import termios
 
 from . import syscalls as sc
+from .errors import RuntimeFailure
 
 TIOCGPTPEER = 0x5441
 TIOCSPTLCK = 0x40045431
@@ -31,17 +33,37 @@ def set_size(fd: int, height: int, width: int) -> None:
 
 
 def bind_console(peer: int) -> None:
-    """Bind the pty peer on /dev/console (which must exist as a plain file first)."""
+    """Bind the pty peer on /dev/console (which must exist as a plain file first). A symlink
+    the rootfs put there is replaced, never followed (CVE-2025-52565: it would take the bind
+    elsewhere, e.g. over /proc/sys/kernel/core_pattern)."""
+    from .rootfs import fdpath, make_path
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        from .rootfs import fdpath, make_path
-        fd = make_path(root, "/dev/console", is_dir=False)
+        dev = make_path(root, "/dev")
+    finally:
+        os.close(root)
+    try:
         try:
+            if stat.S_ISLNK(os.stat("console", dir_fd=dev, follow_symlinks=False).st_mode):
+                os.unlink("console", dir_fd=dev)
+        except FileNotFoundError:
+            pass
+        try:
+            os.close(os.open("console", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW |
+                             os.O_CLOEXEC, 0o600, dir_fd=dev))
+        except FileExistsError:
+            pass
+        fd = sc.openat2(dev, "console", os.O_PATH | os.O_CLOEXEC,
+                        sc.RESOLVE_NO_SYMLINKS | sc.RESOLVE_BENEATH)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+                raise RuntimeFailure("/dev/console in the container is not a file or a device")
             sc.mount(fdpath(peer), fdpath(fd), None, sc.MS_BIND)
         finally:
             os.close(fd)
     finally:
-        os.close(root)
+        os.close(dev)
 
 
 def make_controlling(peer: int) -> None:

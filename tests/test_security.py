@@ -570,8 +570,9 @@ def test_hostile_rootfs_symlinks_to_host_paths(runtime, bundle, tmp_path):
 
 
 @pytest.mark.xfail(not is_pyruntime(), strict=True, reason=(
-    "runc 1.1.5 follows the rootfs's /dev/null symlink (CVE-2025-31133): with it pointing at "
-    "/proc/sys/kernel/core_pattern, the container's stderr landed in the host's core_pattern"))
+    "runc 1.1.5 follows the rootfs's /dev/null symlink for the process's stdio "
+    "(CVE-2025-31133 class): pointed at /proc/sys/kernel/core_pattern, the container's stderr "
+    "was written into the host's core_pattern"))
 def test_dev_null_symlink_is_not_bound_over_masked_paths(runtime, bundle, tmp_path):
     """CVE-2025-31133: the rootfs's own /dev (no tmpfs) with /dev/null a symlink to a procfs
     file. The target is the UTS-namespaced domainname (the attack would aim at core_pattern,
@@ -595,11 +596,14 @@ def test_dev_null_symlink_is_not_bound_over_masked_paths(runtime, bundle, tmp_pa
     assert_host_untouched(host, before)
     if proc.returncode == 0:
         lines = proc.stdout.split()
-        assert lines[0] == "stdout-probe" and "stderr-probe" in proc.stderr, proc
+        assert lines[:1] == ["stdout-probe"] and "stderr-probe" in proc.stderr, \
+            f"the process's stdio went elsewhere: {proc.stdout!r} {proc.stderr!r}"
         assert lines[1:] == ["marker.invalid"], f"a masked path shows the domainname: {proc.stdout}"
 
 
-@pytest.mark.parametrize("target", ["host", "procfs"])
+@pytest.mark.parametrize("target", ["host", pytest.param("procfs", marks=pytest.mark.xfail(
+    not is_pyruntime(), strict=True, reason="runc 1.1.5 binds the pty over the symlink's target "
+    "(CVE-2025-52565 class): /proc/sys/kernel/core_pattern becomes the tty in the container"))])
 def test_dev_console_symlink_in_terminal_mode(runtime, bundle, tmp_path, target):
     """CVE-2025-52565: /dev/console a symlink to a host file or a procfs file: the pty is bound
     on neither, and the host file is untouched."""
@@ -676,7 +680,10 @@ def test_mount_inside_the_container_does_not_reach_the_host(runtime, bundle, tmp
     assert {"/m1", "/m2", "/tmp"} <= set(inside)
     host_after = Path("/proc/self/mountinfo").read_text()
     new = set(host_after.splitlines()) - set(host_before.splitlines())
-    assert not new, f"mounts appeared on the host: {new}"
+    # (other test suites may mount elsewhere meanwhile: look where ours would propagate to)
+    ours = [line for line in new if line.split()[4] in ("/m1", "/m2", "/tmp")
+            or line.split()[4].startswith(str(bundle.path))]
+    assert not ours, f"mounts appeared on the host: {ours}"
     assert mounts_under(bundle.path) == []
     runtime("delete", "--force", cid)
 

@@ -168,7 +168,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             }, f, indent=1)
         cmds = [
             (["containerd", "--config", cd_conf], "containerd", self.containerd_sock),
-            (["dockerd", "--config-file", dk_conf, "--add-runtime", f"pyruntime={self.pyruntime}"], "dockerd", self.docker_sock),
+            (["dockerd", "--config-file", dk_conf, "--add-runtime",
+              f"pyruntime={self.pyruntime}"], "dockerd", self.docker_sock),
         ]
         self.reaper_pid = _spawn_reaper(self.dir, self.logs, cmds)
         with open(os.path.join(self.dir, "reaper.pid"), "w") as f:

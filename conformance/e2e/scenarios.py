@@ -807,8 +807,8 @@ def _(c: Ctx):
 # ===================================================================== podman
 
 PODMAN_IMG = "localhost/e2e-busybox:latest"
-# podman asks for RLIMIT_NOFILE and RLIMIT_NPROC 1048576 by default, above this machine's hard limit when the
-# harness runs from a shell with a lower one: runc and pyruntime both refuse it (exit 126).
+# podman asks for RLIMIT_NOFILE and RLIMIT_NPROC 1048576 by default; here the hard limits are
+# lower and the bounding set lacks CAP_SYS_RESOURCE, so runc and pyruntime both refuse (126).
 PODMAN_RUN = ["--ulimit", "nofile=1024:4096", "--ulimit", "nproc=1024:4096"]
 
 
