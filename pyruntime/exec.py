@@ -207,8 +207,10 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -
         path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
         process.set_oom_score_adj(proc.oom_score_adj)
         process.set_scheduling(proc)
-        process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
-                                  preserve_fds=preserve_fds, keep=(chan.sock.fileno(),))
+        process.finalize_and_exec(
+            proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
+            preserve_fds=preserve_fds, keep=(chan.sock.fileno(),), report_fd=chan.sock.fileno(),
+            encode=lambda m: json.dumps({"type": "error", "msg": m}).encode())
     except BaseException as e:
         _fail(chan, e)
 

@@ -23,7 +23,10 @@ import struct
 
 _BASE = 0x400000
 _EHDR, _PHDR = 64, 56
-_MAX_ERRNO = 134
+# errnos execve(2) gives (EPERM, ENOENT, E2BIG, ENOEXEC, EAGAIN, ENOMEM, EACCES, EFAULT, ENOTDIR,
+# EISDIR, EINVAL, ENFILE, EMFILE, ETXTBSY, ENAMETOOLONG, ELOOP, ELIBBAD); strerror() is slow
+# enough (~1 us) that the others share the generic message
+_EXEC_ERRNOS = (1, 2, 7, 8, 11, 12, 13, 14, 20, 21, 22, 23, 24, 26, 36, 40, 80)
 _MFD_EXEC = 0x10  # linux 6.3+: say the memfd is meant to be executable (vm.memfd_noexec)
 
 
@@ -96,15 +99,19 @@ def _code(report_fd: int, table_off: int, nerr: int) -> bytes:
 
 def build(arg0: str, report_fd: int, encode) -> bytes:
     """The shim's ELF image. encode(msg) -> the bytes to write to report_fd for a failure."""
-    msgs = [encode(f'exec: "{arg0}": exec failed')]
-    msgs += [encode(f'exec: "{arg0}": {os.strerror(e).lower()}') for e in range(1, _MAX_ERRNO)]
+    generic = encode(f'exec: "{arg0}": exec failed')
+    msgs = [generic] * (_EXEC_ERRNOS[-1] + 1)
+    for e in _EXEC_ERRNOS:
+        msgs[e] = encode(f'exec: "{arg0}": {os.strerror(e).lower()}')
     code_len = len(_code(report_fd, 0, len(msgs)))
     table_off = (code_len + 7) & ~7
     strings_off = len(msgs) * 16
-    table, blob = bytearray(), bytearray()
+    table, blob, where = bytearray(), bytearray(), {}
     for m in msgs:
-        table += struct.pack("<QQ", strings_off + len(blob), len(m))
-        blob += m
+        if m not in where:
+            where[m] = strings_off + len(blob)
+            blob += m
+        table += struct.pack("<QQ", where[m], len(m))
     code = _code(report_fd, table_off, len(msgs))
     body = code + b"\0" * (table_off - len(code)) + table + blob
     size = _EHDR + _PHDR + len(body)
