@@ -7,6 +7,7 @@ import pwd
 import select
 import signal
 import socket
+
 from . import hooks, log, state as statemod
 from .errors import ContainerNotFound, RuntimeFailure
 from .state import Container, State
