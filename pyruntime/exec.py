@@ -12,11 +12,10 @@ import json
 import os
 import signal
 import socket
-import traceback
 
 from . import config as configmod, console, namespaces, process, syscalls as sc
 from .errors import RuntimeFailure
-from .init import Channel
+from .init import TRACE, Channel
 from .state import Container
 
 
@@ -216,8 +215,8 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -
 
 
 def _fail(chan: Channel, e: BaseException) -> None:
-    if os.environ.get("PYRUNTIME_TRACE"):
-        traceback.print_exception(e)
+    if TRACE:
+        TRACE.print_exception(e)
     msg = str(e) if isinstance(e, RuntimeFailure) else f"exec: {e}"
     try:
         chan.send("error", msg=msg)

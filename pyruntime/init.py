@@ -11,11 +11,14 @@ import json
 import os
 import socket
 import struct
-import traceback  # not lazily: after pivot_root nothing can be imported
 from dataclasses import dataclass
 
 from . import console, hooks, namespaces, process, rootfs, syscalls as sc
 from .errors import RuntimeFailure
+
+# PYRUNTIME_TRACE=1: full tracebacks from the container side on stderr, for debugging. Imported
+# up front because nothing can be imported once the process has switched to the container's root.
+TRACE = __import__("traceback") if os.environ.get("PYRUNTIME_TRACE") else None
 
 
 class Channel:
@@ -98,15 +101,14 @@ def init_main(chan: Channel, a: InitArgs) -> None:
 
 
 def _fail(chan: Channel, e: BaseException) -> None:
-    if os.environ.get("PYRUNTIME_TRACE"):
-        traceback.print_exception(e)
+    if TRACE:
+        TRACE.print_exception(e)
     if isinstance(e, RuntimeFailure):
         msg = str(e)
     elif isinstance(e, OSError):
         msg = f"container init: {e}"
     else:
-        msg = "container init: internal error: " + "".join(
-            traceback.format_exception_only(type(e), e)).strip()
+        msg = f"container init: internal error: {type(e).__name__}: {e}"
     try:
         chan.send("error", msg=msg)
     except OSError:
