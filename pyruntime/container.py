@@ -28,6 +28,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     if cfg.process and cfg.process.capabilities:
         from . import capabilities
         capabilities.check_grantable(cfg.process.capabilities, "process.capabilities")
+    _maybe_seal(cfg)
     c = Container.new(root, cid)
     cleanup = _Cleanup(c)
     try:
@@ -50,6 +51,19 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         raise
     finally:
         c.unlock()
+
+
+def _maybe_seal(cfg) -> None:
+    """The init can only be reached during setup by processes already in the pid namespace it
+    joins (a pod's, or the host's): if those may hold CAP_SYS_PTRACE, run from a sealed copy of
+    the interpreter (see sealed.py). We cannot know their capabilities, so any joined pid
+    namespace outside a user namespace counts."""
+    from . import sealed
+    linux = cfg.linux
+    pid_ns = linux.namespace("pid")
+    if sealed.active() or linux.namespace("user") or (pid_ns and not pid_ns.path):
+        return
+    sealed.reexec()
 
 
 class _Cleanup:

@@ -95,6 +95,7 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         from . import seccomp
         seccomp_prog = seccomp.compile(c.state.seccomp)
     init_pid = c.state.pid
+    _maybe_seal(c, init_pid)
     ns_fds = joinable_namespaces(init_pid)
     if not c.init_alive():
         for _, fd in ns_fds:
@@ -148,6 +149,21 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         from .container import write_pid_file
         write_pid_file(pid_file, exec_pid)
     return exec_pid
+
+
+def _maybe_seal(c: Container, init_pid: int) -> None:
+    """The container's processes see ours while it sets up: if they may hold CAP_SYS_PTRACE
+    outside a user namespace, run from a sealed copy of the interpreter (see sealed.py)."""
+    from . import sealed
+    caps = (c.state.config_process or {}).get("capabilities") or {}
+    if not sealed.needed(caps.values()):
+        return
+    try:
+        if os.stat(f"/proc/{init_pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
+            return
+    except OSError:
+        return
+    sealed.reexec()
 
 
 def _join_cgroup(c: Container, pid: int, sub: str | None) -> None:

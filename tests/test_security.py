@@ -314,8 +314,9 @@ def parse_scan(text: str) -> list[dict]:
 
 
 def runtime_procs(rows: list[dict]) -> list[dict]:
-    """The runtime's own processes in a scan (ours are Python scripts named pyruntime)."""
-    return [r for r in rows if r["comm"].startswith(("pyruntime", "python", "runc"))]
+    """The runtime's own processes in a scan (ours are Python scripts named pyruntime, or,
+    re-executed from a sealed copy of the interpreter, memfd:pyruntime)."""
+    return [r for r in rows if r["comm"].startswith(("pyruntime", "python", "runc", "memfd:pyruntime"))]
 
 
 def scan_during_frozen_exec(runtime, bundle) -> tuple[list[dict], str]:
@@ -405,25 +406,22 @@ def test_created_init_is_not_reachable_from_a_container_sharing_its_pid_ns(runti
     assert (r["readlink"], r["read"], r["rw"], r["maps"], r["maps_rw"], r["root"]) == ("fail",) * 6, r
 
 
-@pytest.mark.xfail(is_pyruntime(), strict=True, reason=(
-    "with CAP_SYS_PTRACE a container process passes the non-dumpable check of an exec (or the "
-    "init) while it sets up and keeps an fd to the host interpreter through /proc/<pid>/exe; "
-    "once no process runs it, it reopens it for writing. Needs the setup processes to run from "
-    "a sealed memfd or read-only bind copy of the interpreter when the container holds "
-    "CAP_SYS_PTRACE outside a user namespace (runc 1.1.5: a read-only bind of its binary)"))
 def test_setup_processes_with_cap_sys_ptrace(runtime, bundle, interp_copy):
     """A container with every capability of this host (CAP_SYS_PTRACE among them) may reach
     the runtime's process during an `exec`, but the runtime's executable it holds through
     /proc/<pid>/exe must never be writable, not even once nothing runs it any more. (The
     process's map_files, libc and libpython, open for writing with CAP_SYS_ADMIN for runc and
-    pyruntime alike: not checked, privileged containers are not a boundary.)"""
+    pyruntime alike: not checked, privileged containers are not a boundary.) pyruntime passes
+    because, for such a container, it runs from a sealed memfd copy of the interpreter."""
     before = _sha256(interp_copy)
     set_all_caps(bundle)
     rows, reopen = scan_during_frozen_exec(runtime, bundle)
     ours = runtime_procs(rows)
     assert ours, f"the frozen exec was not in view: {rows}"
     for r in ours:
-        assert r["rw"] == "fail", r  # ETXTBSY while it runs
+        assert r["rw"] == "fail", r  # ETXTBSY while it runs; a sealed memfd: never
+    if is_pyruntime():
+        assert all(r["link"].startswith("/memfd:pyruntime") for r in ours), ours
     assert _sha256(interp_copy) == before
     assert reopen in ("refused", "no-fd"), f"the runtime's executable could be opened for writing: {rows}"
 
