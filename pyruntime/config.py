@@ -416,14 +416,6 @@ def _linux(lr: Reader | None) -> Linux:
     )
 
 
-def apparmor_enabled() -> bool:
-    try:
-        with open("/sys/module/apparmor/parameters/enabled") as f:
-            return f.read().strip() == "Y"
-    except OSError:
-        return False
-
-
 _IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
                 "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
 
@@ -462,6 +454,7 @@ def _cross_checks(cfg: Config, r: Reader) -> None:
         if not linux.namespace(needs):
             raise ConfigError(f"linux.sysctl.{name}", value, f"needs a {needs} namespace in "
                               "linux.namespaces: setting it would change the host")
+    from .lsm import apparmor_enabled
     if cfg.process and cfg.process.apparmor_profile and not apparmor_enabled():
         # runc refuses too: running without the confinement the config asks for is unsafe.
         raise ConfigError("process.apparmorProfile", cfg.process.apparmor_profile,

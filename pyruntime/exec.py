@@ -42,7 +42,7 @@ def joinable_namespaces(pid: int) -> list[tuple[str, int]]:
 
 def build_process(c: Container, process_json: dict | None, args: list[str], *, cwd=None,
                   env=(), user=None, additional_gids=(), caps=(), no_new_privs=False,
-                  tty=False) -> configmod.Process:
+                  tty=False, apparmor=None, process_label=None) -> configmod.Process:
     """The process to run: --process's JSON, or the container's own process with the CLI's
     overrides (as runc's exec builds it)."""
     if process_json is not None:
@@ -71,6 +71,10 @@ def build_process(c: Container, process_json: dict | None, args: list[str], *, c
         base["capabilities"] = c_
     if no_new_privs:
         base["noNewPrivileges"] = True
+    if apparmor:
+        base["apparmorProfile"] = apparmor
+    if process_label:
+        base["selinuxLabel"] = process_label
     if not base.get("args"):
         raise RuntimeFailure("exec: no command given (args or --process)")
     return configmod.parse_process(configmod.Reader(base, "process"))
@@ -86,6 +90,10 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         raise RuntimeFailure("cannot exec in a stopped container: container not running")
     if status == "paused" and not ignore_paused:
         raise RuntimeFailure("cannot exec in a paused container (use --ignore-paused to override)")
+    from .lsm import apparmor_enabled
+    if proc.apparmor_profile and not apparmor_enabled():
+        raise RuntimeFailure(f"process.apparmorProfile: {proc.apparmor_profile!r} cannot be applied: "
+                             "AppArmor is not enabled on this host")
     if proc.capabilities:
         from . import capabilities
         capabilities.check(proc.capabilities, "process.capabilities")

@@ -7,7 +7,7 @@ import resource
 import signal
 import stat
 
-from . import capabilities, execshim, syscalls as sc
+from . import capabilities, execshim, lsm, syscalls as sc
 from .errors import RuntimeFailure
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -198,6 +198,7 @@ def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
     for sig in _RESET_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
+    lsm.set_exec_labels(proc.apparmor_profile, proc.selinux_label)
     close_fds(2 + preserve_fds, keep + (shim,))
     if seccomp:
         _load_seccomp(seccomp, on_notify_fd)

@@ -10,7 +10,7 @@ import errno
 import os
 import stat
 
-from . import syscalls as sc
+from . import lsm, syscalls as sc
 from .errors import RuntimeFailure
 
 _IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
@@ -137,16 +137,21 @@ def bind_rootfs(rootfs: str) -> None:
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
 
 
+# Filesystems that take an SELinux context= option (linux.mountLabel), as runc labels them.
+_LABELLED_FS = {"tmpfs", "mqueue", "devpts", "shm"}
+
+
 def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str) -> None:
     for m in cfg.mounts:
         try:
-            mount_one(m, bundle, root_fd, cgroup_paths, cgroup_mode)
+            mount_one(m, bundle, root_fd, cgroup_paths, cgroup_mode, cfg.linux.mount_label)
         except OSError as e:
             raise RuntimeFailure(f"{m.path} (destination {m.destination!r}): mount failed: "
                                  f"{e.strerror}") from None
 
 
-def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str) -> None:
+def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str,
+              mount_label: str = "") -> None:
     flags, prop, data = parse_options(m.options)
     if m.type in ("cgroup", "cgroup2"):
         return mount_cgroup(m, root_fd, flags, cgroup_paths, cgroup_mode)
@@ -178,6 +183,9 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
                 locked = os.statvfs(target).f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
                 sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | remount | locked)
         else:
+            context = lsm.mount_context(mount_label)
+            if context and m.type in _LABELLED_FS:
+                data = data + [context]
             try:
                 sc.mount(m.source or m.type, target, m.type, flags & ~sc.MS_REMOUNT,
                          ",".join(data) or None)

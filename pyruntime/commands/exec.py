@@ -45,11 +45,10 @@ def main(opts, ctx):
             raise RuntimeFailure(f"--process {opts.process}: not valid JSON: {e}") from None
     elif not opts.command:
         raise RuntimeFailure("exec: no command given (args or --process)")
-    if opts.apparmor or opts.process_label:
-        raise RuntimeFailure("exec: --apparmor/--process-label: this host has no AppArmor or SELinux")
     proc = build_process(c, process_json, opts.command, cwd=opts.cwd, env=opts.env, user=opts.user,
                          additional_gids=opts.additional_gids, caps=opts.cap,
-                         no_new_privs=opts.no_new_privs, tty=opts.tty)
+                         no_new_privs=opts.no_new_privs, tty=opts.tty,
+                         apparmor=opts.apparmor, process_label=opts.process_label)
     if not opts.detach:
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)  # the process is reparented to us: wait for it
     ours = theirs = None
