@@ -67,7 +67,7 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _NR = {  # x86_64 syscall numbers not wrapped by glibc 2.36 or by Python
-    "pivot_root": 155, "ioprio_set": 251, "openat2": 437, "pidfd_send_signal": 424,
+    "pivot_root": 155, "ioprio_set": 251, "openat2": 437,
     "keyctl": 250, "capget": 125, "capset": 126,
 }
 
@@ -173,7 +173,4 @@ def join_session_keyring(name: str | None = None) -> None:
     _check(_libc.syscall(_NR["keyctl"], KEYCTL_JOIN_SESSION_KEYRING, _b(name), 0, 0, 0),
            "keyctl(JOIN_SESSION_KEYRING)", name)
 
-
-def pidfd_send_signal(pidfd: int, sig: int) -> None:
-    _check(_libc.syscall(_NR["pidfd_send_signal"], pidfd, sig, None, 0), "pidfd_send_signal", sig)
 
