@@ -172,5 +172,3 @@ KEYCTL_JOIN_SESSION_KEYRING = 1
 def join_session_keyring(name: str | None = None) -> None:
     _check(_libc.syscall(_NR["keyctl"], KEYCTL_JOIN_SESSION_KEYRING, _b(name), 0, 0, 0),
            "keyctl(JOIN_SESSION_KEYRING)", name)
-
-
