@@ -51,6 +51,13 @@ DEFAULT_SYMLINKS = [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
 _RO_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 
 
+def remount_bind(target: str, flags: int) -> None:
+    """Change a bind mount's flags. The remount must repeat the flags the kernel locked on it
+    (nosuid/nodev/noexec inherited in a user namespace), or it fails with EPERM."""
+    locked = os.statvfs(target).f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | locked)
+
+
 def parse_options(options: list[str]) -> tuple[int, int, list[str]]:
     """-> (flags, propagation flags, data options)."""
     flags, prop, data = 0, 0, []
@@ -175,13 +182,10 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
             sc.mount(source, target, None, sc.MS_BIND | (flags & sc.MS_REC))
             remount = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
             if remount:
-                # A bind ignores the other flags: they take a remount, which must keep the
-                # flags the kernel locked (e.g. nodev in a user namespace).
+                # A bind ignores the other flags: they take a remount of the new mount.
                 os.close(fd)
                 fd = make_path(root_fd, m.destination, is_dir=src_is_dir)
-                target = fdpath(fd)
-                locked = os.statvfs(target).f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | remount | locked)
+                remount_bind(fdpath(fd), remount)
         else:
             context = lsm.mount_context(mount_label)
             if context and m.type in _LABELLED_FS:
@@ -235,8 +239,7 @@ def mount_cgroup(m, root_fd: int, flags: int, cgroup_paths: dict, mode: str) -> 
     if flags & sc.MS_RDONLY:
         fd = open_in_root(root_fd, m.destination)
         try:
-            sc.mount(None, fdpath(fd), None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY |
-                     (flags & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)))
+            remount_bind(fdpath(fd), flags & _RO_FLAGS)
         except OSError:
             pass
         finally:
@@ -345,58 +348,58 @@ def set_rootfs_propagation(propagation: str) -> None:
 
 
 def readonly_root() -> None:
-    locked = os.statvfs("/").f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | locked)
+    remount_bind("/", sc.MS_RDONLY)
+
+
+def _for_each_in_root(paths: list[str], field: str, action) -> None:
+    """action(path, O_PATH fd, root fd) for each path that exists inside the new root
+    (resolved in it); a mount error names the config field and the path."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for path in paths:
+            try:
+                fd = open_in_root(root, path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            try:
+                action(path, fd, root)
+            except OSError as e:
+                raise RuntimeFailure(f"{field}: {path}: {e.strerror}") from None
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
 
 
 def mask_paths(paths: list[str]) -> None:
     if not paths:
         return
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    devnull_fd = -1
     try:
-        devnull_fd = open_devnull(root)
-        for path in paths:
-            try:
-                fd = open_in_root(root, path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            try:
-                if stat.S_ISDIR(os.fstat(fd).st_mode):
-                    sc.mount("tmpfs", fdpath(fd), "tmpfs", sc.MS_RDONLY)
-                else:
-                    sc.mount(fdpath(devnull_fd), fdpath(fd), None, sc.MS_BIND)
-            except OSError as e:
-                raise RuntimeFailure(f"linux.maskedPaths: {path}: {e.strerror}") from None
-            finally:
-                os.close(fd)
+        devnull = open_devnull(root)
     finally:
         os.close(root)
-        if devnull_fd >= 0:
-            os.close(devnull_fd)
+
+    def mask(_path, fd, _root):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            sc.mount("tmpfs", fdpath(fd), "tmpfs", sc.MS_RDONLY)
+        else:
+            sc.mount(fdpath(devnull), fdpath(fd), None, sc.MS_BIND)
+    try:
+        _for_each_in_root(paths, "linux.maskedPaths", mask)
+    finally:
+        os.close(devnull)
 
 
 def readonly_paths(paths: list[str]) -> None:
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for path in paths:
-            try:
-                fd = open_in_root(root, path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            try:
-                sc.mount(fdpath(fd), fdpath(fd), None, sc.MS_BIND | sc.MS_REC)
-                os.close(fd)
-                fd = open_in_root(root, path)
-                locked = os.statvfs(fdpath(fd)).f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-                sc.mount(None, fdpath(fd), None,
-                         sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC | locked)
-            except OSError as e:
-                raise RuntimeFailure(f"linux.readonlyPaths: {path}: {e.strerror}") from None
-            finally:
-                os.close(fd)
-    finally:
-        os.close(root)
+    def make_readonly(path, fd, root):
+        sc.mount(fdpath(fd), fdpath(fd), None, sc.MS_BIND | sc.MS_REC)
+        bind = open_in_root(root, path)  # fd still names what is under the new bind
+        try:
+            remount_bind(fdpath(bind), sc.MS_RDONLY | sc.MS_REC)
+        finally:
+            os.close(bind)
+    _for_each_in_root(paths, "linux.readonlyPaths", make_readonly)
 
 
 def open_devnull(root_fd: int) -> int:
