@@ -209,7 +209,8 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
 
 def mount_cgroup(m, root_fd: int, flags: int, cgroup_paths: dict, mode: str) -> None:
     """Give the container a view of its own cgroups: cgroup2 where unified, else a tmpfs with
-    a read-only bind of the container's dir in each v1 hierarchy."""
+    a bind of the container's dir in each v1 hierarchy (and, on a hybrid host, of its cgroup2
+    dir at "unified", where the host mounts it: controllers v1 does not hold live there)."""
     fd = make_path(root_fd, m.destination)
     try:
         if mode == "v2":
@@ -222,9 +223,7 @@ def mount_cgroup(m, root_fd: int, flags: int, cgroup_paths: dict, mode: str) -> 
     finally:
         os.close(fd)
     for controller, path in sorted(cgroup_paths.items()):
-        if not controller:
-            continue  # the hybrid host's cgroup2 dir; v1 tools look for the v1 hierarchies
-        name = _hierarchy_name(controller)
+        name = _hierarchy_name(controller) or "unified"
         dest = os.path.join(m.destination, name)
         sub = make_path(root_fd, dest)
         try:
