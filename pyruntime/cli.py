@@ -87,7 +87,7 @@ def _usage(out) -> None:
 
 
 def normalize_flags(args: list[str], long_flags: set[str]) -> list[str]:
-    """runc's parser accepts -flag for --flag; argparse does not, so rewrite known ones."""
+    """runc's parser accepts -flag for --flag; options.Parser does not, so rewrite known ones."""
     out = []
     for a in args:
         if a == "--":
@@ -117,13 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error(f"no such command: {name}")
         return 2
     try:
-        import argparse
         from importlib import import_module
+
+        from .options import Parser
         module = import_module(f"pyruntime.commands.{name}")
-        parser = argparse.ArgumentParser(prog=f"pyruntime {name}", description=COMMANDS[name])
+        parser = Parser(prog=f"pyruntime {name}", description=COMMANDS[name])
         module.configure(parser)
-        long_flags = {o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--")}
-        opts = parser.parse_args(normalize_flags(rest[1:], long_flags))
+        opts = parser.parse_args(normalize_flags(rest[1:], parser.long_flags))
         return module.main(opts, ctx) or 0
     except RuntimeFailure as e:
         log.error(str(e))

@@ -1,4 +1,4 @@
-"""config.json parsed into dataclasses, with the fast semantic checks `create` relies on.
+"""config.json parsed into records (dataclass-like, see records.py), with the fast semantic checks `create` relies on.
 
 The full JSON Schema check lives in pyruntime.validate (jsonschema is too slow to import on
 the hot path); here every field the runtime acts on is type-checked as it is read, and an
@@ -6,11 +6,11 @@ error names the JSON path and the value.
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 
+from . import jsonio
 from .errors import MISSING, ConfigError, RuntimeFailure
+from .records import field, record
 
 NAMESPACE_TYPES = {"pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"}
 RLIMITS = {
@@ -94,9 +94,9 @@ def _typename(types) -> str:
     return " or ".join(names.get(t, t.__name__) for t in _tuple(types))
 
 
-# ---------------------------------------------------------------- dataclasses
+# ---------------------------------------------------------------- records
 
-@dataclass
+@record
 class User:
     uid: int = 0
     gid: int = 0
@@ -104,7 +104,7 @@ class User:
     additional_gids: list[int] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Rlimit:
     type: str
     resource: int
@@ -112,7 +112,7 @@ class Rlimit:
     hard: int
 
 
-@dataclass
+@record
 class Capabilities:
     bounding: list[str] | None = None
     effective: list[str] | None = None
@@ -121,7 +121,7 @@ class Capabilities:
     ambient: list[str] | None = None
 
 
-@dataclass
+@record
 class Process:
     args: list[str]
     cwd: str = "/"
@@ -140,7 +140,7 @@ class Process:
     exec_cpu_affinity: dict | None = None
 
 
-@dataclass
+@record
 class Mount:
     destination: str
     type: str = ""
@@ -151,7 +151,7 @@ class Mount:
     path: str = ""  # JSON path, for messages
 
 
-@dataclass
+@record
 class Hook:
     path: str
     args: list[str] = field(default_factory=list)
@@ -159,13 +159,13 @@ class Hook:
     timeout: int | None = None
 
 
-@dataclass
+@record
 class Namespace:
     type: str
     path: str = ""
 
 
-@dataclass
+@record
 class Device:
     path: str
     type: str
@@ -176,7 +176,7 @@ class Device:
     gid: int | None = None
 
 
-@dataclass
+@record
 class Linux:
     namespaces: list[Namespace] = field(default_factory=list)
     uid_mappings: list[dict] = field(default_factory=list)
@@ -201,7 +201,7 @@ class Linux:
         return None
 
 
-@dataclass
+@record
 class Config:
     oci_version: str
     root_path: str  # absolute
@@ -222,7 +222,7 @@ def load(bundle: str) -> Config:
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            raw = json.load(f)
+            raw = jsonio.load(f)
     except FileNotFoundError:
         raise RuntimeFailure(f"config.json not found in bundle {bundle}") from None
     except ValueError as e:

@@ -5,8 +5,8 @@ import array
 import fcntl
 import os
 import select
-import signal
-import socket
+import _signal as signal  # signal.py only adds enum wrappers (and imports enum: ~5 ms a call)
+import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 import stat
 import struct
 import sys

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import pwd
 import select
-import signal
-import socket
+import _signal as signal  # signal.py only adds enum wrappers (and imports enum: ~5 ms a call)
+import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 
 from . import hooks, log, state as statemod
 from .errors import ContainerNotFound, RuntimeFailure
@@ -20,7 +20,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
            preserve_fds: int = 0, systemd_cgroup: bool = False,
            console: socket.socket | None = None) -> Container:
     """Set the container up and leave its init blocked on exec.fifo; return its Container."""
-    from dataclasses import asdict
+    from .records import asdict
     from . import config as configmod  # create-only: start/kill/delete never parse a config
     statemod.check_id(cid)
     bundle = os.path.abspath(bundle)
@@ -103,7 +103,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
             listener = seccomp.connect_listener(linux.seccomp["listenerPath"])
         if cfg.process and cfg.process.terminal and console is not None:
-            console_sock = console.dup()
+            console_sock = socket.socket(fileno=os.dup(console.fileno()))
         elif cfg.process and cfg.process.terminal:
             if not console_socket:
                 raise RuntimeFailure("process.terminal is true: --console-socket is required")

@@ -5,7 +5,8 @@ Wording follows runc where containerd or Docker match on it (see shared CONTRACT
 """
 from __future__ import annotations
 
-import json
+from . import jsonio
+
 
 
 class RuntimeFailure(Exception):
@@ -21,7 +22,7 @@ class ConfigError(RuntimeFailure):
 
     def __init__(self, path: str, value, problem: str, file: str = "config.json"):
         self.path, self.value, self.problem, self.file = path, value, problem, file
-        shown = json.dumps(value) if not isinstance(value, _Missing) else "(missing)"
+        shown = jsonio.dumps(value) if not isinstance(value, _Missing) else "(missing)"
         if len(shown) > 120:
             shown = shown[:117] + "..."
         super().__init__(f"{file}: {path}: {shown} {problem}")

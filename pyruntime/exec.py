@@ -8,11 +8,11 @@ and calls execve. The channel is close-on-exec, so its EOF tells the parent exec
 """
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
+import _signal as signal  # signal.py only adds enum wrappers (and imports enum: ~5 ms a call)
+import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 
+from . import jsonio
 from . import config as configmod, console, namespaces, process, syscalls as sc
 from .errors import RuntimeFailure
 from .init import TRACE, Channel
@@ -114,7 +114,7 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
     try:
         if proc.terminal:
             if console_sock is not None:
-                sock = console_sock.dup()
+                sock = socket.socket(fileno=os.dup(console_sock.fileno()))
             elif console_socket:
                 try:
                     sock = console.connect(console_socket)
@@ -143,7 +143,7 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         # EOF (the channel is close-on-exec) means execve succeeded; a message is a failure.
         data = parent_sock.recv(1 << 16)
         if data:
-            raise RuntimeFailure(json.loads(data).get("msg", "exec failed"))
+            raise RuntimeFailure(jsonio.loads(data).get("msg", "exec failed"))
     except BaseException:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -233,7 +233,7 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -
         process.finalize_and_exec(
             proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
             preserve_fds=preserve_fds, keep=(chan.sock.fileno(),), report_fd=chan.sock.fileno(),
-            encode=lambda m: json.dumps({"type": "error", "msg": m}).encode())
+            encode=lambda m: jsonio.dumps({"type": "error", "msg": m}).encode())
     except BaseException as e:
         _fail(chan, e)
 

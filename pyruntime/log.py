@@ -5,10 +5,11 @@ opened first thing and every error goes there as well as to stderr.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+
+from . import jsonio
 
 _file = None
 _json = False
@@ -35,7 +36,7 @@ def _write(level: str, msg: str) -> None:
     if _file is None:
         return
     if _json:
-        line = json.dumps({"level": level, "msg": msg, "time": _now()})
+        line = jsonio.dumps({"level": level, "msg": msg, "time": _now()})
     else:
         line = f'time="{_now()}" level={level} msg="{msg}"'
     try:

@@ -749,7 +749,7 @@ def process_state(state: dict, metadata: str = "", pid: int | None = None) -> di
 def connect_listener(listener_path: str, timeout: float | None = 30.0):
     """Connect to the agent at listenerPath (done by the runtime before the fork: the
     container's process can no longer reach host paths when its filter is loaded)."""
-    import socket
+    import _socket as socket  # not socket.py: see container.py
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
@@ -766,17 +766,19 @@ def send_state(sock, notify_fd: int, state: dict, metadata: str = "",
                pid: int | None = None) -> None:
     """Send the container process state JSON with the notify fd (SCM_RIGHTS, on the first
     sendmsg) over a connected listener socket, then close it: one message per connection."""
+    import _socket as socket
     import array
-    import json
-    import socket
 
-    data = json.dumps(process_state(state, metadata, pid)).encode()
+    from . import jsonio
+    data = jsonio.dumps(process_state(state, metadata, pid)).encode()
     try:
-        with sock:
+        try:
             fds = array.array("i", [notify_fd])
             sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
             if sent < len(data):
                 sock.sendall(data[sent:])
+        finally:
+            sock.close()
     except OSError as e:
         raise RuntimeFailure(f"seccomp: sending the notify fd to the listener: "
                              f"{e.strerror or e}") from None

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import time
 
+from . import jsonio
 from .errors import ContainerNotFound, RuntimeFailure
 
 STATE_FILE = "pyruntime.json"
@@ -105,7 +105,7 @@ class Container:
         c = cls(root, cid)
         try:
             with open(os.path.join(c.dir, STATE_FILE), "rb") as f:
-                data = json.load(f)
+                data = jsonio.load(f)
             c.state = State(**data)
         except FileNotFoundError:
             raise ContainerNotFound(cid) from None
@@ -120,7 +120,7 @@ class Container:
         # Another command may have changed the state while we waited for the lock.
         try:
             with open(os.path.join(self.dir, STATE_FILE), "rb") as f:
-                self.state = State(**json.load(f))
+                self.state = State(**jsonio.load(f))
         except FileNotFoundError:
             self.unlock()
             raise ContainerNotFound(self.id) from None
@@ -139,7 +139,7 @@ class Container:
     def save(self) -> None:
         tmp = os.path.join(self.dir, f".{STATE_FILE}.tmp")
         with open(tmp, "w") as f:
-            json.dump(self.state.to_dict(), f)
+            jsonio.dump(self.state.to_dict(), f)
         os.rename(tmp, os.path.join(self.dir, STATE_FILE))
 
     def remove(self) -> None:

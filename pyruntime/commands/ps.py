@@ -1,11 +1,11 @@
 """ps displays the processes running inside a container"""
-import argparse
 import json
 import subprocess
 import sys
 
 from ..cgroups.ops import container_manager
 from ..errors import RuntimeFailure
+from ..options import REMAINDER
 from ..state import Container
 
 
@@ -13,7 +13,7 @@ def configure(p):
     p.add_argument("--format", "-f", default="table", help="table or json")
     p.add_argument("container_id")
     # Everything after the id goes to ps(1), options included (runc: SkipArgReorder).
-    p.add_argument("ps_args", nargs=argparse.REMAINDER, help="ps options (default: -ef)")
+    p.add_argument("ps_args", nargs=REMAINDER, help="ps options (default: -ef)")
 
 
 def container_pids(c) -> list[int]:

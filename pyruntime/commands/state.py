@@ -1,6 +1,6 @@
 """output the state of a container"""
-import json
 
+from .. import jsonio
 from ..state import Container
 
 
@@ -10,5 +10,5 @@ def configure(p):
 
 def main(opts, ctx):
     c = Container.load(ctx.root, opts.container_id)
-    print(json.dumps(c.oci_state(), indent=2))
+    print(jsonio.dumps(c.oci_state(), indent=2))
     return 0

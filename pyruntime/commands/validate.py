@@ -6,17 +6,16 @@ exits 1, or prints ``config.json is valid`` and exits 0. The root filesystem nam
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
+def configure(parser) -> None:
     parser.add_argument(
-        "--bundle", "-b", metavar="DIR", default=None,
+        "--bundle", "-b", default=None,
         help="path to the root of the bundle directory (default: the current directory)")
 
 
-def main(opts: argparse.Namespace, ctx) -> int:
+def main(opts, ctx) -> int:
     from pyruntime.validate import validate_bundle
 
     bundle = getattr(opts, "bundle", None) or os.getcwd()
