@@ -1,7 +1,6 @@
 """The container's terminal: a pty from its own devpts, handed to --console-socket."""
 from __future__ import annotations
 
-import array
 import fcntl
 import os
 import select
@@ -76,8 +75,8 @@ def make_controlling(peer: int) -> None:
 def send_master(sock: socket.socket, master: int) -> None:
     """One message: the pty's name as payload, the master as the only SCM_RIGHTS fd."""
     name = os.readlink(f"/proc/self/fd/{master}").encode()
-    fds = array.array("i", [master])
-    sock.sendmsg([name], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    # (struct, not array: array imports collections, ~3 ms of each exec and run)
+    sock.sendmsg([name], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", master))])
 
 
 def connect(path: str) -> socket.socket:
@@ -106,13 +105,20 @@ def _forward(pid, sig):
 
 
 def receive_master(sock):
-    fds = array.array("i")
-    _, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
+    size = struct.calcsize("i")
+    _, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(size))
     sock.close()
     for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:fds.itemsize])
-    return fds[0] if fds else None
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS and len(data) >= size:
+            return struct.unpack("i", data[:size])[0]
+    return None
+
+
+def exit_code(status):
+    """runc's convention: the exit status, or 128+n for a death by signal n."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
 
 
 def wait_proxying(pid, master):

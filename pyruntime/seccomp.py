@@ -36,8 +36,11 @@ Semantics follow runc 1.1 (libcontainer/seccomp, specconv):
 """
 from __future__ import annotations
 
+import _socket
 import os
+import struct
 
+from . import jsonio
 from .errors import MISSING, ConfigError, RuntimeFailure
 
 LIBSECCOMP = "libseccomp.so.2"
@@ -765,16 +768,14 @@ def connect_listener(listener_path: str, timeout: float | None = 30.0):
 def send_state(sock, notify_fd: int, state: dict, metadata: str = "",
                pid: int | None = None) -> None:
     """Send the container process state JSON with the notify fd (SCM_RIGHTS, on the first
-    sendmsg) over a connected listener socket, then close it: one message per connection."""
-    import _socket as socket
-    import array
-
-    from . import jsonio
+    sendmsg) over a connected listener socket, then close it: one message per connection.
+    It runs in the container's process after pivot_root, where no module can be imported any
+    more: it uses only modules loaded before (see the imports at the top)."""
     data = jsonio.dumps(process_state(state, metadata, pid)).encode()
     try:
         try:
-            fds = array.array("i", [notify_fd])
-            sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            fds = struct.pack("i", notify_fd)
+            sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
             if sent < len(data):
                 sock.sendall(data[sent:])
         finally:

@@ -94,12 +94,14 @@ leave() {
             echo "$c: cannot disable $v in cgroup2 (a child cgroup still uses it?)" >&2
         mkdir -p "$mnt"
         i=0
+        # Cgroups just removed in cgroup2 can keep the controller busy for a while (up to ~30 s
+        # seen here): wait for it rather than leave the host without the v1 hierarchy.
         until mount -t cgroup -o "$c" cgroup "$mnt" 2>/dev/null; do
             i=$((i + 1))
-            if [ $i -ge 100 ]; then echo "$c: cannot remount at $mnt" >&2; rc=1; break; fi
+            if [ $i -ge 1200 ]; then echo "$c: cannot remount at $mnt" >&2; rc=1; break; fi
             sleep 0.05
         done
-        [ $i -lt 100 ] && echo "$c: back at $mnt"
+        [ $i -lt 1200 ] && echo "$c: back at $mnt"
     done
     rm -f "$STATE"
     return $rc

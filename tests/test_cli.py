@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 
 from conftest import is_pyruntime
 from corehelp import assert_failed, assert_no_traceback, parse_rfc3339, set_sh
@@ -275,3 +276,15 @@ def test_state_owner(runtime, bundle):
     if is_pyruntime():
         assert st["owner"] == "root"
     runtime("delete", "--force", cid)
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="`validate` is pyruntime's own command")
+def test_validate_through_the_installed_launcher(runtime, bundle):
+    # The launcher runs without `site`: jsonschema must still be found (it lives in site-packages).
+    r = runtime("validate", "--bundle", bundle.path)
+    assert r.stdout.strip() == "config.json is valid"
+    bundle.config["linux"]["namespaces"].append({"type": "pidd"})
+    bundle.write()
+    r = runtime("validate", "--bundle", bundle.path, check=False)
+    assert r.returncode == 1 and "linux.namespaces[" in r.stdout and "pidd" in r.stdout, r
+    assert "Traceback" not in r.stderr

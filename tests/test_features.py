@@ -95,7 +95,7 @@ def test_unavailable_lsms_and_extensions(features):
     assert linux["selinux"] == {"enabled": False}
     assert linux["intelRdt"]["enabled"] is False
     assert linux["mountExtensions"]["idmap"]["enabled"] is False
-    assert linux["cgroup"]["systemd"] is False and linux["cgroup"]["systemdUser"] is False
+    assert linux["cgroup"]["systemd"] is True and linux["cgroup"]["systemdUser"] is False
     assert linux["cgroup"]["v1"] is True and linux["cgroup"]["v2"] is True
 
 

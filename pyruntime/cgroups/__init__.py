@@ -1,4 +1,5 @@
-"""cgroups for pyruntime: v1, hybrid and v2 hosts, the cgroupfs driver (no systemd).
+"""cgroups for pyruntime: v1, hybrid and v2 hosts; the cgroupfs driver, and the systemd one
+(systemd.py, `--systemd-cgroup`: cgroupsPath "slice:prefix:name", the cgroup is a unit).
 
     m = cgroups.manager(cgroups_path, container_id)   # paths only, nothing touched yet
     m.create(); m.add_pid(pid); m.apply(linux_resources)
@@ -24,9 +25,8 @@ def manager(cgroups_path: str | None, container_id: str, *, systemd: bool = Fals
             layout: Layout | None = None) -> Manager:
     """The manager of one container's cgroup. `layout` (from detect()) pins the mount layout."""
     if systemd:
-        raise RuntimeFailure("systemd cgroup driver: not available (this runtime has only the "
-                             "cgroupfs driver, and this host runs no systemd); run without "
-                             "--systemd-cgroup")
+        from . import systemd as driver  # only --systemd-cgroup pays for it
+        return driver.build(cgroups_path, container_id, layout)
     if cgroups_path is not None and not isinstance(cgroups_path, str):
         raise RuntimeFailure(f"linux.cgroupsPath: {cgroups_path!r} is not a string")
     return build(cgroups_path or None, container_id, layout)

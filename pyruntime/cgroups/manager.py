@@ -254,6 +254,9 @@ class Manager:
 
     @classmethod
     def from_state(cls, d: dict) -> "Manager":
+        if cls is Manager and "systemd" in (d.get("extra") or {}):
+            from .systemd import SystemdManager  # the unit's name is in extra
+            cls = SystemdManager
         return cls(d["dirs"], d["mode"], d.get("unified_mount"), d.get("created"),
                    d.get("extra"))
 

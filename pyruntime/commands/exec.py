@@ -4,10 +4,9 @@ import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 m
 
 from .. import jsonio
 from .. import syscalls as sc
-from ..console import forward_signals, receive_master, wait_proxying
+from ..console import exit_code, forward_signals, receive_master, wait_proxying
 from ..errors import RuntimeFailure
 from ..exec import build_process, exec_process
-from .run import exit_code
 
 
 def configure(p):

@@ -89,7 +89,7 @@ def features() -> dict:
         "linux": {
             "namespaces": namespaces(),
             "capabilities": capabilities(),
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False,
                        "rdma": True},
             "seccomp": sec,
             "apparmor": {"enabled": False},

@@ -3,7 +3,7 @@ import os
 import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 
 from .. import syscalls as sc
-from ..console import forward_signals, receive_master, wait_proxying
+from ..console import exit_code, forward_signals, receive_master, wait_proxying
 from ..container import create, delete, start
 from .create import add_create_flags
 
@@ -43,18 +43,11 @@ def main(opts, ctx):
     return exit_code(status)
 
 
-def exit_code(status):
-    """runc's convention: the exit status, or 128+n for a death by signal n."""
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
-
-
 def _wants_terminal(bundle):
-    import json
+    from .. import jsonio
     try:
         with open(os.path.join(bundle, "config.json")) as f:
-            return bool(json.load(f).get("process", {}).get("terminal"))
+            return bool(jsonio.load(f).get("process", {}).get("terminal"))
     except (OSError, ValueError, AttributeError):
         return False
 
