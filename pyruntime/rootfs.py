@@ -6,7 +6,6 @@ rootfs can never redirect a mount, a /dev/null bind or a /dev/console to the hos
 """
 from __future__ import annotations
 
-import errno
 import os
 import stat
 

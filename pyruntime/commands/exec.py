@@ -1,5 +1,4 @@
 """execute new process inside the container"""
-import os
 import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 
 from .. import jsonio
