@@ -171,13 +171,8 @@ class Container:
             return "creating" if not st.pid or self.init_alive() else "stopped"
         if not self.init_alive():
             return "stopped"
-        if st.cgroup:  # before the fifo: a created container can be paused too (as runc)
-            from . import cgroups
-            try:
-                if cgroups.manager_from_state(st.cgroup).state() == "frozen":
-                    return "paused"
-            except (OSError, RuntimeFailure):
-                pass
+        if st.cgroup and _frozen(st.cgroup):  # before the fifo: a created container can be
+            return "paused"                      # paused too (as runc)
         if os.path.exists(self.fifo):
             return "created"
         return "running"
@@ -207,3 +202,21 @@ def list_ids(root: str) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(n for n in names if os.path.exists(os.path.join(root, n, STATE_FILE)))
+
+
+def _frozen(cgroup: dict) -> bool:
+    """The freezer's state, read here: status() runs on every command, and the cgroups package
+    costs more to import than this read. Same choice as the cgroup manager: the v1 freezer
+    where the host has one, else cgroup2's cgroup.freeze."""
+    dirs = cgroup.get("dirs") or {}
+    if "freezer" in dirs:
+        path, frozen = os.path.join(dirs["freezer"], "freezer.state"), "FROZEN"
+    elif "" in dirs:
+        path, frozen = os.path.join(dirs[""], "cgroup.freeze"), "1"
+    else:
+        return False
+    try:
+        with open(path) as f:
+            return f.read().strip() == frozen
+    except OSError:
+        return False
