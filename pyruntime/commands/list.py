@@ -1,6 +1,6 @@
 """lists containers started by pyruntime with the given root"""
-import json
 
+from .. import jsonio
 from ..errors import RuntimeFailure
 from ..state import Container, list_ids
 
@@ -21,7 +21,7 @@ def main(opts, ctx):
         for st in states:
             print(st["id"])
     elif opts.format == "json":
-        print(json.dumps(states))
+        print(jsonio.dumps(states))
     else:
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
         rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])

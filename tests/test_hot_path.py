@@ -1,0 +1,189 @@
+"""The lifecycle commands' lean building blocks (options.py, jsonio.py, records.py), and a guard
+on what the hot path imports: no timing here (bench/ measures speed), only which modules load."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import is_pyruntime, runtime_binary
+
+from pyruntime import jsonio
+from pyruntime.options import REMAINDER, Parser
+from pyruntime.records import asdict, field, record
+
+# Modules whose import the hot path was cut loose from (each costs milliseconds a call).
+HEAVY = {"argparse", "json", "re", "enum", "dataclasses", "inspect", "socket", "signal",
+         "collections", "jsonschema", "pyroute2", "jeepney", "subprocess", "shutil", "importlib"}
+
+
+def imported_by(*args: str) -> set[str]:
+    """Modules a CLI call imports, from -X importtime (the launcher's interpreter and flags)."""
+    binary = runtime_binary()
+    with open(binary) as f:
+        interp = f.readline()[2:].split()[0]
+    p = subprocess.run([interp, "-IS", "-X", "importtime", binary, *args], capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL, timeout=30)
+    return {line.rsplit("|", 1)[1].strip() for line in p.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line} - {"imported package"}
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own import graph")
+@pytest.mark.parametrize("args", [("state", "nosuch"), ("kill", "nosuch", "KILL"),
+                                  ("delete", "nosuch"), ("start", "nosuch"),
+                                  ("exec", "nosuch", "true"), ("list",)])
+def test_hot_commands_import_nothing_heavy(args):
+    mods = imported_by(*args)
+    assert "pyruntime.cli" in mods  # the probe works
+    assert not mods & HEAVY, sorted(mods & HEAVY)
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own import graph")
+def test_create_imports_nothing_heavy(runtime, bundle):
+    bundle.config["process"]["args"] = ["true"]
+    bundle.write()
+    binary = runtime_binary()
+    with open(binary) as f:
+        interp = f.readline()[2:].split()[0]
+    cid = runtime.new_id()
+    with open(bundle.path / "imports.txt", "w") as err:
+        p = subprocess.run([interp, "-IS", "-X", "importtime", binary, "--root",
+                            str(runtime.root), "create", "--bundle", str(bundle.path), cid],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                           timeout=30)
+    assert p.returncode == 0
+    text = (bundle.path / "imports.txt").read_text()
+    mods = {line.rsplit("|", 1)[1].strip() for line in text.splitlines()
+            if line.startswith("import time:")}
+    assert {"pyruntime.init", "pyruntime.config", "pyruntime.cgroups"} <= mods
+    assert not mods & HEAVY, sorted(mods & HEAVY)
+    runtime("delete", "--force", cid)
+
+
+# ---------------------------------------------------------------- jsonio
+
+SAMPLES = [{}, [], "x", 0, -1.5, None, True, 10 ** 30,
+           {"a": [1, 2.5, {"b": None, "c": False}], "é": "ü\n\"\\\t\u2028", "e": [], "f": {}},
+           [[[]], [{}], {"k": [1]}], {"n": float("inf"), "m": -0.0}]
+
+
+@pytest.mark.parametrize("obj", SAMPLES)
+@pytest.mark.parametrize("indent", [None, 2])
+def test_jsonio_writes_what_json_writes(obj, indent):
+    assert jsonio.dumps(obj, indent) == json.dumps(obj, indent=indent)
+    assert repr(jsonio.loads(json.dumps(obj))) == repr(obj)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "{", "[1,]", "1 2", '{"a": 1} x', "{'a': 1}", "nul"])
+def test_jsonio_rejects_what_json_rejects(bad):
+    with pytest.raises(ValueError) as mine:
+        jsonio.loads(bad)
+    with pytest.raises(ValueError) as theirs:
+        json.loads(bad)
+    assert str(mine.value) == str(theirs.value)
+
+
+def test_jsonio_refuses_unknown_types():
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        jsonio.dumps({"a": {1}})
+
+
+# ---------------------------------------------------------------- options
+
+def parser() -> Parser:
+    p = Parser("pyruntime exec", "run a process")
+    p.add_argument("--env", "-e", action="append", default=[], help="KEY=value")
+    p.add_argument("--tty", "-t", action="store_true")
+    p.add_argument("--preserve-fds", type=int, default=0)
+    p.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    p.add_argument("--cwd")
+    p.add_argument("container_id")
+    p.add_argument("command", nargs=REMAINDER)
+    return p
+
+
+def test_options_like_argparse():
+    o = parser().parse_args(["-e", "A=1", "--env=B=2", "-eC=3", "--tty", "--preserve-fds", "2",
+                             "id", "sh", "-c", "--tty", "x"])
+    assert (o.env, o.tty, o.preserve_fds, o.format, o.cwd) == (["A=1", "B=2", "C=3"], True, 2,
+                                                               "table", None)
+    assert o.container_id == "id" and o.command == ["sh", "-c", "--tty", "x"]
+    o = parser().parse_args(["--", "id", "--cwd"])
+    assert o.container_id == "id" and o.command == ["--cwd"]
+    assert parser().parse_args(["id"]).command == []
+
+
+def test_options_optional_and_star_positionals():
+    p = Parser("pyruntime kill")
+    p.add_argument("--all", "-a", action="store_true")
+    p.add_argument("container_id")
+    p.add_argument("signal", nargs="?", default="SIGTERM")
+    assert vars(p.parse_args(["c"])) == {"all": False, "container_id": "c", "signal": "SIGTERM"}
+    assert vars(p.parse_args(["c", "KILL", "--all"])) == {"all": True, "container_id": "c",
+                                                          "signal": "KILL"}
+    p = Parser("pyruntime demo")
+    p.add_argument("command", nargs="*")
+    assert p.parse_args([]).command == [] and p.parse_args(["a", "b"]).command == ["a", "b"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "the following arguments are required: container_id"),
+    (["--nope", "id"], "unrecognized arguments: --nope"),
+    (["--preserve-fds", "x", "id"], "argument --preserve-fds: invalid int value: 'x'"),
+    (["--format", "yaml", "id"], "argument --format/-f: invalid choice: 'yaml'"),
+    (["id", "--cwd"], None),  # after the id it is the command's: no error
+    (["--cwd"], "argument --cwd: expected one argument"),
+    (["--tty=yes", "id"], "argument --tty/-t: ignored explicit argument 'yes'"),
+])
+def test_options_errors_exit_2_with_a_usage_line(argv, message, capsys):
+    if message is None:
+        parser().parse_args(argv)
+        return
+    with pytest.raises(SystemExit) as e:
+        parser().parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: pyruntime exec ") and f"error: {message}" in err
+
+
+def test_options_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        parser().parse_args(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "run a process" in out and "--env, -e ENV" in out and "KEY=value" in out
+
+
+# ---------------------------------------------------------------- records
+
+@record
+class Inner:
+    a: int
+    tags: list[str] = field(default_factory=list)
+
+
+@record
+class Outer:
+    name: str
+    inner: Inner
+    more: list[Inner] = field(default_factory=list)
+    note: str | None = None
+
+
+def test_records_behave_like_dataclasses():
+    x, y = Inner(1), Inner(a=1)
+    assert x == y and x is not y and x.tags == [] and x.tags is not y.tags
+    x.tags.append("t")
+    assert x != y and repr(x) == "Inner(a=1, tags=['t'])"
+    o = Outer("n", x, [Inner(2)])
+    assert asdict(o) == {"name": "n", "inner": {"a": 1, "tags": ["t"]},
+                         "more": [{"a": 2, "tags": []}], "note": None}
+    with pytest.raises(TypeError, match="missing argument 'a'"):
+        Inner()
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        Inner(1, b=2)
+    with pytest.raises(TypeError, match="multiple values"):
+        Inner(1, a=2)
+    with pytest.raises(TypeError):
+        hash(x)
