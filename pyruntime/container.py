@@ -86,7 +86,8 @@ class _Cleanup:
 def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, console, no_pivot,
                 no_new_keyring, preserve_fds, systemd_cgroup) -> int:
     from . import cgroups, namespaces
-    from .init import Channel, InitArgs, bootstrap
+    from .channel import Channel
+    from .init import InitArgs, bootstrap
     linux = cfg.linux
     mgr = cgroups.manager(linux.cgroups_path, c.id, systemd=systemd_cgroup)
     mgr.create()

@@ -14,8 +14,8 @@ import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 m
 
 from . import jsonio
 from . import config as configmod, console, namespaces, process, syscalls as sc
+from .channel import TRACE, Channel
 from .errors import RuntimeFailure
-from .init import TRACE, Channel
 from .state import Container
 
 
