@@ -1,4 +1,5 @@
-"""config.json parsed into records (dataclass-like, see records.py), with the fast semantic checks `create` relies on.
+"""config.json parsed into records (declared like dataclasses: records.py), with the fast
+semantic checks `create` relies on.
 
 The full JSON Schema check lives in pyruntime.validate (jsonschema is too slow to import on
 the hot path); here every field the runtime acts on is type-checked as it is read, and an
