@@ -12,13 +12,13 @@
 # destroys the hierarchy and frees the controller). Empty child cgroups (no process anywhere
 # below them: leftovers of earlier runs) are removed first; a hierarchy with a populated child
 # is skipped with a warning. The memory hierarchy of this kind of machine holds the sandbox
-# itself, so memory never moves. freezer is not a cgroup2 controller: once its v1 hierarchy is
-# gone, containers use cgroup.freeze. Never use this while other things (docker, other test
+# itself, so memory never moves. freezer and devices are not cgroup2 controllers: once their v1
+# hierarchies are gone, containers use cgroup.freeze and a BPF device filter. Never use this while other things (docker, other test
 # runs) need the v1 hierarchies.
 set -eu
 
 STATE=/run/pyruntime-cgroup2-stage
-DEFAULT="pids hugetlb cpu cpuset blkio freezer"
+DEFAULT="pids hugetlb cpu cpuset blkio freezer devices"
 UNIFIED=$(awk '{ split($0, a, " - "); split(a[2], b, " "); if (b[1] == "cgroup2") { print $5; exit } }' /proc/self/mountinfo)
 [ -n "$UNIFIED" ] || { echo "no cgroup2 mount: not a hybrid host" >&2; exit 1; }
 
@@ -75,7 +75,9 @@ enter() {
         done
         [ -n "$moved" ] || { echo "$c: its v1 hierarchy does not go away; left as it was" >&2; continue; }
         echo "$c $mnt $opts" >> "$STATE"
-        if [ "$c" = freezer ]; then echo "freezer: v1 hierarchy gone, cgroup.freeze takes over"; continue; fi
+        case $c in
+            freezer|devices) echo "$c: v1 hierarchy gone (cgroup2 does this without a controller)"; continue ;;
+        esac
         v=$(v2name "$c")
         if echo "+$v" > "$UNIFIED/cgroup.subtree_control" 2>/dev/null; then
             echo "$c: moved to cgroup2 ($UNIFIED) as $v"
@@ -90,7 +92,7 @@ leave() {
     rc=0
     tac "$STATE" | while read -r c mnt opts; do
         v=$(v2name "$c")
-        [ "$c" = freezer ] || echo "-$v" > "$UNIFIED/cgroup.subtree_control" 2>/dev/null ||
+        [ "$c" = freezer ] || [ "$c" = devices ] || echo "-$v" > "$UNIFIED/cgroup.subtree_control" 2>/dev/null ||
             echo "$c: cannot disable $v in cgroup2 (a child cgroup still uses it?)" >&2
         mkdir -p "$mnt"
         i=0

@@ -224,13 +224,32 @@ def test_hugetlb_limit(runtime, bundle):
 
 
 @pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's BPF device filter")
-@pytest.mark.skipif(HOST.mode != "v2", reason="a hybrid host filters devices with its v1 "
-                    "devices hierarchy (never moved: it has no cgroup2 controller)")
+@pytest.mark.skipif("devices" in IN_V1, reason="the v1 devices hierarchy is mounted here, and "
+                    "is used (tests/cgroup2-stage.sh unmounts it)")
 def test_device_filter_in_a_container(runtime, bundle):
-    cid = start(runtime, bundle, "head -c1 /dev/zero > /z 2>/z.err; echo $? > /done; "
-                "exec sleep 1000", {"devices": [{"allow": False, "access": "rwm"}]}, view=False)
-    assert wait_file(bundle.rootfs / "done", timeout=10).strip() != "0"
-    stop_and_delete(runtime, cid)
+    """The BPF program (ours, attached to the container's cgroup2 dir) decides opens: the host's
+    /dev/loop-control bound in is refused by default, and opens once a rule allows it."""
+    loop = {"destination": "/lc", "type": "bind", "source": "/dev/loop-control",
+            "options": ["bind"]}
+    script = "head -c0 /lc 2>/err; echo $? > /done; exec sleep 1000"
+    for allow, expect in ((False, "denied"), (True, "allowed")):
+        bundle.config["mounts"] = [m for m in bundle.config["mounts"]
+                                   if m["destination"] != "/lc"] + [loop]
+        (bundle.rootfs / "lc").touch()
+        for f in ("done", "err"):
+            (bundle.rootfs / f).unlink(missing_ok=True)
+        rules = [{"allow": False, "access": "rwm"}]
+        if allow:
+            rules.append({"allow": True, "type": "c", "major": 10, "minor": 237, "access": "r"})
+        bundle.config["linux"]["resources"] = {"devices": rules}
+        cid = start(runtime, bundle, script, view=False)
+        rc = wait_file(bundle.rootfs / "done", timeout=10).strip()
+        assert (rc == "0") == (expect == "allowed"), (expect, rc, (bundle.rootfs / "err").read_text())
+        if expect == "denied":
+            assert "not permitted" in (bundle.rootfs / "err").read_text()
+        saved = json.loads(Path(runtime.root, cid, "pyruntime.json").read_text())
+        assert "devices_bpf" in saved["cgroup"]["extra"]  # the program attached is ours
+        stop_and_delete(runtime, cid)
 
 
 def test_failed_create_leaves_no_cgroup2_dir(runtime, bundle):

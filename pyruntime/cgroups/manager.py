@@ -200,7 +200,9 @@ class Manager:
         if "devices" in self.dirs:
             _devices.apply_v1(self.dirs["devices"], rules)
             return
-        if self.mode != "v2":
+        # No v1 devices hierarchy: cgroup2's device filter, also on a hybrid host (a BPF program
+        # attached to the container's cgroup2 dir works whatever holds the other controllers).
+        if "" not in self.dirs:
             raise RuntimeFailure("linux.resources.devices: the devices cgroup controller is not "
                                  "available on this host")
         from . import bpf  # only v2 hosts pay for ctypes
