@@ -330,3 +330,31 @@ def walk_procs(top: str) -> list[int]:
         s = read_or(dirpath, "cgroup.procs", "")
         pids.extend(int(x) for x in s.split())
     return pids
+
+
+def prime_attach_lock() -> None:
+    """Start paying, in a thread, the wait that the first cgroup move of this process pays.
+
+    Moving a process into a cgroup takes a kernel-wide lock whose writer first waits for an RCU
+    grace period (~10 ms on this kind of host) unless another writer held it within the last
+    grace period. `create` and `exec` move their child a few milliseconds into their work:
+    writing our own pid into the cgroup we already are in (a move to where we are) takes the
+    lock now, in the background, so that wait overlaps the preparation. Best effort."""
+    import _thread
+    layout = default_layout()
+    key = "" if layout.unified else next(iter(layout.v1), None)
+    if key is None:
+        return
+    path = os.path.join(layout.hierarchy_dir(key, "."), "cgroup.procs")
+    pid = str(os.getpid()).encode()
+
+    def move_to_where_we_are():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+    _thread.start_new_thread(move_to_where_we_are, ())
