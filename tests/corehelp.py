@@ -300,3 +300,41 @@ def kill_quiet(pid: int, sig=signal.SIGKILL) -> None:
 
 def read_json(path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+# ---------------------------------------------------------------- containers with a test cgroup
+
+CGROUP_VIEW = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+               "options": ["ro", "nosuid", "noexec", "nodev"]}
+
+
+def prepare_in_cgroup(runtime, bundle, script: str, resources: dict | None = None,
+                      cgroup_view: bool = False) -> str:
+    """A new id whose config puts `sh -c script` at cgroupsPath /pyrt-test/<id> (the leak check
+    looks there), with extra linux.resources and, if asked, a view of its cgroups inside."""
+    cid = runtime.new_id()
+    bundle.config["linux"]["cgroupsPath"] = f"/pyrt-test/{cid}"
+    if resources:
+        bundle.config["linux"]["resources"].update(resources)
+    if cgroup_view:
+        bundle.config["mounts"].append(dict(CGROUP_VIEW))
+    set_sh(bundle, script)
+    return cid
+
+
+def start_in_cgroup(runtime, bundle, script: str, **kw) -> str:
+    cid = prepare_in_cgroup(runtime, bundle, script, **kw)
+    runtime.create(bundle, cid)
+    runtime("start", cid)
+    return cid
+
+
+def stop_and_delete(runtime, cid: str) -> None:
+    runtime("kill", "--all", cid, "KILL", check=False)
+    runtime.wait_stopped(cid)
+    runtime("delete", "--force", cid)
+
+
+def proc_state(pid: int) -> str:
+    """The one-letter state of /proc/<pid>/status (R, S, D, T, Z...)."""
+    return proc_status(pid)["State"].split()[0]

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import is_pyruntime, reap_zombies
-from corehelp import alive, assert_failed, set_sh, wait_file, wait_for
+from corehelp import (alive, assert_failed, prepare_in_cgroup as prepare, proc_state,
+                      start_in_cgroup as start, stop_and_delete, wait_file, wait_for)
 
 CG = Path("/sys/fs/cgroup")
 V1 = all((CG / c / "cgroup.procs").exists() for c in ("memory", "freezer", "pids", "cpu"))
@@ -26,8 +27,6 @@ pytestmark = pytest.mark.skipif(not V1, reason="these tests read the v1 memory, 
                                 "cpu hierarchies (absent on pure v2 or inside tests/cgroup2-stage.sh; "
                                 "test_cgroups_v2_containers.py covers that)")
 
-CGROUP_MOUNT = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-                "options": ["ro", "nosuid", "noexec", "nodev"]}
 MiB = 1 << 20
 
 
@@ -45,25 +44,6 @@ def has_memsw() -> bool:
     return (CG / "memory" / "memory.memsw.limit_in_bytes").exists()
 
 
-def prepare(runtime, bundle, script: str, resources: dict | None = None,
-            cgroup_view: bool = False) -> str:
-    cid = runtime.new_id()
-    bundle.config["linux"]["cgroupsPath"] = f"/pyrt-test/{cid}"
-    if resources:
-        bundle.config["linux"]["resources"].update(resources)
-    if cgroup_view:
-        bundle.config["mounts"].append(dict(CGROUP_MOUNT))
-    set_sh(bundle, script)
-    return cid
-
-
-def start(runtime, bundle, script: str, **kw) -> str:
-    cid = prepare(runtime, bundle, script, **kw)
-    runtime.create(bundle, cid)
-    runtime("start", cid)
-    return cid
-
-
 def status(runtime, cid) -> str:
     return runtime.state(cid)["status"]
 
@@ -78,19 +58,6 @@ def wait_procs(cid: str, n: int) -> list[int]:
 
 def utime(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11])
-
-
-def proc_state(pid: int) -> str:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("State:"):
-            return line.split()[1]
-    return "?"
-
-
-def stop_and_delete(runtime, cid: str) -> None:
-    runtime("kill", "--all", cid, "KILL", check=False)
-    runtime.wait_stopped(cid)
-    runtime("delete", "--force", cid)
 
 
 def ps_json(runtime, cid) -> list[int]:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import is_pyruntime
-from corehelp import assert_failed, set_sh, wait_file, wait_for
+import corehelp
+from corehelp import assert_failed, proc_state, start_in_cgroup, wait_file, wait_for
 
 from pyruntime import cgroups
 
@@ -30,8 +31,6 @@ if UNIFIED:
     ON_V2 = set((UNIFIED / "cgroup.controllers").read_text().split())
 # Where the container sees its cgroup2 dir: the root of its view on v2, "unified" on hybrid.
 INSIDE = "/sys/fs/cgroup" if HOST.mode == "v2" else "/sys/fs/cgroup/unified"
-CGROUP_MOUNT = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-                "options": ["nosuid", "noexec", "nodev"]}
 
 pytestmark = pytest.mark.skipif(UNIFIED is None, reason="no cgroup2 hierarchy mounted")
 
@@ -56,34 +55,16 @@ def cgread(cid: str, name: str) -> str:
 
 
 def start(runtime, bundle, script: str, resources: dict | None = None, view=True) -> str:
-    cid = runtime.new_id()
-    bundle.config["linux"]["cgroupsPath"] = f"/pyrt-test/{cid}"
-    if resources:
-        bundle.config["linux"]["resources"].update(resources)
-    if view:
-        bundle.config["mounts"].append(dict(CGROUP_MOUNT))
-    set_sh(bundle, script)
-    runtime.create(bundle, cid)
-    runtime("start", cid)
-    return cid
+    return start_in_cgroup(runtime, bundle, script, resources=resources, cgroup_view=view)
 
 
 def stop_and_delete(runtime, cid: str) -> None:
-    runtime("kill", "--all", cid, "KILL", check=False)
-    runtime.wait_stopped(cid)
-    runtime("delete", "--force", cid)
+    corehelp.stop_and_delete(runtime, cid)
     assert not cgdir(cid).exists()
 
 
 def procs(cid: str) -> list[int]:
     return [int(p) for p in cgread(cid, "cgroup.procs").split()]
-
-
-def proc_state(pid: int) -> str:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("State:"):
-            return line.split()[1]
-    return "?"
 
 
 @on_v2("pids")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 
 import pytest
 
@@ -18,47 +19,34 @@ HEAVY = {"argparse", "json", "re", "enum", "dataclasses", "inspect", "socket", "
          "collections", "jsonschema", "pyroute2", "jeepney", "subprocess", "shutil", "importlib"}
 
 
-def imported_by(*args: str) -> set[str]:
-    """Modules a CLI call imports, from -X importtime (the launcher's interpreter and flags)."""
+def imported_by(*args: str) -> tuple[int, set[str]]:
+    """(exit status, modules imported) of a CLI call, from -X importtime, with the launcher's
+    interpreter and flags. stderr goes to a file: a `create` leaves an init holding it."""
     binary = runtime_binary()
     with open(binary) as f:
         interp = f.readline()[2:].split()[0]
-    p = subprocess.run([interp, "-IS", "-X", "importtime", binary, *args], capture_output=True,
-                       text=True, stdin=subprocess.DEVNULL, timeout=30)
-    return {line.rsplit("|", 1)[1].strip() for line in p.stderr.splitlines()
-            if line.startswith("import time:") and "|" in line} - {"imported package"}
+    with tempfile.TemporaryFile("w+") as err:
+        p = subprocess.run([interp, "-IS", "-X", "importtime", binary, *args], stderr=err,
+                           stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=30)
+        err.seek(0)
+        text = err.read()
+    return p.returncode, {line.rsplit("|", 1)[1].strip() for line in text.splitlines()
+                          if line.startswith("import time:") and "|" in line} - {"imported package"}
 
 
 @pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own import graph")
-@pytest.mark.parametrize("args", [("state", "nosuch"), ("kill", "nosuch", "KILL"),
-                                  ("delete", "nosuch"), ("start", "nosuch"),
-                                  ("exec", "nosuch", "true"), ("list",)])
-def test_hot_commands_import_nothing_heavy(args):
-    mods = imported_by(*args)
-    assert "pyruntime.cli" in mods  # the probe works
-    assert not mods & HEAVY, sorted(mods & HEAVY)
-
-
-@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own import graph")
-def test_create_imports_nothing_heavy(runtime, bundle):
-    bundle.config["process"]["args"] = ["true"]
+def test_the_lifecycle_imports_nothing_heavy(runtime, bundle):
+    """Each call of a real container's lifecycle, checked on its own import graph."""
+    bundle.config["process"]["args"] = ["sleep", "30"]
     bundle.write()
-    binary = runtime_binary()
-    with open(binary) as f:
-        interp = f.readline()[2:].split()[0]
     cid = runtime.new_id()
-    with open(bundle.path / "imports.txt", "w") as err:
-        p = subprocess.run([interp, "-IS", "-X", "importtime", binary, "--root",
-                            str(runtime.root), "create", "--bundle", str(bundle.path), cid],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                           timeout=30)
-    assert p.returncode == 0
-    text = (bundle.path / "imports.txt").read_text()
-    mods = {line.rsplit("|", 1)[1].strip() for line in text.splitlines()
-            if line.startswith("import time:")}
-    assert {"pyruntime.init", "pyruntime.config", "pyruntime.cgroups"} <= mods
-    assert not mods & HEAVY, sorted(mods & HEAVY)
-    runtime("delete", "--force", cid)
+    for args in (("create", "--bundle", str(bundle.path), cid), ("state", cid), ("start", cid),
+                 ("exec", cid, "true"), ("list",), ("kill", cid, "KILL"),
+                 ("delete", "--force", cid)):
+        rc, mods = imported_by("--root", str(runtime.root), *args)
+        assert rc == 0, args
+        assert "pyruntime.cli" in mods  # the probe works
+        assert not mods & HEAVY, (args[0], sorted(mods & HEAVY))
 
 
 # ---------------------------------------------------------------- jsonio
