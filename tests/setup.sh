@@ -2,7 +2,7 @@
 # Install everything pyruntime and its tests need on a fresh Debian 12 machine (run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="busybox-static libcap-dev libseccomp2 runc crun iproute2 procps psmisc strace util-linux systemd dbus"
+PKGS="python3 busybox-static libcap-dev libseccomp2 runc crun iproute2 procps psmisc strace util-linux systemd dbus"
 missing=$(for p in $PKGS; do dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || echo "$p"; done)
 if [ -n "$missing" ]; then
   apt-get -o DPkg::Lock::Timeout=900 update -qq
@@ -12,4 +12,4 @@ python3 -m pip install -q -e '.[test]'
 # The CLI starts once per call: compile its bytecode now, and install the fast launcher
 # (no `site`) as /usr/local/bin/pyruntime, the path Docker and containerd are given.
 PYTHONDONTWRITEBYTECODE= python3 -m compileall -q pyruntime >/dev/null
-python3 -m pyruntime.launcher /usr/local/bin/pyruntime
+python3 -m pyruntime.launcher /usr/local/bin/pyruntime  # on the distribution's python3 if it can

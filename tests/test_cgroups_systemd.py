@@ -10,6 +10,7 @@ sides: systemctl inside, the cgroup files from the host.
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -285,19 +286,26 @@ LAYOUT = cgroups.detect()
 EXEC_CG = "pyrt-exec"  # where `pyruntime exec` puts its processes inside the systemd container
 
 
-def launcher_paths() -> list[str]:
-    """What /usr/local/bin/pyruntime needs besides /usr: its interpreter's prefix and the
-    package dir it puts on sys.path."""
-    binary = runtime_binary()
-    with open(binary) as f:
+def launcher_parts() -> tuple[str, str, list[str]]:
+    """(interpreter, package dir, site dirs) of /usr/local/bin/pyruntime (see launcher.py)."""
+    with open(runtime_binary()) as f:
         text = f.read(4096)
-    interp = os.path.realpath(text.splitlines()[0][2:].split()[0])
-    paths = [str(Path(interp).parents[1])]
-    for line in text.splitlines():
+    lines = text.splitlines()
+    interp = os.path.realpath(lines[0][2:].split()[0])
+    pkg, site = str(REPO), []
+    for line in lines:
         if line.startswith("sys.path.insert(0, "):
-            paths.append(line.split("(0, ", 1)[1].rstrip(")").strip("'\""))
-    if len(paths) == 1:
-        paths.append(str(REPO))
+            pkg = ast.literal_eval(line.split("(0, ", 1)[1][:-1])
+        elif line.startswith("sys.path += "):
+            site = ast.literal_eval(line.split("+= ", 1)[1])
+    return interp, pkg, site
+
+
+def launcher_paths() -> list[str]:
+    """What /usr/local/bin/pyruntime needs besides /usr: its interpreter's prefix, the package
+    dir it puts on sys.path and the site dirs it appends (jeepney is there)."""
+    interp, pkg, site = launcher_parts()
+    paths = [str(Path(interp).parents[1]), pkg, *site]
     return [p for p in dict.fromkeys(paths) if not p.startswith("/usr/")]
 
 
@@ -621,12 +629,11 @@ def test_real_systemd(runtime, rootfs_template, tmp_path, mode):
             box.exec("systemctl", "start", "dbus.service")
             # systemd joins the bus a moment after dbus-daemon is up; until then the driver
             # falls back to the private socket.
-            interp = os.path.realpath(open(runtime_binary()).readline()[2:].split()[0])
-            # (-I without -S: site-packages, where jeepney is, are on the path)
-            probe = ("import sys; sys.path.insert(0, %r); from pyruntime.cgroups.systemd "
-                     "import Systemd; print(Systemd().via)" % launcher_paths()[-1])
+            interp, pkg, site = launcher_parts()
+            probe = (f"import sys; sys.path.insert(0, {pkg!r}); sys.path += {site!r}; "
+                     "from pyruntime.cgroups.systemd import Systemd; print(Systemd().via)")
             deadline = time.monotonic() + 10
-            while (who := box.exec(interp, "-I", "-c", probe).stdout.strip()) != "bus":
+            while (who := box.exec(interp, "-IS", "-c", probe).stdout.strip()) != "bus":
                 assert time.monotonic() < deadline, f"the driver still uses {who!r}"
                 time.sleep(0.1)
             check_running_unit(box, rootfs_template, "viabus", "system.slice")
