@@ -33,6 +33,9 @@ COMMANDS = {
 }
 GLOBAL_VALUE_FLAGS = {"root", "log", "log-format", "rootless", "criu"}
 GLOBAL_BOOL_FLAGS = {"debug", "systemd-cgroup"}
+# Commands whose first cgroup move would otherwise wait for an RCU grace period (see
+# cgroups.common.prime_attach_lock).
+MOVE_A_CHILD_INTO_A_CGROUP = ("create", "run", "exec")
 
 
 class Context:
@@ -117,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error(f"no such command: {name}")
         return 2
     try:
+        if name in MOVE_A_CHILD_INTO_A_CGROUP:
+            # as early as we can: the move's lock wait then overlaps the imports and preparation
+            from .cgroups.common import prime_attach_lock
+            prime_attach_lock()
         from .options import Parser
         # __import__, not importlib.import_module: the importlib package costs ~1 ms a call
         module = getattr(__import__("pyruntime.commands", fromlist=[name]), name)

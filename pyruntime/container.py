@@ -22,9 +22,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     """Set the container up and leave its init blocked on exec.fifo; return its Container."""
     from .records import asdict
     from . import config as configmod  # create-only: start/kill/delete never parse a config
-    from .cgroups.common import prime_attach_lock
     statemod.check_id(cid)
-    prime_attach_lock()  # the child's move into its cgroup waits less (see there)
     bundle = os.path.abspath(bundle)
     cfg = configmod.load(bundle)
     if cfg.process and cfg.process.capabilities:

@@ -90,9 +90,6 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         raise RuntimeFailure("cannot exec in a stopped container: container not running")
     if status == "paused" and not ignore_paused:
         raise RuntimeFailure("cannot exec in a paused container (use --ignore-paused to override)")
-    if c.state.cgroup:
-        from .cgroups.common import prime_attach_lock
-        prime_attach_lock()  # the child's move into the cgroup waits less (see there)
     from .lsm import apparmor_enabled
     if proc.apparmor_profile and not apparmor_enabled():
         raise RuntimeFailure(f"process.apparmorProfile: {proc.apparmor_profile!r} cannot be applied: "
