@@ -96,7 +96,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     seccomp_prog = listener = None
     if linux.seccomp:
         from . import seccomp
-        seccomp_prog = seccomp.compile(linux.seccomp)
+        seccomp_prog = seccomp.compile(linux.seccomp,
+                                       cache_dir=os.path.join(c.root, seccomp.CACHE_SUBDIR))
     ns_fds = namespaces.open_paths(linux)
     console_sock = None
     fifo_fd = -1

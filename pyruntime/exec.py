@@ -101,7 +101,8 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
     seccomp_prog = None
     if c.state.seccomp:
         from . import seccomp
-        seccomp_prog = seccomp.compile(c.state.seccomp)
+        seccomp_prog = seccomp.compile(c.state.seccomp,
+                                       cache_dir=os.path.join(root, seccomp.CACHE_SUBDIR))
     init_pid = c.state.pid
     _maybe_seal(c, init_pid)
     ns_fds = joinable_namespaces(init_pid)

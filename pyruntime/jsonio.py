@@ -50,7 +50,23 @@ def load(f):
     return loads(f.read())
 
 
-def dumps(obj, indent: int | None = None) -> str:
+def _unserializable(o):
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+# The C encoders json.dumps uses without indent: (check_circular off: our data comes from JSON)
+_compact = _json.make_encoder(None, _unserializable, _json.encode_basestring_ascii, None,
+                              ": ", ", ", False, False, True)
+_sorted = _json.make_encoder(None, _unserializable, _json.encode_basestring_ascii, None,
+                             ": ", ", ", True, False, True)
+
+
+def dumps(obj, indent: int | None = None, sort_keys: bool = False) -> str:
+    """json.dumps(obj, indent=indent, sort_keys=sort_keys); sort_keys without indent only."""
+    if indent is None:
+        return "".join((_sorted if sort_keys else _compact)(obj, 0))
+    if sort_keys:
+        raise ValueError("jsonio.dumps: sort_keys is only supported without indent")
     out: list[str] = []
     _encode(obj, out, indent, 0)
     return "".join(out)
@@ -60,6 +76,7 @@ def dump(obj, f, indent: int | None = None) -> None:
     f.write(dumps(obj, indent))
 
 
+# The indented form, in Python: json's C encoder has no indent.
 def _encode(o, out: list[str], indent: int | None, level: int) -> None:
     if isinstance(o, str):
         out.append(_json.encode_basestring_ascii(o))
@@ -78,7 +95,7 @@ def _encode(o, out: list[str], indent: int | None, level: int) -> None:
     elif isinstance(o, (list, tuple)):
         _container(out, "[", "]", ((None, v) for v in o), indent, level, False)
     else:
-        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+        _unserializable(o)
 
 
 def _float(f: float) -> str:

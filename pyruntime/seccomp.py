@@ -384,8 +384,13 @@ class Program:
         return f"<seccomp.Program {len(self)} insns flags={self.flags:#x} notify={self.notify}>"
 
 
-def compile(seccomp: dict, path: str = "linux.seccomp") -> Program | None:  # noqa: A001
-    """Build the filter with libseccomp; None if seccomp is disabled. Raises ConfigError."""
+def compile(seccomp: dict, path: str = "linux.seccomp",  # noqa: A001
+            cache_dir: str | None = None) -> Program | None:
+    """Build the filter with libseccomp; None if seccomp is disabled. Raises ConfigError.
+
+    cache_dir: keep the program there, and reuse it for the same profile. libseccomp needs
+    20-30 ms for Docker's default profile and every Docker container (and every exec into one)
+    brings the same profile: crun keeps such a cache too (<root>/.cache/seccomp)."""
     if seccomp is None:
         return None
     if not isinstance(seccomp, dict):
@@ -393,11 +398,23 @@ def compile(seccomp: dict, path: str = "linux.seccomp") -> Program | None:  # no
     if not enabled(seccomp):
         return None
     _parse(seccomp, path)
+    notify = _uses_notify(seccomp)
+    cached = _cache_path(cache_dir, seccomp) if cache_dir else None
+    bpf = _cache_read(cached) if cached else None
+    if bpf is None:
+        rules = _libseccomp_filter(seccomp, path)  # first: its errors name the JSON path
+        bpf = _enosys_stub(seccomp, seccomp["defaultAction"]) + rules
+        if cached:
+            _cache_write(cached, bpf)
+    return Program(bpf, _filter_flags(seccomp.get("flags"), notify), notify)
+
+
+def _libseccomp_filter(seccomp: dict, path: str) -> bytes:
+    """The filter of the profile's rules, as libseccomp builds it (raw BPF)."""
     lib = _lib()
     default_name = seccomp["defaultAction"]
     default = _action_value(default_name, seccomp.get("defaultErrnoRet"))
     syscalls = seccomp.get("syscalls") or []
-    notify = _uses_notify(seccomp)
 
     ctx = lib.seccomp_init(default)
     if not ctx:
@@ -430,13 +447,64 @@ def compile(seccomp: dict, path: str = "linux.seccomp") -> Program | None:  # no
                     arr = (lib.ArgCmp * len(group))(*group) if group else None
                     rc = lib.seccomp_rule_add_array(ctx, action, nr, len(group), arr)
                     _ok(rc, f"adding rule {path}.syscalls[{i}] for syscall {name}")
-        bpf = _export(lib, ctx)
+        return _export(lib, ctx)
     finally:
         lib.seccomp_release(ctx)
 
-    stub = _enosys_stub(seccomp, default_name)
-    flags = _filter_flags(seccomp.get("flags"), notify)
-    return Program(stub + bpf, flags, notify)
+
+# ------------------------------------------------------------------ the cache of programs
+
+CACHE_SUBDIR = ".cache/seccomp"  # under the runtime's --root, as crun's
+CACHE_MAX = 64  # programs kept; past that the cache starts over (profiles are few in practice)
+
+
+def _cache_path(cache_dir: str, seccomp: dict) -> str:
+    """The file for this profile: named by a hash of all the program depends on: the profile,
+    libseccomp's version, the kernel (libseccomp asks it what it supports) and this module's
+    code (a change here must not reuse programs built by the old code)."""
+    import _sha256  # hashlib would load OpenSSL: ~5 ms
+    me = os.stat(__file__)
+    key = "\0".join((libseccomp_version(), os.uname().release, f"{me.st_mtime_ns}:{me.st_size}",
+                     jsonio.dumps(seccomp, sort_keys=True)))
+    return os.path.join(cache_dir, _sha256.sha256(key.encode()).hexdigest() + ".bpf")
+
+
+def _cache_read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            bpf = f.read()
+    except OSError:
+        return None
+    return bpf if bpf and len(bpf) % 8 == 0 else None  # whole struct sock_filter entries
+
+
+def _cache_write(path: str, bpf: bytes) -> None:
+    """Best effort: a cache that cannot be written only costs the next call the compile.
+    Written aside and renamed, so a concurrent reader sees all of a program or none."""
+    d = os.path.dirname(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        names = os.listdir(d)
+        if len(names) >= CACHE_MAX:
+            for n in names:
+                try:
+                    os.unlink(os.path.join(d, n))
+                except OSError:
+                    pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(bpf)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _conditions(lib, args) -> list[list]:

@@ -61,6 +61,8 @@ SAMPLES = [{}, [], "x", 0, -1.5, None, True, 10 ** 30,
 def test_jsonio_writes_what_json_writes(obj, indent):
     assert jsonio.dumps(obj, indent) == json.dumps(obj, indent=indent)
     assert repr(jsonio.loads(json.dumps(obj))) == repr(obj)
+    if indent is None:
+        assert jsonio.dumps(obj, sort_keys=True) == json.dumps(obj, sort_keys=True)
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "{", "[1,]", "1 2", '{"a": 1} x', "{'a': 1}", "nul"])
@@ -73,8 +75,9 @@ def test_jsonio_rejects_what_json_rejects(bad):
 
 
 def test_jsonio_refuses_unknown_types():
-    with pytest.raises(TypeError, match="set is not JSON serializable"):
-        jsonio.dumps({"a": {1}})
+    for indent in (None, 2):
+        with pytest.raises(TypeError, match="set is not JSON serializable"):
+            jsonio.dumps({"a": {1}}, indent)
 
 
 # ---------------------------------------------------------------- options

@@ -15,6 +15,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import time
 from pathlib import Path
 
@@ -50,8 +51,9 @@ PY_MIN = ["write", "exit_group", "exit", "brk", "mmap", "munmap", "mremap", "mad
 
 
 def run_child(profile: dict | None, action, *, prep=None, timeout: float = 10):
-    """Fork; the child runs prep(), sets no_new_privs, loads `profile`, runs action() and writes
-    json(result). Returns (wait status, result or None)."""
+    """Fork; the child runs prep(), sets no_new_privs, loads `profile` (or installs a compiled
+    seccomp.Program), runs action() and writes json(result). Returns (wait status, result or
+    None)."""
     nr("getppid")  # load libseccomp and resolve names before fork (nothing to do after load)
     r, w = os.pipe()
     pid = os.fork()
@@ -63,7 +65,10 @@ def run_child(profile: dict | None, action, *, prep=None, timeout: float = 10):
                 prep()
             if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
                 raise OSError(ctypes.get_errno(), "prctl")
-            fd = seccomp.load(profile) if profile is not None else None
+            if isinstance(profile, seccomp.Program):
+                fd = seccomp.install(profile)
+            else:
+                fd = seccomp.load(profile) if profile is not None else None
             res = action(fd) if action.__code__.co_argcount else action()
             os.write(w, json.dumps(res).encode())
         except BaseException as e:  # noqa: BLE001 - report anything
@@ -409,6 +414,54 @@ def test_docker_default_profile_loads():
     assert res["newer"] == [-1, errno.EPERM]  # 438 < the largest named syscall: default
 
 
+# ---------------------------------------------------------------- the cache of programs
+
+def test_cache_reuses_the_program_it_wrote(tmp_path):
+    prof = json.loads(DOCKER_PROFILE.read_text())
+    first = seccomp.compile(prof, cache_dir=str(tmp_path))
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".bpf"
+    assert files[0].read_bytes() == first.bpf == seccomp.compile(prof).bpf
+    assert files[0].stat().st_mode & 0o777 == 0o600
+    # a hit never builds: mark the file and the mark comes back
+    marked = first.bpf[:-8] + struct.pack("<HBBI", 6, 0, 0, 0x7FFF0000)
+    files[0].write_bytes(marked)
+    again = seccomp.compile(prof, cache_dir=str(tmp_path))
+    assert again.bpf == marked and (again.flags, again.notify) == (first.flags, first.notify)
+
+
+def test_cache_key_covers_the_whole_profile(tmp_path):
+    a = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 3})
+    b = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 4})
+    reordered = dict(reversed(list(a.items())))  # same profile, other key order: same file
+    for prof in (a, b, reordered):
+        seccomp.compile(prof, cache_dir=str(tmp_path))
+    assert len(list(tmp_path.iterdir())) == 2
+    _, res = run_child(seccomp.compile(b, cache_dir=str(tmp_path)), lambda: raw("getppid"))
+    assert res == [-1, 4]
+
+
+def test_cache_ignores_a_damaged_file_and_rewrites_it(tmp_path):
+    prof = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 3})
+    good = seccomp.compile(prof, cache_dir=str(tmp_path))
+    (f,) = tmp_path.iterdir()
+    f.write_bytes(good.bpf[:-3])  # not whole instructions
+    assert seccomp.compile(prof, cache_dir=str(tmp_path)).bpf == good.bpf
+    assert f.read_bytes() == good.bpf
+
+
+def test_cache_is_bounded_and_unwritable_is_harmless(tmp_path, monkeypatch):
+    monkeypatch.setattr(seccomp, "CACHE_MAX", 3)
+    for n in range(5):
+        seccomp.compile(allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO",
+                                       "errnoRet": n + 1}), cache_dir=str(tmp_path))
+        assert len(list(tmp_path.iterdir())) <= 3
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    prof = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 9})
+    assert seccomp.compile(prof, cache_dir=str(blocker / "sub")).bpf == seccomp.compile(prof).bpf
+
+
 # ---------------------------------------------------------------- flags
 
 @pytest.mark.parametrize("flags,expected", [
@@ -654,6 +707,30 @@ def test_integration_docker_profile(runtime, bundle):
     assert "Seccomp:\t2" in out
     for word in ("mkdir-ok", "personality-ok", "ls-ok"):
         assert word in out
+
+
+def test_integration_cached_program_filters_like_a_fresh_one(runtime, bundle):
+    """The first container writes <root>/.cache/seccomp; the second and an exec read it."""
+    bundle.config["process"]["args"] = ["/bin/sh", "-c", "mkdir /tmp/x 2>&1; echo rc=$?"]
+    bundle.config["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": errno.EXDEV}]}
+    bundle.write()
+    cache = runtime.root / ".cache" / "seccomp"
+    outs = [runtime.run(bundle, check=False).stdout]
+    (program,) = cache.iterdir()
+    outs.append(runtime.run(bundle, check=False).stdout)
+    bundle.config["process"]["args"] = ["sleep", "100"]
+    bundle.write()
+    cid = runtime.create(bundle)
+    runtime("start", cid)
+    outs.append(runtime("exec", cid, "sh", "-c", "mkdir /tmp/y 2>&1; echo rc=$?", check=False,
+                        stdin=subprocess.DEVNULL).stdout)
+    runtime("delete", "--force", cid)
+    assert list(cache.iterdir()) == [program]
+    for out in outs:
+        assert os.strerror(errno.EXDEV) in out and "rc=1" in out
 
 
 def test_integration_errno_ret(runtime, bundle):
