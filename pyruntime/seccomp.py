@@ -460,13 +460,30 @@ CACHE_MAX = 64  # programs kept; past that the cache starts over (profiles are f
 
 def _cache_path(cache_dir: str, seccomp: dict) -> str:
     """The file for this profile: named by a hash of all the program depends on: the profile,
-    libseccomp's version, the kernel (libseccomp asks it what it supports) and this module's
-    code (a change here must not reuse programs built by the old code)."""
+    the libseccomp that builds it, the kernel (libseccomp asks it what it supports) and this
+    module's code (a change here must not reuse programs built by the old code)."""
     import _sha256  # hashlib would load OpenSSL: ~5 ms
     me = os.stat(__file__)
-    key = "\0".join((libseccomp_version(), os.uname().release, f"{me.st_mtime_ns}:{me.st_size}",
+    key = "\0".join((_library_identity(), os.uname().release, f"{me.st_mtime_ns}:{me.st_size}",
                      jsonio.dumps(seccomp, sort_keys=True)))
     return os.path.join(cache_dir, _sha256.sha256(key.encode()).hexdigest() + ".bpf")
+
+
+def _library_identity() -> str:
+    """libseccomp's version and the file it was loaded from: a distribution's fix can keep the
+    version number and still change the programs it builds."""
+    version = libseccomp_version()  # loads the library
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and "/libseccomp.so" in parts[5]:
+                path = parts[5].strip()
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    break
+                return f"{version}:{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    return version
 
 
 def _cache_read(path: str) -> bytes | None:

@@ -441,6 +441,15 @@ def test_cache_key_covers_the_whole_profile(tmp_path):
     assert res == [-1, 4]
 
 
+def test_cache_key_covers_the_library_file(tmp_path, monkeypatch):
+    assert "/libseccomp.so" in seccomp._library_identity()  # the loaded file, not just 2.5.4
+    prof = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 3})
+    seccomp.compile(prof, cache_dir=str(tmp_path))
+    monkeypatch.setattr(seccomp, "_library_identity", lambda: "2.5.4:/elsewhere:1:2:3")
+    seccomp.compile(prof, cache_dir=str(tmp_path))
+    assert len(list(tmp_path.iterdir())) == 2
+
+
 def test_cache_ignores_a_damaged_file_and_rewrites_it(tmp_path):
     prof = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 3})
     good = seccomp.compile(prof, cache_dir=str(tmp_path))
