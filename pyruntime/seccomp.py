@@ -389,7 +389,7 @@ def compile(seccomp: dict, path: str = "linux.seccomp",  # noqa: A001
     """Build the filter with libseccomp; None if seccomp is disabled. Raises ConfigError.
 
     cache_dir: keep the program there, and reuse it for the same profile. libseccomp needs
-    20-30 ms for Docker's default profile and every Docker container (and every exec into one)
+    30-40 ms for Docker's default profile and every Docker container (and every exec into one)
     brings the same profile: crun keeps such a cache too (<root>/.cache/seccomp)."""
     if seccomp is None:
         return None
@@ -509,13 +509,9 @@ def _cache_write(path: str, bpf: bytes) -> None:
                     os.unlink(os.path.join(d, n))
                 except OSError:
                     pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(bpf)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600),
+                  "wb") as f:
+            f.write(bpf)
         os.rename(tmp, path)
     except OSError:
         try:
