@@ -26,11 +26,18 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def runtime_binary() -> str:
-    """The runtime under test: $PYRUNTIME_TEST_RUNTIME (e.g. runc, to check a test), else pyruntime."""
+    """The runtime under test: $PYRUNTIME_TEST_RUNTIME, else pyruntime's launcher.
+
+    The variable takes a name on PATH (e.g. runc, to check a test) or a path, such as a launcher
+    written for another interpreter (`python3 -m pyruntime.launcher --python X /path/pyruntime-X`).
+    """
     name = os.environ.get("PYRUNTIME_TEST_RUNTIME", "pyruntime")
     # pyruntime: the launcher tests/setup.sh installs (what Docker is given), not a
     # version-manager shim on PATH (pyenv's costs half a second a call).
-    path = "/usr/local/bin/pyruntime" if name == "pyruntime" else shutil.which(name)
+    if "/" in name:
+        path = name
+    else:
+        path = "/usr/local/bin/pyruntime" if name == "pyruntime" else shutil.which(name)
     if not os.access(path or "", os.X_OK):
         path = None
     if not path:
@@ -39,7 +46,7 @@ def runtime_binary() -> str:
 
 
 def is_pyruntime() -> bool:
-    return os.path.basename(runtime_binary()) == "pyruntime"
+    return os.path.basename(runtime_binary()).startswith("pyruntime")
 
 
 # ---------------------------------------------------------------- process hygiene
