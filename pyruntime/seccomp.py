@@ -125,8 +125,6 @@ _FLTATR_CTL_OPTIMIZE = 8
 
 _NR_SCMP_ERROR = -1
 _SECCOMP_SET_MODE_FILTER = 1
-_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "ppc64": 358,
-                "s390x": 348, "i386": 354, "i686": 354, "armv7l": 383, "armv8l": 383}
 _ENOSYS = 38
 _EPERM = 1
 _EFAULT = 14
@@ -673,25 +671,17 @@ def _assemble(insns: list[tuple]) -> bytes:
 
 # ------------------------------------------------------------------ install
 
-_libc_cache = None
-
-
 def _libc():
-    global _libc_cache
-    if _libc_cache is None:
-        import ctypes
-
-        _libc_cache = ctypes.CDLL(None, use_errno=True)
-        _libc_cache.syscall.restype = ctypes.c_long
-    return _libc_cache
+    from .syscalls import libc
+    return libc()
 
 
 def _sys_seccomp_nr() -> int:
-    machine = os.uname().machine
+    from .syscalls import nr
     try:
-        return _SYS_SECCOMP[machine]
-    except KeyError:
-        raise RuntimeFailure(f"seccomp: no seccomp(2) syscall number known for {machine}")
+        return nr("seccomp")
+    except OSError as e:
+        raise RuntimeFailure(f"seccomp: {e.strerror}") from e
 
 
 def _seccomp_set_filter(flags: int, prog_ptr) -> tuple[int, int]:

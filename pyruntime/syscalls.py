@@ -12,6 +12,12 @@ import os
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
+
+def libc() -> ctypes.CDLL:
+    """The package's one handle on libc (seccomp and the cgroup BPF loader use it too)."""
+    return _libc
+
+
 # clone/unshare flags
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -66,10 +72,39 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
-_NR = {  # x86_64 syscall numbers not wrapped by glibc 2.36 or by Python
-    "pivot_root": 155, "ioprio_set": 251, "openat2": 437,
-    "keyctl": 250, "capget": 125, "capset": 126,
+# Numbers of the syscalls that neither glibc 2.36 nor Python wraps. x86_64 has its own table;
+# aarch64 (like riscv64) uses the kernel's generic one.
+_GENERIC = {
+    "ioprio_set": 30, "pivot_root": 41, "capget": 90, "capset": 91, "keyctl": 219,
+    "set_mempolicy": 237, "seccomp": 277, "bpf": 280, "pidfd_send_signal": 424,
+    "open_tree": 428, "move_mount": 429, "pidfd_open": 434, "clone3": 435, "openat2": 437,
+    "mount_setattr": 442,
 }
+SYSCALL_NUMBERS = {
+    "x86_64": {
+        "pivot_root": 155, "capget": 125, "capset": 126, "set_mempolicy": 238, "keyctl": 250,
+        "ioprio_set": 251, "seccomp": 317, "bpf": 321, "pidfd_send_signal": 424,
+        "open_tree": 428, "move_mount": 429, "pidfd_open": 434, "clone3": 435, "openat2": 437,
+        "mount_setattr": 442,
+    },
+    "aarch64": _GENERIC,
+    "riscv64": _GENERIC,
+}
+MACHINE = os.uname().machine
+
+
+def nr(name: str, machine: str = MACHINE) -> int:
+    """The syscall number of `name` on this machine's architecture.
+
+    An architecture without a table is an error here, at the first call that needs a number,
+    rather than a call of whatever syscall x86_64's number means there.
+    """
+    try:
+        return SYSCALL_NUMBERS[machine][name]
+    except KeyError:
+        known = ", ".join(sorted(SYSCALL_NUMBERS))
+        raise OSError(38, f"{name}: syscall number unknown on architecture {machine!r} "
+                          f"(pyruntime knows {known})") from None
 
 
 def _check(ret: int, what: str, *args) -> int:
@@ -104,7 +139,7 @@ def umount2(target: str, flags: int = 0) -> None:
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_libc.syscall(_NR["pivot_root"], _b(new_root), _b(put_old)), "pivot_root", new_root, put_old)
+    _check(_libc.syscall(nr("pivot_root"), _b(new_root), _b(put_old)), "pivot_root", new_root, put_old)
 
 
 def sethostname(name: str) -> None:
@@ -123,7 +158,7 @@ class _OpenHow(ctypes.Structure):
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    ret = _libc.syscall(_NR["openat2"], ctypes.c_int(dirfd), _b(path), ctypes.byref(how),
+    ret = _libc.syscall(nr("openat2"), ctypes.c_int(dirfd), _b(path), ctypes.byref(how),
                         ctypes.c_size_t(ctypes.sizeof(how)))
     return _check(ret, "openat2", dirfd, path)
 
@@ -154,7 +189,7 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].effective = (effective >> shift) & 0xFFFFFFFF
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_libc.syscall(_NR["capset"], ctypes.byref(hdr), data), "capset",
+    _check(_libc.syscall(nr("capset"), ctypes.byref(hdr), data), "capset",
            hex(effective), hex(permitted), hex(inheritable))
 
 
@@ -163,12 +198,12 @@ def personality(persona: int) -> None:
 
 
 def ioprio_set(which: int, who: int, ioprio: int) -> None:
-    _check(_libc.syscall(_NR["ioprio_set"], which, who, ioprio), "ioprio_set", which, who, ioprio)
+    _check(_libc.syscall(nr("ioprio_set"), which, who, ioprio), "ioprio_set", which, who, ioprio)
 
 
 KEYCTL_JOIN_SESSION_KEYRING = 1
 
 
 def join_session_keyring(name: str | None = None) -> None:
-    _check(_libc.syscall(_NR["keyctl"], KEYCTL_JOIN_SESSION_KEYRING, _b(name), 0, 0, 0),
+    _check(_libc.syscall(nr("keyctl"), KEYCTL_JOIN_SESSION_KEYRING, _b(name), 0, 0, 0),
            "keyctl(JOIN_SESSION_KEYRING)", name)

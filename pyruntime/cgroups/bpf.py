@@ -26,9 +26,6 @@ BPF_PROG_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD, BPF_PROG_QUERY = 13, 15, 16
 BPF_PROG_TYPE_CGROUP_DEVICE = 15
 BPF_CGROUP_DEVICE = 6
 BPF_F_ALLOW_MULTI = 2
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280,
-            "armv7l": 386, "i686": 357}
-
 _TYPE = {"b": 1, "c": 2}
 _ACCESS = {"m": 1, "r": 2, "w": 4}
 
@@ -105,19 +102,14 @@ def program(rules) -> bytes:
 
 # ---------------------------------------------------------------- bpf(2)
 
-_libc = None
-
-
 def _bpf(cmd: int, attr: bytes) -> tuple[int, bytes]:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    nr = _SYS_BPF.get(os.uname().machine)
-    if nr is None:
-        raise RuntimeFailure(f"linux.resources.devices: bpf(2) number unknown on "
-                             f"{os.uname().machine}")
+    from ..syscalls import libc, nr
+    try:
+        number = nr("bpf")
+    except OSError as e:
+        raise RuntimeFailure(f"linux.resources.devices: {e.strerror}") from e
     buf = ctypes.create_string_buffer(attr, len(attr))
-    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), buf, ctypes.c_uint(len(attr)))
+    ret = libc().syscall(ctypes.c_long(number), ctypes.c_int(cmd), buf, ctypes.c_uint(len(attr)))
     if ret < 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
