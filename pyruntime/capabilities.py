@@ -1,5 +1,11 @@
-"""Linux capabilities: names, checks against the host, and applying all five sets."""
+"""Linux capabilities: names, checks against the host, and applying all five sets.
+
+python-prctl (libcap underneath) sets the bounding, effective, permitted and inheritable sets;
+it has no call for the ambient set (PR_CAP_AMBIENT), which goes through the syscall layer.
+"""
 from __future__ import annotations
+
+import prctl
 
 from . import syscalls
 from .errors import ConfigError, RuntimeFailure
@@ -78,14 +84,25 @@ def drop_bounding(caps) -> None:
                              f"runtime's capability bounding set, so it cannot be granted")
     for i in range(last_cap() + 1):
         if have >> i & 1 and not want >> i & 1:
-            syscalls.prctl(syscalls.PR_CAPBSET_DROP, i)
+            prctl.capbset_drop(i)
+
+
+def set_exactly(effective: int, permitted: int, inheritable: int) -> None:
+    """Make the three sets exactly these masks (one capset(2) underneath)."""
+    every = range(last_cap() + 1)
+    changes = []
+    for flag, want in ((prctl.CAP_EFFECTIVE, effective), (prctl.CAP_PERMITTED, permitted),
+                       (prctl.CAP_INHERITABLE, inheritable)):
+        changes.append(([i for i in every if want >> i & 1], flag, True))
+        changes.append(([i for i in every if not want >> i & 1], flag, False))
+    prctl.set_caps(*changes)
 
 
 def apply_sets(caps) -> None:
     """capset the effective/permitted/inheritable sets exactly, then raise the ambient ones."""
     permitted = mask(caps.permitted)
     try:
-        syscalls.capset(mask(caps.effective), permitted, mask(caps.inheritable))
+        set_exactly(mask(caps.effective), permitted, mask(caps.inheritable))
     except PermissionError:
         bounding = bounding_set()
         lost = [n for n in (caps.permitted or []) + (caps.effective or []) if not bounding >> NUMBER[n] & 1]
@@ -93,6 +110,7 @@ def apply_sets(caps) -> None:
             raise RuntimeFailure(f"process.capabilities: {', '.join(sorted(set(lost)))} not in the "
                                  "capability bounding set, so it cannot be granted") from None
         raise
+    # python-prctl has no PR_CAP_AMBIENT, hence the syscall layer here.
     # The kernel only keeps an ambient capability that is also permitted and inheritable;
     # runc skips the others quietly (its own `runc spec` asks for ambient without inheritable).
     raisable = permitted & mask(caps.inheritable)

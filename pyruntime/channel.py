@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
-import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 
+from .lean import socket
 from . import jsonio
 from .errors import RuntimeFailure
 

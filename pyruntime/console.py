@@ -4,13 +4,12 @@ from __future__ import annotations
 import fcntl
 import os
 import select
-import _signal as signal  # signal.py only adds enum wrappers (and imports enum: ~5 ms a call)
-import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 import stat
 import struct
 import sys
 import termios
 
+from .lean import signal, socket
 from . import syscalls as sc
 from .errors import RuntimeFailure
 

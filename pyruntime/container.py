@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import pwd
 import select
-import _signal as signal  # signal.py only adds enum wrappers (and imports enum: ~5 ms a call)
-import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 
+from .lean import signal, socket
 from . import hooks, log, state as statemod
 from .errors import ContainerNotFound, RuntimeFailure
 from .state import Container, State

@@ -9,11 +9,12 @@ and calls execve. The channel is close-on-exec, so its EOF tells the parent exec
 from __future__ import annotations
 
 import os
-import _signal as signal  # signal.py only adds enum wrappers (and imports enum: ~5 ms a call)
-import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 
+import prctl
+
+from .lean import signal, socket
 from . import jsonio
-from . import config as configmod, console, namespaces, process, syscalls as sc
+from . import config as configmod, console, namespaces, process
 from .channel import TRACE, Channel
 from .errors import RuntimeFailure
 from .state import Container
@@ -198,7 +199,7 @@ def _join_cgroup(c: Container, pid: int, sub: str | None) -> None:
 
 def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -> None:
     try:
-        sc.prctl(sc.PR_SET_DUMPABLE, 0)  # no /proc/<pid>/exe of ours for the container to open
+        prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
         chan.recv("go")
         namespaces.join(ns_fds)
         hold_r, hold_w = os.pipe()  # the child shares our channel: it waits for our "pid"

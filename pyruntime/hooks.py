@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 import select
-import _signal as signal  # signal.py only adds enum wrappers (and imports enum: ~5 ms a call)
 import time
 
+from .lean import signal
 from . import jsonio
 from .errors import RuntimeFailure
 

@@ -8,9 +8,11 @@ Nothing here returns: each process ends in execve or os._exit.
 from __future__ import annotations
 
 import os
-import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 import struct
 
+import prctl
+
+from .lean import socket
 from . import console, hooks, namespaces, process, rootfs, syscalls as sc
 from .channel import TRACE, Channel
 from .errors import RuntimeFailure
@@ -37,7 +39,7 @@ class InitArgs:
 def bootstrap(chan: Channel, a: InitArgs) -> None:
     """The bootstrap child: namespaces, then fork the init and report its pid."""
     try:
-        sc.prctl(sc.PR_SET_DUMPABLE, 0)  # no /proc/<pid>/exe of ours for the container to open
+        prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
         chan.recv("go")  # the parent has put us in the container's cgroup
         linux = a.cfg.linux
         namespaces.join(a.ns_fds)

@@ -46,11 +46,10 @@ def _sealed_copy() -> int:
 
 def reexec() -> None:
     """Replace this process with the same command run by a sealed copy of the interpreter."""
-    import pyruntime
     fd = _sealed_copy()
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(pyruntime.__file__)))
-    code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
-            "from pyruntime.cli import run; run()")
+    # The same sys.path as this process: the launcher's package dir and its site dirs (which
+    # hold python-prctl and the optional dependencies) are not found by -I -S alone.
+    code = f"import sys; sys.path[:] = {sys.path!r}; from pyruntime.cli import run; run()"
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(fd, ["pyruntime", "-I", "-S", "-c", code, *sys.argv[1:]],

@@ -36,7 +36,7 @@ Semantics follow runc 1.1 (libcontainer/seccomp, specconv):
 """
 from __future__ import annotations
 
-import _socket
+from .lean import socket as _socket
 import os
 import struct
 
@@ -460,11 +460,11 @@ def _cache_path(cache_dir: str, seccomp: dict) -> str:
     """The file for this profile: named by a hash of all the program depends on: the profile,
     the libseccomp that builds it, the kernel (libseccomp asks it what it supports) and this
     module's code (a change here must not reuse programs built by the old code)."""
-    import _sha256  # hashlib would load OpenSSL: ~5 ms
+    from . import lean
     me = os.stat(__file__)
     key = "\0".join((_library_identity(), os.uname().release, f"{me.st_mtime_ns}:{me.st_size}",
                      jsonio.dumps(seccomp, sort_keys=True)))
-    return os.path.join(cache_dir, _sha256.sha256(key.encode()).hexdigest() + ".bpf")
+    return os.path.join(cache_dir, lean.sha256(key.encode()).hexdigest() + ".bpf")
 
 
 def _library_identity() -> str:
@@ -823,9 +823,7 @@ def process_state(state: dict, metadata: str = "", pid: int | None = None) -> di
 def connect_listener(listener_path: str, timeout: float | None = 30.0):
     """Connect to the agent at listenerPath (done by the runtime before the fork: the
     container's process can no longer reach host paths when its filter is loaded)."""
-    import _socket as socket  # not socket.py: see container.py
-
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         s.settimeout(timeout)
         s.connect(listener_path)

@@ -192,12 +192,10 @@ def interp_copy(runtime, tmp_path):
     d.mkdir()
     copy = d / os.path.basename(HOST_PYTHON)
     shutil.copy2(HOST_PYTHON, copy)
-    launcher = d / "pyruntime"
-    pkg = str(Path(__file__).resolve().parent.parent)
-    launcher.write_text(f"#!{copy} -IS\nimport sys\nsys.path.insert(0, {pkg!r})\n"
-                        "from pyruntime.cli import main\nsys.exit(main())\n")
-    launcher.chmod(0o755)
-    runtime.binary = str(launcher)
+    launcher = str(d / "pyruntime")
+    from pyruntime import launcher as launcher_mod
+    launcher_mod.write(launcher, str(copy))  # this interpreter's site dirs: python-prctl
+    runtime.binary = launcher
     return str(copy)
 
 

@@ -23,7 +23,7 @@ def main(opts, ctx):
     if not os.path.exists(opts.busybox):
         raise RuntimeFailure(f"{opts.busybox} not found: apt-get install busybox-static")
     from .. import container
-    from .. import syscalls as sc
+    import prctl
     with tempfile.TemporaryDirectory(prefix="pyruntime-demo-") as bundle:
         rootfs = os.path.join(bundle, "rootfs")
         for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root"):
@@ -39,7 +39,7 @@ def main(opts, ctx):
         with open(os.path.join(bundle, "config.json"), "w") as f:
             json.dump(spec, f)
         cid = f"demo-{os.getpid()}"
-        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+        prctl.set_child_subreaper(True)
         c = container.create(ctx.root, cid, bundle)
         try:
             container.start(ctx.root, cid)

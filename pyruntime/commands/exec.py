@@ -1,8 +1,9 @@
 """execute new process inside the container"""
-import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 
+import prctl
+
+from ..lean import socket
 from .. import jsonio
-from .. import syscalls as sc
 from ..console import exit_code, forward_signals, receive_master, wait_proxying
 from ..errors import RuntimeFailure
 from ..exec import build_process, exec_process
@@ -48,7 +49,7 @@ def main(opts, ctx):
                          no_new_privs=opts.no_new_privs, tty=opts.tty,
                          apparmor=opts.apparmor, process_label=opts.process_label)
     if not opts.detach:
-        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)  # the process is reparented to us: wait for it
+        prctl.set_child_subreaper(True)  # the process is reparented to us: wait for it
     ours = theirs = None
     if proc.terminal and not opts.console_socket:
         if opts.detach:

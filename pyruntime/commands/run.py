@@ -1,8 +1,9 @@
 """create and run a container"""
 import os
-import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 
-from .. import syscalls as sc
+import prctl
+
+from ..lean import socket
 from ..console import exit_code, forward_signals, receive_master, wait_proxying
 from ..container import create, delete, start
 from .create import add_create_flags
@@ -16,7 +17,7 @@ def configure(p):
 
 def main(opts, ctx):
     # The init is orphaned when `create`'s bootstrap child exits; as a subreaper we inherit it.
-    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    prctl.set_child_subreaper(True)
     ours = theirs = None
     if not opts.console_socket and not opts.detach and _wants_terminal(opts.bundle):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
