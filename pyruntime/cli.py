@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
+    except ModuleNotFoundError as e:  # a dependency not installed for this interpreter
+        log.error(f"{sys.executable} cannot import {e.name}: install pyruntime's dependencies "
+                  f"for it ({sys.executable} -m pip install pyruntime)")
+        return 1
     except Exception as e:  # a bug: still one line for the user, the traceback only with --debug
         if ctx.debug:
             import traceback

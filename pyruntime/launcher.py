@@ -14,7 +14,9 @@ our code slower too (bench: create+start+delete 134 -> 106 ms, exec 73 -> 57 ms)
 launcher runs the distribution's build of the same CPython minor version (same bytecode and
 extension ABI, so the .pyc files and the installing environment's packages serve both) when
 there is one and it can import what pyruntime needs; otherwise the installing interpreter.
-`--python PATH` chooses one outright.
+`--python PATH` chooses one outright: any CPython the package supports, whose own site dirs
+then serve (install the dependencies there: `PATH -m pip install pyruntime`) unless it is the
+installing interpreter's minor version.
 """
 from __future__ import annotations
 
@@ -28,12 +30,37 @@ TEMPLATE = """#!{python} -IS
 import sys
 sys.path.insert(0, {path!r})
 sys.path += {site!r}
-from pyruntime.cli import run
+try:
+    from pyruntime.cli import run
+except ImportError as e:
+    sys.stderr.write(f"pyruntime: {{sys.executable}} cannot import {{e.name}}: reinstall pyruntime "
+                     f"for this interpreter or rewrite this launcher\\n")
+    raise SystemExit(1)
 run()
 """
+MIN_PYTHON = (3, 11)  # pyproject.toml's requires-python
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a launcher's interpreter must import: the CLI and the optional dependencies' top modules.
-PROBE = "import pyruntime.cli, pyruntime.commands.create, pyruntime.validate, jsonschema, jeepney"
+PROBE = ("pyruntime.cli", "pyruntime.commands.create", "pyruntime.commands.exec",
+         "pyruntime.validate", "prctl", "jsonschema", "jeepney")
+# Asks an interpreter for its version and site dirs, then which PROBE module it cannot import.
+_ASK = """import sys, sysconfig
+site = {site!r}
+if site is None:
+    paths = sysconfig.get_paths()
+    site = list(dict.fromkeys(paths[k] for k in ("purelib", "platlib")))
+print("%d.%d" % sys.version_info[:2]); print(repr(site))
+sys.path.insert(0, {parent!r}); sys.path += site
+for name in {probe!r}:
+    try:
+        __import__(name)
+    except ImportError as e:
+        print(e.name or name); break
+"""
+
+
+class Unusable(Exception):
+    """An interpreter that cannot run pyruntime: the message names it and what it lacks."""
 
 
 def site_dirs() -> list[str]:
@@ -41,28 +68,53 @@ def site_dirs() -> list[str]:
     return list(dict.fromkeys(paths[k] for k in ("purelib", "platlib")))
 
 
-def can_run(python: str, site: list[str]) -> bool:
-    code = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); sys.path += {site!r}; {PROBE}"
-    try:
-        return subprocess.run([python, "-IS", "-c", code], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=60).returncode == 0
-    except OSError:
-        return False
+def inspect(python: str) -> list[str]:
+    """The site dirs a launcher for `python` needs; Unusable if it cannot import PROBE.
+
+    The same minor version as ours shares our environment (the distribution's build beside a
+    version manager's); any other version brings its own site dirs."""
+    def ask(site):
+        code = _ASK.format(site=site, parent=PACKAGE_PARENT, probe=PROBE)
+        try:
+            p = subprocess.run([python, "-IS", "-c", code], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=60)
+        except OSError as e:
+            raise Unusable(f"{python}: {e.strerror}") from None
+        lines = p.stdout.splitlines()
+        if p.returncode != 0 or len(lines) < 2:
+            last = (p.stderr.strip().splitlines() or ["no output"])[-1]
+            raise Unusable(f"{python} is not a Python pyruntime can use: {last}")
+        return lines
+    version, site, *missing = ask(site_dirs())
+    if version != "%d.%d" % sys.version_info[:2]:
+        version, site, *missing = ask(None)
+    if tuple(map(int, version.split("."))) < MIN_PYTHON:
+        raise Unusable(f"{python} is Python {version}; pyruntime needs "
+                       f"{'.'.join(map(str, MIN_PYTHON))} or newer")
+    if missing:
+        raise Unusable(f"{python} (Python {version}) cannot import {missing[0]}: install "
+                       f"pyruntime's dependencies for it ({python} -m pip install pyruntime)")
+    import ast
+    return ast.literal_eval(site)
 
 
-def choose_interpreter(site: list[str]) -> str:
+def choose_interpreter() -> tuple[str, list[str]]:
     own = os.path.realpath(sys.executable)
     distro = os.path.realpath("/usr/bin/python%d.%d" % sys.version_info[:2])
-    if distro != own and os.access(distro, os.X_OK) and can_run(distro, site):
-        return distro
-    return own
+    if distro != own and os.access(distro, os.X_OK):
+        try:
+            return distro, inspect(distro)
+        except Unusable:
+            pass
+    return own, inspect(own)
 
 
 def write(dest: str, python: str | None = None) -> str:
-    """Write the launcher to dest; return the interpreter it runs."""
-    site = site_dirs()
-    python = python or choose_interpreter(site)
+    """Write the launcher to dest; return the interpreter it runs (Unusable if it cannot)."""
+    if python:
+        site = inspect(python)
+    else:
+        python, site = choose_interpreter()
     text = TEMPLATE.format(python=python, path=PACKAGE_PARENT, site=site)
     tmp = f"{dest}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
@@ -79,10 +131,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--python", help="the interpreter to run (default: see launcher.py)")
     ap.add_argument("dest", nargs="?", default="/usr/local/bin/pyruntime")
     a = ap.parse_args(argv)
-    if a.python and not can_run(a.python, site_dirs()):
-        print(f"launcher: {a.python} cannot import pyruntime and its dependencies", file=sys.stderr)
+    try:
+        python = write(a.dest, a.python and os.path.realpath(a.python))
+    except Unusable as e:
+        print(f"launcher: {e}", file=sys.stderr)
         return 1
-    python = write(a.dest, a.python and os.path.realpath(a.python))
+    except OSError as e:
+        print(f"launcher: {a.dest}: {e.strerror}", file=sys.stderr)
+        return 1
     print(f"launcher: {a.dest} runs {python}")
     return 0
 
