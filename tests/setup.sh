@@ -2,7 +2,7 @@
 # Install everything pyruntime and its tests need on a fresh Debian 12 machine (run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="python3 busybox-static libcap-dev libseccomp2 runc crun iproute2 procps psmisc strace util-linux systemd dbus"
+PKGS="python3 gcc busybox-static libcap-dev libseccomp2 runc crun iproute2 procps psmisc strace util-linux systemd dbus"
 missing=$(for p in $PKGS; do dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || echo "$p"; done)
 if [ -n "$missing" ]; then
   apt-get -o DPkg::Lock::Timeout=900 update -qq
@@ -13,3 +13,6 @@ python3 -m pip install -q -e '.[test]'
 # (no `site`) as /usr/local/bin/pyruntime, the path Docker and containerd are given.
 PYTHONDONTWRITEBYTECODE= python3 -m compileall -q pyruntime >/dev/null
 python3 -m pyruntime.launcher /usr/local/bin/pyruntime  # on the distribution's python3 if it can
+# Every Python pyproject.toml lists gets the project and a launcher of its own,
+# /usr/local/bin/pyruntime-3.X: .ci/run runs the lifecycle tests through each.
+python3 tests/pythons.py install

@@ -30,6 +30,7 @@ BRIDGE_CIDR = "10.213.77.1/24"
 # cgroup parents of Docker (/docker), ctr (/<namespace>) and podman (/libpod_parent) only when
 # they are also empty.
 SIDE_TREES = ["/run/containerd", "/run/docker", "/run/containers"]
+PY313_RUNTIME, PY313_LAUNCHER = "pyruntime-3.13", "/usr/local/bin/pyruntime-3.13"  # tests/pythons.py
 SIDE_DIRS = ["/run/pyruntime", "/run/runc"]
 CGROUP_PARENTS = ["docker", "e2e", "libpod_parent"]
 
@@ -163,7 +164,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 "iptables": False, "ip-forward": False, "ip-masq": False, "bridge": BRIDGE,
                 "userland-proxy": True, "userland-proxy-path": shutil.which("docker-proxy") or
                 "/usr/sbin/docker-proxy",
-                "runtimes": {"pyruntime-cfg": {"path": self.pyruntime}},
+                "runtimes": {"pyruntime-cfg": {"path": self.pyruntime},
+                             # the same runtime through another supported Python's launcher
+                             PY313_RUNTIME: {"path": PY313_LAUNCHER}},
                 "deprecated-key-path": f"{self.dir}/docker/key.json",  # not /etc/docker
             }, f, indent=1)
         cmds = [

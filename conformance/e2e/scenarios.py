@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable
 
-from daemons import DOCKER, sh
+from daemons import DOCKER, PY313_LAUNCHER, PY313_RUNTIME, sh
 
 
 @dataclass
@@ -533,6 +533,23 @@ def _(c: Ctx):
                "unshare -U true 2>/dev/null; echo unshare-rc=$?; echo kcore=$(cat /proc/kcore | wc -c);"
                " (echo x > /proc/sysrq-trigger) 2>/dev/null && echo sysrq=rw || echo sysrq=ro")
     return f"rc={r.rc} out={'|'.join(r.o.splitlines())}"
+
+
+@scenario("docker default seccomp through the Python 3.13 launcher", expect="rc=0 seccomp=2")
+def _(c: Ctx):
+    runtime = c.rt.docker
+    if c.rt.name == "pyruntime":
+        try:
+            with open(PY313_LAUNCHER) as f:
+                shebang = f.readline()
+        except OSError as e:
+            raise Fail(f"{PY313_LAUNCHER}: {e.strerror} (tests/setup.sh writes it)")
+        if "python3.13" not in shebang:
+            raise Fail(f"{PY313_LAUNCHER} runs {shebang[2:].split()[0]}, not Python 3.13")
+        runtime = PY313_RUNTIME
+    r = c.docker("run", "--rm", "--runtime", runtime, c.img, "awk", "/^Seccomp:/{print $2}",
+                 "/proc/self/status")
+    return f"rc={r.rc} seccomp={r.o}" + (f" err={r.e}" if r.rc else "")
 
 
 @scenario("docker run --init", expect="rc=0 out=docker-init|sleep")

@@ -1,0 +1,61 @@
+"""Every Python that pyproject.toml's classifiers list runs real containers here: a launcher
+written for it runs a container under Docker's default seccomp profile, and an exec into it.
+.ci/run also runs the lifecycle, seccomp, exec and hot-path tests through each launcher."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import pythons
+from conftest import is_pyruntime
+
+from pyruntime import launcher
+
+DOCKER_PROFILE = os.path.join(os.path.dirname(__file__), "seccomp", "docker-default.json")
+
+pytestmark = pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own interpreters")
+
+
+def test_the_classifiers_list_the_pythons_we_claim():
+    assert pythons.versions() == ["3.11", "3.12", "3.13"]
+
+
+@pytest.mark.parametrize("version", pythons.versions())
+def test_a_container_with_docker_seccomp_profile_runs_on(version, tmp_path, runtime, bundle):
+    python = pythons.interpreter(version)
+    assert python, f"Python {version} is in pyproject.toml's classifiers but not on this machine"
+    dest = str(tmp_path / f"pyruntime-{version}")
+    try:
+        launcher.write(dest, python)
+    except launcher.Unusable as e:
+        pytest.fail(f"{e} (tests/setup.sh installs the project into every listed Python)")
+    runtime.binary = dest
+    with open(DOCKER_PROFILE) as f:
+        bundle.config["linux"]["seccomp"] = json.load(f)
+    bundle.config["process"]["args"] = ["sleep", "30"]
+    bundle.write()
+    cid = runtime.create(bundle)
+    runtime("start", cid)
+    status = runtime("exec", cid, "cat", "/proc/self/status").stdout
+    assert "\nSeccomp:\t2\n" in status  # the filter holds in the exec'd process
+    assert runtime.state(cid)["status"] == "running"
+    runtime("delete", "--force", cid)
+
+
+def test_the_seccomp_cache_key_is_the_same_on_every_python():
+    """Whichever interpreter (and so whichever hash and JSON module) computed it."""
+    code = (f"import sys; sys.path.insert(0, {launcher.PACKAGE_PARENT!r}); "
+            "from pyruntime import seccomp; import json; "
+            f"print(seccomp._cache_path('/c', json.load(open({DOCKER_PROFILE!r}))))")
+    keys = {v: subprocess.run([pythons.interpreter(v), "-IS", "-c", code], capture_output=True,
+                              text=True, timeout=60, check=True).stdout
+            for v in pythons.versions()}
+    assert len(set(keys.values())) == 1, keys
+
+
+def test_the_interpreter_running_the_tests_is_a_listed_one():
+    assert "%d.%d" % sys.version_info[:2] in pythons.versions()
