@@ -234,8 +234,13 @@ def load(bundle: str) -> Config:
 
 
 # Refused rather than ignored (see coverage.py): pyruntime does not implement them yet.
-_UNIMPLEMENTED = (("linux", "netDevices"), ("linux", "intelRdt"), ("linux", "memoryPolicy"))
+_UNIMPLEMENTED = (("linux", "netDevices"), ("linux", "memoryPolicy"))
 _NOT_YET = "is not supported by pyruntime yet"
+
+
+def resctrl_mounted() -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(" - resctrl " in line for line in f)
 
 
 def parse(raw, bundle: str) -> Config:
@@ -271,6 +276,12 @@ def parse(raw, bundle: str) -> Config:
     for section, key in _UNIMPLEMENTED:
         if (raw.get(section) or {}).get(key) is not None:
             raise ConfigError(f"{section}.{key}", raw[section][key], _NOT_YET)
+    rdt = (raw.get("linux") or {}).get("intelRdt")
+    if rdt is not None:
+        if not resctrl_mounted():  # config-linux.md: the runtime MUST generate an error
+            raise ConfigError("linux.intelRdt", rdt, "cannot be applied: no resctrl filesystem "
+                              "is mounted on this host")
+        raise ConfigError("linux.intelRdt", rdt, _NOT_YET)
     from .rootfs import check_options  # create imports rootfs anyway
     for m in cfg.mounts:
         check_options(m)

@@ -184,7 +184,8 @@ FIELDS: dict[str, tuple] = {
     "linux.resources.rdma.*.hcaHandles": (APPLIED, "cgroups/v1.set_rdma"),
     "linux.resources.rdma.*.hcaObjects": (APPLIED, "cgroups/v1.set_rdma"),
     "linux.resources.unified": (APPLIED, "cgroups/v2.set_unified (refused without cgroup2)"),
-    "linux.intelRdt": (REFUSED, "config.py: resctrl support not implemented"),
+    "linux.intelRdt": (REFUSED, "config.py: an error where no resctrl is mounted (the spec "
+                       "says MUST), and not implemented where it is"),
     "linux.intelRdt.closID": (REFUSED, "with linux.intelRdt"),
     "linux.intelRdt.schemata": (REFUSED, "with linux.intelRdt"),
     "linux.intelRdt.l3CacheSchema": (REFUSED, "with linux.intelRdt"),

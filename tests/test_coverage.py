@@ -143,11 +143,11 @@ def test_features_follow_the_table(runtime):
 
 
 @pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own features")
-def test_checkpoint_is_advertised_only_when_it_works(runtime):
+def test_checkpoint_is_advertised_only_when_it_works(runtime, tmp_path):
     from pyruntime.commands import checkpoint
     feats = json.loads(runtime("features").stdout)
     enabled = feats["annotations"]["org.opencontainers.runc.checkpoint.enabled"]
-    criu_ok = subprocess.run(["sh", "-c", "criu check"], capture_output=True).returncode == 0
+    criu_ok = subprocess.run(["criu", "check"], capture_output=True, cwd=tmp_path).returncode == 0
     assert enabled == str(checkpoint.IMPLEMENTED and criu_ok).lower()
     if enabled == "false":
         return
@@ -182,6 +182,18 @@ def test_validate_reports_what_create_refuses(runtime, bundle):
     assert "config.json is valid" not in r.stdout
     assert f'config.json: mounts[{n}].options[1]: "rrox" is not a mount option' in r.stdout
     assert "config.json: linux.intelRdt: " in r.stdout
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's error wording")
+def test_intel_rdt_without_resctrl_is_an_error(runtime, bundle):
+    from pyruntime.config import resctrl_mounted
+    if resctrl_mounted():
+        pytest.skip("this host has resctrl mounted")
+    bundle.config["linux"]["intelRdt"] = {"closID": "guaranteed", "l3CacheSchema": "L3:0=ff"}
+    bundle.write()
+    r = runtime.run(bundle, None, check=False)
+    assert_failed(r, 'config.json: linux.intelRdt: {"closID": "guaranteed", "l3CacheSchema": '
+                  '"L3:0=ff"} cannot be applied: no resctrl filesystem is mounted on this host')
 
 
 # ---------------------------------------------------------------- refused means refused
