@@ -194,6 +194,7 @@ class Linux:
     mount_label: str = ""
     personality: dict | None = None
     net_devices: dict = field(default_factory=dict)
+    memory_policy: tuple | None = None  # (mode | flags, node mask), see mempolicy.py
 
     def namespace(self, kind: str) -> Namespace | None:
         for ns in self.namespaces:
@@ -234,7 +235,7 @@ def load(bundle: str) -> Config:
 
 
 # Refused rather than ignored (see coverage.py): pyruntime does not implement them yet.
-_UNIMPLEMENTED = (("linux", "netDevices"), ("linux", "memoryPolicy"))
+_UNIMPLEMENTED = (("linux", "netDevices"),)
 _NOT_YET = "is not supported by pyruntime yet"
 
 
@@ -311,8 +312,11 @@ def parse_process(p: Reader) -> Process:
     for key in ("flags", "runtime", "deadline", "period") if sched else ():
         if sched.obj.get(key):  # sched_setattr(2) only; runc refuses SCHED_DEADLINE too
             sched.fail(key, sched.obj[key], _NOT_YET)
-    if p.obj.get("execCPUAffinity") is not None:
-        p.fail("execCPUAffinity", p.obj["execCPUAffinity"], _NOT_YET)
+    affinity = p.child("execCPUAffinity")
+    if affinity:
+        from .mempolicy import parse_list
+        affinity = {k: parse_list(affinity.string(k), affinity.at(k)) or None
+                    for k in ("initial", "final") if affinity.string(k)}
     rlimits = []
     seen = set()
     for rl in p.objects("rlimits"):
@@ -340,7 +344,7 @@ def parse_process(p: Reader) -> Process:
         selinux_label=p.string("selinuxLabel", ""),
         scheduler=p.get("scheduler", dict),
         io_priority=p.get("ioPriority", dict),
-        exec_cpu_affinity=p.get("execCPUAffinity", dict),
+        exec_cpu_affinity=affinity or None,  # {"initial"/"final": set of CPUs}
     )
 
 
@@ -435,6 +439,10 @@ def _linux(lr: Reader | None) -> Linux:
     if pers and pers.obj.get("flags"):
         pers.fail("flags", pers.obj["flags"], 'is not supported: config-linux.md says "Currently '
                   'no flag values are supported"')
+    policy = lr.get("memoryPolicy", dict)
+    if policy is not None:
+        from . import mempolicy
+        policy = mempolicy.parse(policy)
     seccomp = lr.get("seccomp", dict)
     if seccomp is not None:
         from . import seccomp as seccomp_mod
@@ -446,6 +454,7 @@ def _linux(lr: Reader | None) -> Linux:
         rootfs_propagation=prop, masked_paths=lr.strings("maskedPaths"),
         readonly_paths=lr.strings("readonlyPaths"), mount_label=lr.string("mountLabel", ""),
         personality=lr.get("personality", dict), net_devices=lr.get("netDevices", dict, {}),
+        memory_policy=policy,
     )
 
 

@@ -80,9 +80,13 @@ FIELDS: dict[str, tuple] = {
     "process.ioPriority": (APPLIED, "process.set_scheduling (ioprio_set)"),
     "process.ioPriority.class": (APPLIED, "process.set_scheduling"),
     "process.ioPriority.priority": (APPLIED, "process.set_scheduling"),
-    "process.execCPUAffinity": (REFUSED, "config.py: not implemented"),
-    "process.execCPUAffinity.initial": (REFUSED, "with process.execCPUAffinity"),
-    "process.execCPUAffinity.final": (REFUSED, "with process.execCPUAffinity"),
+    "process.execCPUAffinity": (
+        APPLIED, "exec.py, for `exec` only: config.md says \"This setting is not applicable to "
+        "the container's init process\""),
+    "process.execCPUAffinity.initial": (
+        APPLIED, "exec.exec_process: the exec'd child's, before it joins the cgroup"),
+    "process.execCPUAffinity.final": (
+        APPLIED, "exec._finish: after the cgroup, before execve"),
     "hostname": (APPLIED, "init.py (sethostname; needs a uts namespace)"),
     "domainname": (APPLIED, "init.py (setdomainname; needs a uts namespace)"),
     "hooks": (APPLIED, "hooks.py"),
@@ -193,10 +197,10 @@ FIELDS: dict[str, tuple] = {
     "linux.intelRdt.enableMonitoring": (REFUSED, "with linux.intelRdt"),
     "linux.intelRdt.enableCMT": (REFUSED, "with linux.intelRdt"),
     "linux.intelRdt.enableMBM": (REFUSED, "with linux.intelRdt"),
-    "linux.memoryPolicy": (REFUSED, "config.py: not implemented"),
-    "linux.memoryPolicy.mode": (REFUSED, "with linux.memoryPolicy"),
-    "linux.memoryPolicy.nodes": (REFUSED, "with linux.memoryPolicy"),
-    "linux.memoryPolicy.flags": (REFUSED, "with linux.memoryPolicy"),
+    "linux.memoryPolicy": (APPLIED, "mempolicy.py: set_mempolicy(2) in the init before execve"),
+    "linux.memoryPolicy.mode": (APPLIED, "mempolicy.py"),
+    "linux.memoryPolicy.nodes": (APPLIED, "mempolicy.py"),
+    "linux.memoryPolicy.flags": (APPLIED, "mempolicy.py"),
     "linux.sysctl": (APPLIED, "init.write_sysctl (only namespaced ones)"),
     "linux.seccomp": (APPLIED, "seccomp.py (libseccomp, loaded last)"),
     "linux.seccomp.defaultAction": (APPLIED, "seccomp.py"),

@@ -254,8 +254,10 @@ def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: in
 
 
 def set_mempolicy(mode: int, nodemask: int, maxnode: int) -> None:
+    """`nodemask` is a Python int, one bit per node; `maxnode` bits of it are passed."""
     words = max(1, (maxnode + 63) // 64)
     mask = (ctypes.c_ulong * words)(*[(nodemask >> (64 * i)) & (2**64 - 1) for i in range(words)])
+    # the kernel reads maxnode - 1 bits
     _check(_libc.syscall(nr("set_mempolicy"), ctypes.c_int(mode), mask if nodemask else None,
-                         ctypes.c_ulong(maxnode if nodemask else 0)),
+                         ctypes.c_ulong(words * 64 + 1 if nodemask else 0)),
            "set_mempolicy", hex(mode), hex(nodemask))

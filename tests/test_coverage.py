@@ -231,10 +231,8 @@ REFUSED_SAMPLES = {
     "process.scheduler.runtime": _sched("runtime", 1000),
     "process.scheduler.deadline": _sched("deadline", 1000),
     "process.scheduler.period": _sched("period", 1000),
-    "process.execCPUAffinity": _set("process", "execCPUAffinity", {"initial": "0"}),
     "linux.netDevices": _set("linux", "netDevices", {"eth9": {"name": "eth0"}}),
     "linux.intelRdt": _set("linux", "intelRdt", {"closID": "guaranteed"}),
-    "linux.memoryPolicy": _set("linux", "memoryPolicy", {"mode": "MPOL_BIND", "nodes": "0"}),
     "linux.personality.flags": lambda b: _set("linux", "personality", {
         "domain": "LINUX", "flags": ["ADDR_NO_RANDOMIZE"]})(b) + ".flags",
     "linux.resources.network": lambda b: _set("linux", "resources", {
