@@ -150,6 +150,7 @@ class Mount:
     uid_mappings: list[dict] = field(default_factory=list)
     gid_mappings: list[dict] = field(default_factory=list)
     path: str = ""  # JSON path, for messages
+    idmap_fd: int = -1  # the idmapped detached tree `create` made for the init (mountattr.py)
 
 
 @record

@@ -102,6 +102,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     console_sock = None
     fifo_fd = -1
     try:
+        _open_idmapped(cfg, bundle)
         if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
             listener = seccomp.connect_listener(linux.seccomp["listenerPath"])
         if cfg.process and cfg.process.terminal and console is not None:
@@ -129,6 +130,10 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     finally:
         for _, fd in ns_fds:
             os.close(fd)
+        for m in cfg.mounts:  # the init has its copies
+            if m.idmap_fd >= 0:
+                os.close(m.idmap_fd)
+                m.idmap_fd = -1
         if fifo_fd >= 0:
             os.close(fifo_fd)
         if listener is not None:
@@ -175,6 +180,15 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         raise
     finally:
         parent_sock.close()
+
+
+def _open_idmapped(cfg, bundle: str) -> None:
+    """Idmapped mounts are made here, on the host, for the init to move into place."""
+    from . import mountattr
+    for m in cfg.mounts:
+        if mountattr.wants_idmap(m):
+            source = m.source if os.path.isabs(m.source) else os.path.join(bundle, m.source)
+            m.idmap_fd = mountattr.open_idmapped(m, source, cfg.linux)
 
 
 # What every container may use whatever its config says (runc's AllowedDevices): mknod of

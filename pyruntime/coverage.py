@@ -32,14 +32,17 @@ FIELDS: dict[str, tuple] = {
     "mounts[].source": (APPLIED, "rootfs.mount_one"),
     "mounts[].type": (APPLIED, "rootfs.mount_one (bind, cgroup and any kernel filesystem)"),
     "mounts[].options": (APPLIED, "rootfs.parse_options and mountattr.py; see MOUNT_OPTIONS"),
-    "mounts[].uidMappings": (REFUSED, "rootfs.check_options: idmapped mounts not implemented"),
-    "mounts[].uidMappings[].containerID": (REFUSED, "with mounts[].uidMappings"),
-    "mounts[].uidMappings[].hostID": (REFUSED, "with mounts[].uidMappings"),
-    "mounts[].uidMappings[].size": (REFUSED, "with mounts[].uidMappings"),
-    "mounts[].gidMappings": (REFUSED, "rootfs.check_options: idmapped mounts not implemented"),
-    "mounts[].gidMappings[].containerID": (REFUSED, "with mounts[].gidMappings"),
-    "mounts[].gidMappings[].hostID": (REFUSED, "with mounts[].gidMappings"),
-    "mounts[].gidMappings[].size": (REFUSED, "with mounts[].gidMappings"),
+    "mounts[].uidMappings": (
+        APPLIED, "mountattr.open_idmapped: open_tree + mount_setattr(MOUNT_ATTR_IDMAP) in "
+        "create, moved into place by the init", "mount_setattr", REFUSED),
+    "mounts[].uidMappings[].containerID": (APPLIED, "mountattr.open_idmapped"),
+    "mounts[].uidMappings[].hostID": (APPLIED, "mountattr.open_idmapped"),
+    "mounts[].uidMappings[].size": (APPLIED, "mountattr.open_idmapped"),
+    "mounts[].gidMappings": (
+        APPLIED, "mountattr.open_idmapped", "mount_setattr", REFUSED),
+    "mounts[].gidMappings[].containerID": (APPLIED, "mountattr.open_idmapped"),
+    "mounts[].gidMappings[].hostID": (APPLIED, "mountattr.open_idmapped"),
+    "mounts[].gidMappings[].size": (APPLIED, "mountattr.open_idmapped"),
     "process": (APPLIED, "init.py (absent: the init waits for start and exits)"),
     "process.terminal": (APPLIED, "init.setup_terminal, console.py"),
     "process.consoleSize": (APPLIED, "console.set_size"),
@@ -264,8 +267,9 @@ MOUNT_OPTIONS: dict[str, tuple] = {
         "rsymfollow", "rnoatime", "ratime", "rrelatime", "rnorelatime", "rstrictatime",
         "rnostrictatime", "rnodiratime", "rdiratime")},
     "tmpcopyup": (APPLIED, "mountattr.copy_up (tmpfs only; refused elsewhere)"),
-    "idmap": (REFUSED, "rootfs.check_options: idmapped mounts not implemented"),
-    "ridmap": (REFUSED, "rootfs.check_options: idmapped mounts not implemented"),
+    "idmap": (APPLIED, "mountattr.open_idmapped (the top mount)", "mount_setattr", REFUSED),
+    "ridmap": (APPLIED, "mountattr.open_idmapped (with every submount)", "mount_setattr",
+               REFUSED),
     "x-*": (IGNORED, "mount(8): x-* options are for userspace applications, never the kernel"),
 }
 

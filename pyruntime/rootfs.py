@@ -38,7 +38,7 @@ PROPAGATION = {
     "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
 # Options applied apart from mount(2)'s flags (mountattr.py).
-_SPECIAL = {"tmpcopyup"}
+_SPECIAL = {"tmpcopyup", "idmap", "ridmap"}
 
 DEFAULT_DEVICES = [  # name, major, minor
     ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
@@ -76,7 +76,7 @@ def parse_options(options: list[str]) -> tuple[int, int, list[str]]:
 
 def check_options(m) -> None:
     """Refuse what the runtime would not apply: an option unknown to a bind or cgroup mount
-    (whose data the kernel never reads), and tmpcopyup off a tmpfs. A new filesystem's other
+    (whose data the kernel never reads), tmpcopyup off a tmpfs, idmaps off a bind. A new filesystem's other
     options are its data: the kernel checks those."""
     data_unused = m.type in ("bind", "cgroup", "cgroup2") or "bind" in m.options \
         or "rbind" in m.options
@@ -89,14 +89,14 @@ def check_options(m) -> None:
                 raise ConfigError(f"{m.path}.options[{i}]", opt, "needs a tmpfs mount")
             continue
         if opt in ("idmap", "ridmap"):
-            raise ConfigError(f"{m.path}.options[{i}]", opt, "is not supported by pyruntime yet")
+            if not data_unused or m.type in ("cgroup", "cgroup2"):
+                raise ConfigError(f"{m.path}.options[{i}]", opt, "needs a bind mount")
+            continue
         if data_unused or "=" not in opt and opt.startswith("r") and opt[1:] in _FLAGS:
             raise ConfigError(f"{m.path}.options[{i}]", opt, "is not a mount option")
-    for key in ("uid_mappings", "gid_mappings"):
-        if getattr(m, key):
-            name = "uidMappings" if key == "uid_mappings" else "gidMappings"
-            raise ConfigError(f"{m.path}.{name}", getattr(m, key),
-                              "(idmapped mounts) is not supported by pyruntime yet")
+    if (m.uid_mappings or m.gid_mappings) and not data_unused:
+        raise ConfigError(f"{m.path}.uidMappings", m.uid_mappings or m.gid_mappings,
+                          "needs a bind mount (idmapped mounts are binds)")
 
 
 def fdpath(fd: int) -> str:
@@ -195,8 +195,11 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
         if not os.path.isabs(source):
             source = os.path.join(bundle, source)
         try:
-            src_is_dir = os.path.isdir(source)
-            os.stat(source)
+            if m.idmap_fd >= 0:  # opened by create: the init may not reach the source
+                src_is_dir = stat.S_ISDIR(os.fstat(m.idmap_fd).st_mode)
+            else:
+                src_is_dir = os.path.isdir(source)
+                os.stat(source)
         except OSError as e:
             raise RuntimeFailure(f"{m.path}.source: {m.source!r}: {e.strerror.lower()}") from None
     else:
@@ -205,7 +208,11 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
     try:
         target = fdpath(fd)
         if is_bind:
-            sc.mount(source, target, None, sc.MS_BIND | (flags & sc.MS_REC))
+            if m.idmap_fd >= 0:
+                sc.move_mount(m.idmap_fd, "", fd, "",
+                              sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH)
+            else:
+                sc.mount(source, target, None, sc.MS_BIND | (flags & sc.MS_REC))
             remount = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
             if remount:
                 # A bind ignores the other flags: they take a remount of the new mount.

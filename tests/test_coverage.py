@@ -222,10 +222,6 @@ def _sched(key, value):
 
 # A config that uses each refused field (what refuses it is in the table's note).
 REFUSED_SAMPLES = {
-    "mounts[].uidMappings": lambda b: _mount(
-        b, uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]) + ".uidMappings",
-    "mounts[].gidMappings": lambda b: _mount(
-        b, gidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]) + ".gidMappings",
     "process.apparmorProfile": _set("process", "apparmorProfile", "docker-default"),
     "process.scheduler.flags": _sched("flags", ["SCHED_FLAG_RESET_ON_FORK"]),
     "process.scheduler.runtime": _sched("runtime", 1000),
@@ -241,8 +237,6 @@ REFUSED_SAMPLES = {
         "memory": {"swappiness": 10}})(b) + ".memory.swappiness",
     "linux.resources.memory.disableOOMKiller": lambda b: _set("linux", "resources", {
         "memory": {"disableOOMKiller": True}})(b) + ".memory.disableOOMKiller",
-    "idmap": lambda b: _mount(b, options=["rbind", "idmap"]) + ".options[1]",
-    "ridmap": lambda b: _mount(b, options=["rbind", "ridmap"]) + ".options[1]",
     "rrox": lambda b: _mount(b, options=["rbind", "rrox"]) + ".options[1]",
     "tmpcopyup on a bind": lambda b: _mount(b, options=["rbind", "tmpcopyup"]) + ".options[1]",
 }

@@ -58,9 +58,6 @@ def test_mount_options_only_what_works(features):
     opts = set(features["mountOptions"])
     assert {"ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "rprivate", "rslave",
             "strictatime", "relatime", "nosymfollow", "remount"} <= opts
-    # refused (not implemented): reporting them would make dockerd believe they take effect
-    for opt in ("idmap", "ridmap"):
-        assert opt not in opts
     from pyruntime import mountattr, rootfs
     for opt in opts:
         flags, prop, data = rootfs.parse_options([opt])
@@ -92,7 +89,6 @@ def test_unavailable_lsms_and_extensions(features):
     assert linux["apparmor"] == {"enabled": False}
     assert linux["selinux"] == {"enabled": False}
     assert linux["intelRdt"]["enabled"] is False
-    assert linux["mountExtensions"]["idmap"]["enabled"] is False
     assert linux["cgroup"]["systemd"] is True and linux["cgroup"]["systemdUser"] is False
     assert linux["cgroup"]["v1"] is True and linux["cgroup"]["v2"] is True
 
