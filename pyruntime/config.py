@@ -236,7 +236,6 @@ def load(bundle: str) -> Config:
 
 
 # Refused rather than ignored (see coverage.py): pyruntime does not implement them yet.
-_UNIMPLEMENTED = (("linux", "netDevices"),)
 _NOT_YET = "is not supported by pyruntime yet"
 
 
@@ -275,9 +274,9 @@ def parse(raw, bundle: str) -> Config:
         raw=raw,
     )
     _cross_checks(cfg, r)
-    for section, key in _UNIMPLEMENTED:
-        if (raw.get(section) or {}).get(key) is not None:
-            raise ConfigError(f"{section}.{key}", raw[section][key], _NOT_YET)
+    if cfg.linux.net_devices:
+        from . import netdev
+        cfg.linux.net_devices = netdev.check(cfg.linux.net_devices, cfg.linux)
     rdt = (raw.get("linux") or {}).get("intelRdt")
     if rdt is not None:
         if not resctrl_mounted():  # config-linux.md: the runtime MUST generate an error

@@ -166,6 +166,9 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         st.pid, st.init_start = init_pid, statemod.proc_start_time(init_pid) or 0
         st.status = "creating"
         c.save()
+        if linux.net_devices:  # before the hooks: prestart may configure them
+            from . import netdev
+            netdev.move(linux.net_devices, init_pid)
         chan.recv("hooks")
         oci = dict(c.oci_state(), status="created", pid=init_pid)
         hooks.run("prestart", cfg.hooks.get("prestart", []), oci)

@@ -111,8 +111,10 @@ FIELDS: dict[str, tuple] = {
     "linux.devices[].fileMode": (APPLIED, "rootfs.create_devices"),
     "linux.devices[].uid": (APPLIED, "rootfs.create_devices"),
     "linux.devices[].gid": (APPLIED, "rootfs.create_devices"),
-    "linux.netDevices": (REFUSED, "config.py: not implemented"),
-    "linux.netDevices.*.name": (REFUSED, "with linux.netDevices"),
+    "linux.netDevices": (
+        APPLIED, "netdev.py (pyroute2): moved into the container's network namespace by "
+        "create, with its permanent global addresses, and set up"),
+    "linux.netDevices.*.name": (APPLIED, "netdev.py: the device's name inside"),
     "linux.cgroupsPath": (APPLIED, "cgroups.manager"),
     "linux.resources": (APPLIED, _RES),
     "linux.resources.devices": (APPLIED, "cgroups/devices.py (v1 files or the v2 BPF filter)"),

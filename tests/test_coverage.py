@@ -227,7 +227,6 @@ REFUSED_SAMPLES = {
     "process.scheduler.runtime": _sched("runtime", 1000),
     "process.scheduler.deadline": _sched("deadline", 1000),
     "process.scheduler.period": _sched("period", 1000),
-    "linux.netDevices": _set("linux", "netDevices", {"eth9": {"name": "eth0"}}),
     "linux.intelRdt": _set("linux", "intelRdt", {"closID": "guaranteed"}),
     "linux.personality.flags": lambda b: _set("linux", "personality", {
         "domain": "LINUX", "flags": ["ADDR_NO_RANDOMIZE"]})(b) + ".flags",
