@@ -257,10 +257,12 @@ _REC = "mountattr.py: mount_setattr(2) with AT_RECURSIVE"
 MOUNT_OPTIONS: dict[str, tuple] = {
     **{o: (APPLIED, _FLAG) for o in (
         "defaults", "ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "sync",
-        "async", "dirsync", "remount", "mand", "nomand", "atime", "noatime", "diratime",
+        "async", "dirsync", "remount", "nomand", "atime", "noatime", "diratime",
         "nodiratime", "bind", "rbind", "relatime", "norelatime", "strictatime",
         "nostrictatime", "lazytime", "nolazytime", "nosymfollow", "symfollow", "silent",
         "loud", "iversion", "noiversion")},
+    "mand": (IGNORED, "config.md: MAY, \"Deprecated in kernel 5.15\": the kernel takes the "
+             "flag and ignores it since mandatory locking was removed"),
     **{o: (APPLIED, _PROP) for o in (
         "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable",
         "runbindable")},

@@ -230,8 +230,11 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
                          ",".join(data) or None)
                 if below >= 0:
                     _copy_up(below, root_fd, m.destination)
-            except PermissionError:
-                if m.type != "sysfs":
+            except OSError as e:
+                if e.errno == 22 and data:  # EINVAL: most likely an option the fs does not know
+                    raise RuntimeFailure(f"{m.path}.options: {','.join(data)!r}: {m.type} refused "
+                                         "these options (Invalid argument)") from None
+                if not isinstance(e, PermissionError) or m.type != "sysfs":
                     raise
                 # sysfs can't be mounted without owning the network namespace: bind the host's.
                 sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)

@@ -129,4 +129,5 @@ def test_unknown_data_option_of_a_filesystem_fails(runtime, bundle):
     bundle.config["process"]["args"] = ["true"]
     bundle.write()
     r = runtime.run(bundle, None, check=False)
-    assert_failed(r, "mounts[")
+    n = len(bundle.config["mounts"]) - 1
+    assert_failed(r, f"mounts[{n}].options: 'rrox': tmpfs refused these options")
