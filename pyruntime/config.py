@@ -196,6 +196,7 @@ class Linux:
     personality: dict | None = None
     net_devices: dict = field(default_factory=dict)
     memory_policy: tuple | None = None  # (mode | flags, node mask), see mempolicy.py
+    intel_rdt: dict | None = None
 
     def namespace(self, kind: str) -> Namespace | None:
         for ns in self.namespaces:
@@ -279,10 +280,12 @@ def parse(raw, bundle: str) -> Config:
         cfg.linux.net_devices = netdev.check(cfg.linux.net_devices, cfg.linux)
     rdt = (raw.get("linux") or {}).get("intelRdt")
     if rdt is not None:
+        if not isinstance(rdt, dict):
+            raise ConfigError("linux.intelRdt", rdt, "must be an object")
         if not resctrl_mounted():  # config-linux.md: the runtime MUST generate an error
             raise ConfigError("linux.intelRdt", rdt, "cannot be applied: no resctrl filesystem "
                               "is mounted on this host")
-        raise ConfigError("linux.intelRdt", rdt, _NOT_YET)
+        cfg.linux.intel_rdt = rdt
     from .rootfs import check_options  # create imports rootfs anyway
     for m in cfg.mounts:
         check_options(m)

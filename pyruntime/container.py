@@ -80,6 +80,7 @@ class _Cleanup:
                 self.cgroup.destroy()
             except (OSError, RuntimeFailure) as e:
                 log.warning(f"cleaning up the cgroup: {e}")
+        _remove_intel_rdt(self.c)
         self.c.remove()
 
 
@@ -169,6 +170,10 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         if linux.net_devices:  # before the hooks: prestart may configure them
             from . import netdev
             netdev.move(linux.net_devices, init_pid)
+        if linux.intel_rdt is not None:
+            from . import intelrdt
+            st.intel_rdt = intelrdt.apply(linux.intel_rdt, c.id, init_pid)
+            c.save()
         chan.recv("hooks")
         oci = dict(c.oci_state(), status="created", pid=init_pid)
         hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
@@ -390,6 +395,7 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             _destroy_processes(c, status)
         oci = dict(c.oci_state(), status="stopped")
         _destroy_cgroup(c)
+        _remove_intel_rdt(c)
         c.remove()
         hooks.run_warn("poststop", c.state.hooks.get("poststop", []), oci, log.warning)
     finally:
@@ -417,6 +423,15 @@ def _destroy_cgroup(c: Container) -> None:
         cgroups.manager_from_state(c.state.cgroup).destroy()
     except (OSError, RuntimeFailure) as e:
         log.warning(f"removing the cgroup of {c.id}: {e}")
+
+
+def _remove_intel_rdt(c: Container) -> None:
+    if c.state and c.state.intel_rdt:
+        from . import intelrdt
+        try:
+            intelrdt.remove(c.state.intel_rdt)
+        except OSError as e:
+            log.warning(f"removing the resctrl groups of {c.id}: {e.strerror}")
 
 
 def _remove_stray_dir(root: str, cid: str) -> None:

@@ -193,15 +193,20 @@ FIELDS: dict[str, tuple] = {
     "linux.resources.rdma.*.hcaHandles": (APPLIED, "cgroups/v1.set_rdma"),
     "linux.resources.rdma.*.hcaObjects": (APPLIED, "cgroups/v1.set_rdma"),
     "linux.resources.unified": (APPLIED, "cgroups/v2.set_unified (refused without cgroup2)"),
-    "linux.intelRdt": (REFUSED, "config.py: an error where no resctrl is mounted (the spec "
-                       "says MUST), and not implemented where it is"),
-    "linux.intelRdt.closID": (REFUSED, "with linux.intelRdt"),
-    "linux.intelRdt.schemata": (REFUSED, "with linux.intelRdt"),
-    "linux.intelRdt.l3CacheSchema": (REFUSED, "with linux.intelRdt"),
-    "linux.intelRdt.memBwSchema": (REFUSED, "with linux.intelRdt"),
-    "linux.intelRdt.enableMonitoring": (REFUSED, "with linux.intelRdt"),
-    "linux.intelRdt.enableCMT": (REFUSED, "with linux.intelRdt"),
-    "linux.intelRdt.enableMBM": (REFUSED, "with linux.intelRdt"),
+    "linux.intelRdt": (
+        APPLIED, "intelrdt.py: the init and exec'd processes join the resctrl groups; an error "
+        "where no resctrl is mounted (config-linux.md: the runtime MUST)", "resctrl", REFUSED),
+    "linux.intelRdt.closID": (APPLIED, "intelrdt.apply", "resctrl", REFUSED),
+    "linux.intelRdt.schemata": (APPLIED, "intelrdt.apply", "resctrl", REFUSED),
+    "linux.intelRdt.l3CacheSchema": (APPLIED, "intelrdt.apply", "resctrl", REFUSED),
+    "linux.intelRdt.memBwSchema": (APPLIED, "intelrdt.apply", "resctrl", REFUSED),
+    "linux.intelRdt.enableMonitoring": (APPLIED, "intelrdt.apply", "resctrl", REFUSED),
+    "linux.intelRdt.enableCMT": (
+        IGNORED, "config-linux.md: replaced by enableMonitoring in v1.3.0, \"there were no "
+        "known implementations\""),
+    "linux.intelRdt.enableMBM": (
+        IGNORED, "config-linux.md: replaced by enableMonitoring in v1.3.0, \"there were no "
+        "known implementations\""),
     "linux.memoryPolicy": (APPLIED, "mempolicy.py: set_mempolicy(2) in the init before execve"),
     "linux.memoryPolicy.mode": (APPLIED, "mempolicy.py"),
     "linux.memoryPolicy.nodes": (APPLIED, "mempolicy.py"),
@@ -296,7 +301,13 @@ PROBES = {
     "kmem_tcp": lambda: _exists("/sys/fs/cgroup/memory/memory.kmem.tcp.limit_in_bytes"),
     "net_cls_v1": lambda: _v1_or_ignored("net_cls/net_cls.classid"),
     "mount_setattr": _mount_setattr,
+    "resctrl": lambda: _resctrl(),
 }
+
+
+def _resctrl() -> bool:
+    from .config import resctrl_mounted
+    return resctrl_mounted()
 _probed: dict[str, bool | str] = {}
 
 

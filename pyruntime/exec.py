@@ -139,6 +139,9 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
     try:
         _set_affinity(pid, proc, "initial")
         _join_cgroup(c, pid, cgroup)
+        if c.state.intel_rdt:
+            from . import intelrdt
+            intelrdt.join(c.state.intel_rdt, pid)
         chan.send("go")
         exec_pid = chan.recv("pid")["pid"]
         os.waitpid(pid, 0)

@@ -108,7 +108,8 @@ def features() -> dict:
             "seccomp": sec,
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
-            "intelRdt": {"enabled": field_applied("linux.intelRdt")},
+            "intelRdt": {"enabled": True, "schemata": True, "monitoring": True}
+            if field_applied("linux.intelRdt") else {"enabled": False},
             "memoryPolicy": memory_policy(),
             "mountExtensions": {"idmap": {"enabled": field_applied("mounts[].uidMappings")}},
             "netDevices": {"enabled": field_applied("linux.netDevices")},
