@@ -225,11 +225,11 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
                 data = data + [context]
             below = open_in_root(root_fd, m.destination, os.O_RDONLY | os.O_DIRECTORY) \
                 if "tmpcopyup" in m.options else -1
+            # a read-only tmpcopyup tmpfs is filled first, then made read-only
+            ro_later = sc.MS_RDONLY if below >= 0 else 0
             try:
-                sc.mount(m.source or m.type, target, m.type, flags & ~sc.MS_REMOUNT,
+                sc.mount(m.source or m.type, target, m.type, flags & ~(sc.MS_REMOUNT | ro_later),
                          ",".join(data) or None)
-                if below >= 0:
-                    _copy_up(below, root_fd, m.destination)
             except OSError as e:
                 if e.errno == 22 and data:  # EINVAL: most likely an option the fs does not know
                     raise RuntimeFailure(f"{m.path}.options: {','.join(data)!r}: {m.type} refused "
@@ -239,6 +239,9 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
                 # sysfs can't be mounted without owning the network namespace: bind the host's.
                 sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
                 sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | (flags & sc.MS_RDONLY))
+            else:
+                if below >= 0:
+                    _copy_up(below, root_fd, m.destination, flags & ro_later)
             finally:
                 if below >= 0:
                     os.close(below)
@@ -261,11 +264,13 @@ def _set_recursive(m, root_fd: int) -> None:
             os.close(fd)
 
 
-def _copy_up(below: int, root_fd: int, destination: str) -> None:
+def _copy_up(below: int, root_fd: int, destination: str, rdonly: int) -> None:
     """tmpcopyup: what the target held before the tmpfs covered it (`below`) goes into it."""
     fresh = open_in_root(root_fd, destination, os.O_RDONLY | os.O_DIRECTORY)
     try:
         mountattr.copy_up(below, fresh)
+        if rdonly:
+            mountattr.apply_recursive(fresh, (sc.MOUNT_ATTR_RDONLY, 0))
     finally:
         os.close(fresh)
 

@@ -101,6 +101,14 @@ def test_tmpcopyup(runtime, bundle):
     assert (etc / "sub" / "deep").read_text() == "deep\n"  # the copy took the write
 
 
+def test_tmpcopyup_read_only(runtime, bundle):
+    bundle.config["mounts"].append({"destination": "/etc", "type": "tmpfs", "source": "tmpfs",
+                                    "options": ["tmpcopyup", "ro", "mode=755"]})
+    out = run_sh(runtime, bundle, "grep -c root /etc/passwd; touch /etc/x 2>/dev/null || "
+                 "echo read-only; stat -c %a /etc")
+    assert out.split()[1:] == ["read-only", "755"] and int(out.split()[0]) >= 1
+
+
 def test_tmpfs_without_tmpcopyup_is_empty(runtime, bundle):
     bundle.config["mounts"].append({"destination": "/etc", "type": "tmpfs", "source": "tmpfs"})
     assert run_sh(runtime, bundle, "ls -A /etc | wc -l").strip() == "0"
