@@ -37,7 +37,8 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
                         hooks={k: [asdict(h) for h in cfg.hooks.get(k, [])]
                                for k in ("poststart", "poststop") if cfg.hooks.get(k)},
                         no_pid_ns=cfg.linux.namespace("pid") is None, use_systemd=systemd_cgroup,
-                        config_process=cfg.raw.get("process") or {}, seccomp=cfg.linux.seccomp or {})
+                        config_process=cfg.raw.get("process") or {}, seccomp=cfg.linux.seccomp or {},
+                        memory_policy=list(cfg.linux.memory_policy or ()))
         c.save()
         os.mkfifo(c.fifo, 0o600)
         os.chown(c.fifo, *_root_ids(cfg.linux))  # the init reopens it as the container's root

@@ -207,7 +207,7 @@ FIELDS: dict[str, tuple] = {
     "linux.intelRdt.enableMBM": (
         IGNORED, "config-linux.md: replaced by enableMonitoring in v1.3.0, \"there were no "
         "known implementations\""),
-    "linux.memoryPolicy": (APPLIED, "mempolicy.py: set_mempolicy(2) in the init before execve"),
+    "linux.memoryPolicy": (APPLIED, "mempolicy.py: set_mempolicy(2) in the init and for exec"),
     "linux.memoryPolicy.mode": (APPLIED, "mempolicy.py"),
     "linux.memoryPolicy.nodes": (APPLIED, "mempolicy.py"),
     "linux.memoryPolicy.flags": (APPLIED, "mempolicy.py"),

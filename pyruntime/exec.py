@@ -124,6 +124,9 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
             else:
                 raise RuntimeFailure("process.terminal is true: --console-socket is required")
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if c.state.memory_policy:  # set on ourselves: the fork and the process inherit it
+            from . import mempolicy
+            mempolicy.apply(tuple(c.state.memory_policy))
         pid = os.fork()
         if pid == 0:
             parent_sock.close()

@@ -43,6 +43,7 @@ class State:
         "no_pid_ns": False,     # shares a pid ns: kill --all must walk the cgroup
         "use_systemd": False,
         "intel_rdt": {},        # intelrdt.apply()'s groups, for exec and delete
+        "memory_policy": [],    # linux.memoryPolicy as (mode | flags, node mask), for exec
         "oci_version": "1.3.0",
     }
     __slots__ = tuple(FIELDS)

@@ -28,6 +28,17 @@ def test_memory_policy_from_inside(runtime, bundle, policy, shown):
     assert first[1] == shown, first
 
 
+def test_exec_gets_the_memory_policy(runtime, bundle):
+    bundle.config["linux"]["memoryPolicy"] = {"mode": "MPOL_INTERLEAVE", "nodes": "0"}
+    bundle.config["process"]["args"] = ["sleep", "300"]
+    bundle.write()
+    cid = runtime.create(bundle)
+    runtime("start", cid)
+    out = runtime("exec", cid, "head", "-n", "1", "/proc/self/numa_maps",
+                  stdin=subprocess.DEVNULL).stdout
+    assert out.split()[1] == "interleave:0"
+
+
 def test_no_memory_policy_is_the_default(runtime, bundle):
     assert run_sh(runtime, bundle, "head -n 1 /proc/self/numa_maps").split()[1] == "default"
 
