@@ -399,10 +399,23 @@ def host_notes(config) -> list[tuple[str, str, str]]:
             out.append((here, kind, note))
     for i, m in enumerate(config.get("mounts") or []):
         opts = m.get("options") if isinstance(m, dict) else None
-        for j, opt in enumerate(opts if isinstance(opts, list) else []):
+        opts = opts if isinstance(opts, list) else []
+        bind = m.get("type") == "bind" or "bind" in opts or "rbind" in opts
+        for j, opt in enumerate(opts):
             row = mount_option_row(opt) if isinstance(opt, str) else None
+            if bind and opt in SUPERBLOCK_OPTIONS:
+                row = _ON_A_BIND
             if row is not None:
                 kind, note = effective(row)
                 if kind != APPLIED:
                     out.append((f"mounts[{i}].options[{j}]", kind, note))
     return out
+
+
+# Flags of the filesystem itself, not of one mount: a bind shares its source's superblock, and
+# the kernel ignores these in the bind remount that applies the others.
+SUPERBLOCK_OPTIONS = {"sync", "async", "dirsync", "lazytime", "nolazytime", "iversion",
+                      "noiversion", "mand", "nomand", "silent", "loud"}
+_ON_A_BIND = (IGNORED, "a bind mount shares its source's superblock: the kernel ignores "
+              "filesystem flags in the bind remount (mount(8): bind mounts take per-mount "
+              "flags only)")

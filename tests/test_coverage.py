@@ -117,12 +117,14 @@ def test_host_notes_name_each_field_once():
            "windows": {"layerFolders": ["a"]},
            "linux": {"resources": {"memory": {"kernel": 5}}, "intelRdt": {"closID": "a"},
                      "sysctl": {"whatever.key": "1"}},
-           "mounts": [{"destination": "/x", "options": ["rbind", "x-mine", "ro"]}],
+           "mounts": [{"destination": "/x", "options": ["rbind", "x-mine", "ro", "sync"]},
+                      {"destination": "/y", "type": "tmpfs", "options": ["sync"]}],
            "custom": {"a": 1}}
     notes = {path: kind for path, kind, _ in coverage.host_notes(cfg)}
     assert notes == {"process.commandLine": IGNORED, "windows": IGNORED,
                      "linux.resources.memory.kernel": IGNORED, "linux.intelRdt": REFUSED,
-                     "mounts[0].options[1]": IGNORED, "custom": IGNORED}
+                     "mounts[0].options[1]": IGNORED, "mounts[0].options[3]": IGNORED,
+                     "custom": IGNORED}
 
 
 # ---------------------------------------------------------------- features and validate
