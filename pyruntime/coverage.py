@@ -113,7 +113,7 @@ FIELDS: dict[str, tuple] = {
     "linux.devices[].gid": (APPLIED, "rootfs.create_devices"),
     "linux.netDevices": (
         APPLIED, "netdev.py (pyroute2): moved into the container's network namespace by "
-        "create, with its permanent global addresses, and set up"),
+        "create, with its permanent global addresses, and set up", "pyroute2", REFUSED),
     "linux.netDevices.*.name": (APPLIED, "netdev.py: the device's name inside"),
     "linux.cgroupsPath": (APPLIED, "cgroups.manager"),
     "linux.resources": (APPLIED, _RES),
@@ -207,7 +207,8 @@ FIELDS: dict[str, tuple] = {
     "linux.intelRdt.enableMBM": (
         IGNORED, "config-linux.md: replaced by enableMonitoring in v1.3.0, \"there were no "
         "known implementations\""),
-    "linux.memoryPolicy": (APPLIED, "mempolicy.py: set_mempolicy(2) in the init and for exec"),
+    "linux.memoryPolicy": (APPLIED, "mempolicy.py: set_mempolicy(2) in the init and for exec",
+                           "numa", REFUSED),
     "linux.memoryPolicy.mode": (APPLIED, "mempolicy.py"),
     "linux.memoryPolicy.nodes": (APPLIED, "mempolicy.py"),
     "linux.memoryPolicy.flags": (APPLIED, "mempolicy.py"),
@@ -302,7 +303,14 @@ PROBES = {
     "net_cls_v1": lambda: _v1_or_ignored("net_cls/net_cls.classid"),
     "mount_setattr": _mount_setattr,
     "resctrl": lambda: _resctrl(),
+    "numa": lambda: _exists("/sys/devices/system/node/online"),
+    "pyroute2": lambda: _importable("pyroute2"),
 }
+
+
+def _importable(name: str) -> bool:
+    from importlib.util import find_spec
+    return find_spec(name) is not None
 
 
 def _resctrl() -> bool:

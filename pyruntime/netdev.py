@@ -46,8 +46,12 @@ def _valid_name(name: str) -> bool:
 
 def move(devices: dict[str, str], pid: int) -> None:
     """Move each device into the network namespace of process `pid`."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+    except ImportError:
+        raise RuntimeFailure("linux.netDevices: needs the pyroute2 package, which is not "
+                             "installed") from None
     with IPRoute() as ip:
         for host, name in devices.items():
             where = f"linux.netDevices[{host!r}]"
