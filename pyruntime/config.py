@@ -150,6 +150,7 @@ class Mount:
     uid_mappings: list[dict] = field(default_factory=list)
     gid_mappings: list[dict] = field(default_factory=list)
     path: str = ""  # JSON path, for messages
+    idmap_fd: int = -1  # the idmapped detached tree `create` made for the init (mountattr.py)
 
 
 @record
@@ -194,6 +195,8 @@ class Linux:
     mount_label: str = ""
     personality: dict | None = None
     net_devices: dict = field(default_factory=dict)
+    memory_policy: tuple | None = None  # (mode | flags, node mask), see mempolicy.py
+    intel_rdt: dict | None = None
 
     def namespace(self, kind: str) -> Namespace | None:
         for ns in self.namespaces:
@@ -233,6 +236,15 @@ def load(bundle: str) -> Config:
     return parse(raw, bundle)
 
 
+# Refused rather than ignored (see coverage.py): pyruntime does not implement them yet.
+_NOT_YET = "is not supported by pyruntime yet"
+
+
+def resctrl_mounted() -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(" - resctrl " in line for line in f)
+
+
 def parse(raw, bundle: str) -> Config:
     r = Reader(raw, "")
     version = r.string("ociVersion", required=True)
@@ -263,6 +275,20 @@ def parse(raw, bundle: str) -> Config:
         raw=raw,
     )
     _cross_checks(cfg, r)
+    if cfg.linux.net_devices:
+        from . import netdev
+        cfg.linux.net_devices = netdev.check(cfg.linux.net_devices, cfg.linux)
+    rdt = (raw.get("linux") or {}).get("intelRdt")
+    if rdt is not None:
+        if not isinstance(rdt, dict):
+            raise ConfigError("linux.intelRdt", rdt, "must be an object")
+        if not resctrl_mounted():  # config-linux.md: the runtime MUST generate an error
+            raise ConfigError("linux.intelRdt", rdt, "cannot be applied: no resctrl filesystem "
+                              "is mounted on this host")
+        cfg.linux.intel_rdt = rdt
+    from .rootfs import check_options  # create imports rootfs anyway
+    for m in cfg.mounts:
+        check_options(m)
     return cfg
 
 
@@ -285,6 +311,15 @@ def parse_process(p: Reader) -> Process:
                     additional_gids=[_uint(u, "additionalGids", i, g)
                                      for i, g in enumerate(u.get("additionalGids", list, []))])
     caps = p.child("capabilities")
+    sched = p.child("scheduler")
+    for key in ("flags", "runtime", "deadline", "period") if sched else ():
+        if sched.obj.get(key):  # sched_setattr(2) only; runc refuses SCHED_DEADLINE too
+            sched.fail(key, sched.obj[key], _NOT_YET)
+    affinity = p.child("execCPUAffinity")
+    if affinity:
+        from .mempolicy import parse_list
+        affinity = {k: parse_list(affinity.string(k), affinity.at(k)) or None
+                    for k in ("initial", "final") if affinity.string(k)}
     rlimits = []
     seen = set()
     for rl in p.objects("rlimits"):
@@ -312,7 +347,7 @@ def parse_process(p: Reader) -> Process:
         selinux_label=p.string("selinuxLabel", ""),
         scheduler=p.get("scheduler", dict),
         io_priority=p.get("ioPriority", dict),
-        exec_cpu_affinity=p.get("execCPUAffinity", dict),
+        exec_cpu_affinity=affinity or None,  # {"initial"/"final": set of CPUs}
     )
 
 
@@ -403,6 +438,14 @@ def _linux(lr: Reader | None) -> Linux:
             maps.append({k: mr.integer(k, required=True, lo=0, hi=UINT32)
                          for k in ("containerID", "hostID", "size")})
         idmaps[key] = maps
+    pers = lr.child("personality")
+    if pers and pers.obj.get("flags"):
+        pers.fail("flags", pers.obj["flags"], 'is not supported: config-linux.md says "Currently '
+                  'no flag values are supported"')
+    policy = lr.get("memoryPolicy", dict)
+    if policy is not None:
+        from . import mempolicy
+        policy = mempolicy.parse(policy)
     seccomp = lr.get("seccomp", dict)
     if seccomp is not None:
         from . import seccomp as seccomp_mod
@@ -414,6 +457,7 @@ def _linux(lr: Reader | None) -> Linux:
         rootfs_propagation=prop, masked_paths=lr.strings("maskedPaths"),
         readonly_paths=lr.strings("readonlyPaths"), mount_label=lr.string("mountLabel", ""),
         personality=lr.get("personality", dict), net_devices=lr.get("netDevices", dict, {}),
+        memory_policy=policy,
     )
 
 

@@ -36,7 +36,8 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
                         hooks={k: [asdict(h) for h in cfg.hooks.get(k, [])]
                                for k in ("poststart", "poststop") if cfg.hooks.get(k)},
                         no_pid_ns=cfg.linux.namespace("pid") is None, use_systemd=systemd_cgroup,
-                        config_process=cfg.raw.get("process") or {}, seccomp=cfg.linux.seccomp or {})
+                        config_process=cfg.raw.get("process") or {}, seccomp=cfg.linux.seccomp or {},
+                        memory_policy=list(cfg.linux.memory_policy or ()))
         c.save()
         os.mkfifo(c.fifo, 0o600)
         os.chown(c.fifo, *_root_ids(cfg.linux))  # the init reopens it as the container's root
@@ -79,6 +80,7 @@ class _Cleanup:
                 self.cgroup.destroy()
             except (OSError, RuntimeFailure) as e:
                 log.warning(f"cleaning up the cgroup: {e}")
+        _remove_intel_rdt(self.c)
         self.c.remove()
 
 
@@ -101,6 +103,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     console_sock = None
     fifo_fd = -1
     try:
+        _open_idmapped(cfg, bundle)
         if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
             listener = seccomp.connect_listener(linux.seccomp["listenerPath"])
         if cfg.process and cfg.process.terminal and console is not None:
@@ -128,6 +131,10 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     finally:
         for _, fd in ns_fds:
             os.close(fd)
+        for m in cfg.mounts:  # the init has its copies
+            if m.idmap_fd >= 0:
+                os.close(m.idmap_fd)
+                m.idmap_fd = -1
         if fifo_fd >= 0:
             os.close(fifo_fd)
         if listener is not None:
@@ -160,6 +167,13 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         st.pid, st.init_start = init_pid, statemod.proc_start_time(init_pid) or 0
         st.status = "creating"
         c.save()
+        if linux.net_devices:  # before the hooks: prestart may configure them
+            from . import netdev
+            netdev.move(linux.net_devices, init_pid)
+        if linux.intel_rdt is not None:
+            from . import intelrdt
+            st.intel_rdt = intelrdt.apply(linux.intel_rdt, c.id, init_pid)
+            c.save()
         chan.recv("hooks")
         oci = dict(c.oci_state(), status="created", pid=init_pid)
         hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
@@ -174,6 +188,15 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         raise
     finally:
         parent_sock.close()
+
+
+def _open_idmapped(cfg, bundle: str) -> None:
+    """Idmapped mounts are made here, on the host, for the init to move into place."""
+    from . import mountattr
+    for m in cfg.mounts:
+        if mountattr.wants_idmap(m):
+            source = m.source if os.path.isabs(m.source) else os.path.join(bundle, m.source)
+            m.idmap_fd = mountattr.open_idmapped(m, source, cfg.linux)
 
 
 # What every container may use whatever its config says (runc's AllowedDevices): mknod of
@@ -372,6 +395,7 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             _destroy_processes(c, status)
         oci = dict(c.oci_state(), status="stopped")
         _destroy_cgroup(c)
+        _remove_intel_rdt(c)
         c.remove()
         hooks.run_warn("poststop", c.state.hooks.get("poststop", []), oci, log.warning)
     finally:
@@ -399,6 +423,15 @@ def _destroy_cgroup(c: Container) -> None:
         cgroups.manager_from_state(c.state.cgroup).destroy()
     except (OSError, RuntimeFailure) as e:
         log.warning(f"removing the cgroup of {c.id}: {e}")
+
+
+def _remove_intel_rdt(c: Container) -> None:
+    if c.state and c.state.intel_rdt:
+        from . import intelrdt
+        try:
+            intelrdt.remove(c.state.intel_rdt)
+        except OSError as e:
+            log.warning(f"removing the resctrl groups of {c.id}: {e.strerror}")
 
 
 def _remove_stray_dir(root: str, cid: str) -> None:

@@ -125,6 +125,9 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
             else:
                 raise RuntimeFailure("process.terminal is true: --console-socket is required")
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if c.state.memory_policy:  # set on ourselves: the fork and the process inherit it
+            from . import mempolicy
+            mempolicy.apply(tuple(c.state.memory_policy))
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
@@ -138,7 +141,11 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
     child_sock.close()
     chan = Channel(parent_sock)
     try:
+        _set_affinity(pid, proc, "initial")
         _join_cgroup(c, pid, cgroup)
+        if c.state.intel_rdt:
+            from . import intelrdt
+            intelrdt.join(c.state.intel_rdt, pid)
         chan.send("go")
         exec_pid = chan.recv("pid")["pid"]
         os.waitpid(pid, 0)
@@ -159,6 +166,18 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         from .container import write_pid_file
         write_pid_file(pid_file, exec_pid)
     return exec_pid
+
+
+def _set_affinity(pid: int, proc, which: str) -> None:
+    """process.execCPUAffinity: `initial` for the time before the cgroup move (which may reset
+    it to the cgroup's cpuset), `final` for the process itself."""
+    cpus = (proc.exec_cpu_affinity or {}).get(which)
+    if cpus:
+        try:
+            os.sched_setaffinity(pid, cpus)
+        except OSError as e:
+            raise RuntimeFailure(f"process.execCPUAffinity.{which}: {e.strerror} (CPUs "
+                                 f"{sorted(cpus)} not available?)") from None
 
 
 def _maybe_seal(c: Container, init_pid: int) -> None:
@@ -232,6 +251,7 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -
         path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
         process.set_oom_score_adj(proc.oom_score_adj)
         process.set_scheduling(proc)
+        _set_affinity(0, proc, "final")
         process.finalize_and_exec(
             proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
             preserve_fds=preserve_fds, keep=(chan.sock.fileno(),), report_fd=chan.sock.fileno(),

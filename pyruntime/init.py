@@ -144,6 +144,9 @@ def _init(chan: Channel, a: InitArgs) -> None:
     rootfs.readonly_paths(linux.readonly_paths)
     rootfs.mask_paths(linux.masked_paths)
     process.set_personality(linux.personality)
+    if linux.memory_policy:
+        from . import mempolicy
+        mempolicy.apply(linux.memory_policy)
     if not a.no_new_keyring:
         try:
             sc.join_session_keyring(f"_ses.{a.container_id}")

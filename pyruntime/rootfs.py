@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import stat
 
-from . import lsm, syscalls as sc
-from .errors import RuntimeFailure
+from . import lsm, mountattr, syscalls as sc
+from .errors import ConfigError, RuntimeFailure
 
 _IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
 
@@ -29,6 +29,7 @@ _FLAGS = {
     "lazytime": (0, sc.MS_LAZYTIME), "nolazytime": (sc.MS_LAZYTIME, 0),
     "nosymfollow": (0, sc.MS_NOSYMFOLLOW), "symfollow": (sc.MS_NOSYMFOLLOW, 0),
     "silent": (0, sc.MS_SILENT), "loud": (sc.MS_SILENT, 0),
+    "iversion": (0, sc.MS_I_VERSION), "noiversion": (sc.MS_I_VERSION, 0),
 }
 PROPAGATION = {
     "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
@@ -36,8 +37,8 @@ PROPAGATION = {
     "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
     "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
-# Options that only runc-style tools use and that mean nothing to the kernel.
-_IGNORED = {"tmpcopyup", "rro", "rrw", "rnosuid", "rnodev", "rnoexec", "idmap", "ridmap", "x-"}
+# Options applied apart from mount(2)'s flags (mountattr.py).
+_SPECIAL = {"tmpcopyup", "idmap", "ridmap"}
 
 DEFAULT_DEVICES = [  # name, major, minor
     ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
@@ -66,11 +67,36 @@ def parse_options(options: list[str]) -> tuple[int, int, list[str]]:
             flags = (flags & ~clear) | set_
         elif opt in PROPAGATION:
             prop |= PROPAGATION[opt]
-        elif opt in _IGNORED or opt.startswith("x-"):
-            continue
+        elif opt in mountattr.RECURSIVE or opt in _SPECIAL or opt.startswith("x-"):
+            continue  # x-*: mount(8) keeps these for userspace tools, the kernel never sees them
         else:
             data.append(opt)
     return flags, prop, data
+
+
+def check_options(m) -> None:
+    """Refuse what the runtime would not apply: an option unknown to a bind or cgroup mount
+    (whose data the kernel never reads), tmpcopyup off a tmpfs, idmaps off a bind. A new filesystem's other
+    options are its data: the kernel checks those."""
+    data_unused = m.type in ("bind", "cgroup", "cgroup2") or "bind" in m.options \
+        or "rbind" in m.options
+    for i, opt in enumerate(m.options):
+        if opt in _FLAGS or opt in PROPAGATION or opt in mountattr.RECURSIVE or \
+                opt.startswith("x-"):
+            continue
+        if opt == "tmpcopyup":
+            if m.type != "tmpfs":
+                raise ConfigError(f"{m.path}.options[{i}]", opt, "needs a tmpfs mount")
+            continue
+        if opt in ("idmap", "ridmap"):
+            if not data_unused or m.type in ("cgroup", "cgroup2"):
+                raise ConfigError(f"{m.path}.options[{i}]", opt, "needs a bind mount")
+            continue
+        if data_unused or "=" not in opt and opt.startswith("r") and opt[1:] in _FLAGS:
+            raise ConfigError(f"{m.path}.options[{i}]", opt, "is not a mount option")
+    if (m.uid_mappings or m.gid_mappings) and not data_unused:
+        raise ConfigError(f"{m.path}.uidMappings", m.uid_mappings or m.gid_mappings,
+                          "needs a bind mount (idmapped mounts are binds)")
 
 
 def fdpath(fd: int) -> str:
@@ -160,7 +186,8 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
               mount_label: str = "") -> None:
     flags, prop, data = parse_options(m.options)
     if m.type in ("cgroup", "cgroup2"):
-        return mount_cgroup(m, root_fd, flags, cgroup_paths, cgroup_mode)
+        mount_cgroup(m, root_fd, flags, cgroup_paths, cgroup_mode)
+        return _set_recursive(m, root_fd)
     is_bind = bool(flags & sc.MS_BIND) or m.type == "bind"
     source = m.source
     if is_bind:
@@ -168,8 +195,11 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
         if not os.path.isabs(source):
             source = os.path.join(bundle, source)
         try:
-            src_is_dir = os.path.isdir(source)
-            os.stat(source)
+            if m.idmap_fd >= 0:  # opened by create: the init may not reach the source
+                src_is_dir = stat.S_ISDIR(os.fstat(m.idmap_fd).st_mode)
+            else:
+                src_is_dir = os.path.isdir(source)
+                os.stat(source)
         except OSError as e:
             raise RuntimeFailure(f"{m.path}.source: {m.source!r}: {e.strerror.lower()}") from None
     else:
@@ -178,7 +208,11 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
     try:
         target = fdpath(fd)
         if is_bind:
-            sc.mount(source, target, None, sc.MS_BIND | (flags & sc.MS_REC))
+            if m.idmap_fd >= 0:
+                sc.move_mount(m.idmap_fd, "", fd, "",
+                              sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH)
+            else:
+                sc.mount(source, target, None, sc.MS_BIND | (flags & sc.MS_REC))
             remount = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
             if remount:
                 # A bind ignores the other flags: they take a remount of the new mount.
@@ -189,21 +223,56 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
             context = lsm.mount_context(mount_label)
             if context and m.type in _LABELLED_FS:
                 data = data + [context]
+            below = open_in_root(root_fd, m.destination, os.O_RDONLY | os.O_DIRECTORY) \
+                if "tmpcopyup" in m.options else -1
+            # a read-only tmpcopyup tmpfs is filled first, then made read-only
+            ro_later = sc.MS_RDONLY if below >= 0 else 0
             try:
-                sc.mount(m.source or m.type, target, m.type, flags & ~sc.MS_REMOUNT,
+                sc.mount(m.source or m.type, target, m.type, flags & ~(sc.MS_REMOUNT | ro_later),
                          ",".join(data) or None)
-            except PermissionError:
-                if m.type != "sysfs":
+            except OSError as e:
+                if e.errno == 22 and data:  # EINVAL: most likely an option the fs does not know
+                    raise RuntimeFailure(f"{m.path}.options: {','.join(data)!r}: {m.type} refused "
+                                         "these options (Invalid argument)") from None
+                if not isinstance(e, PermissionError) or m.type != "sysfs":
                     raise
                 # sysfs can't be mounted without owning the network namespace: bind the host's.
                 sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
                 sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | (flags & sc.MS_RDONLY))
+            else:
+                if below >= 0:
+                    _copy_up(below, root_fd, m.destination, flags & ro_later)
+            finally:
+                if below >= 0:
+                    os.close(below)
         if prop:
             os.close(fd)
             fd = open_in_root(root_fd, m.destination)
             sc.mount(None, fdpath(fd), None, prop)
     finally:
         os.close(fd)
+    _set_recursive(m, root_fd)
+
+
+def _set_recursive(m, root_fd: int) -> None:
+    attrs = mountattr.recursive(m.options)
+    if attrs:
+        fd = open_in_root(root_fd, m.destination)  # the new mount, not what it covers
+        try:
+            mountattr.apply_recursive(fd, attrs)
+        finally:
+            os.close(fd)
+
+
+def _copy_up(below: int, root_fd: int, destination: str, rdonly: int) -> None:
+    """tmpcopyup: what the target held before the tmpfs covered it (`below`) goes into it."""
+    fresh = open_in_root(root_fd, destination, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        mountattr.copy_up(below, fresh)
+        if rdonly:
+            mountattr.apply_recursive(fresh, (sc.MOUNT_ATTR_RDONLY, 0))
+    finally:
+        os.close(fresh)
 
 
 def mount_cgroup(m, root_fd: int, flags: int, cgroup_paths: dict, mode: str) -> None:

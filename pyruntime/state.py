@@ -42,6 +42,8 @@ class State:
         "seccomp": {},          # applied to `exec`'d processes too
         "no_pid_ns": False,     # shares a pid ns: kill --all must walk the cgroup
         "use_systemd": False,
+        "intel_rdt": {},        # intelrdt.apply()'s groups, for exec and delete
+        "memory_policy": [],    # linux.memoryPolicy as (mode | flags, node mask), for exec
         "oci_version": "1.3.0",
     }
     __slots__ = tuple(FIELDS)

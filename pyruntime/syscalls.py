@@ -49,6 +49,7 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
+MS_I_VERSION = 1 << 23
 MS_STRICTATIME = 1 << 24
 MS_LAZYTIME = 1 << 25
 MNT_DETACH = 2
@@ -207,3 +208,57 @@ KEYCTL_JOIN_SESSION_KEYRING = 1
 def join_session_keyring(name: str | None = None) -> None:
     _check(_libc.syscall(nr("keyctl"), KEYCTL_JOIN_SESSION_KEYRING, _b(name), 0, 0, 0),
            "keyctl(JOIN_SESSION_KEYRING)", name)
+
+
+# mount_setattr(2), open_tree(2), move_mount(2)
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_IDMAP = 0x100000
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0,
+                  propagation: int = 0, userns_fd: int = 0) -> None:
+    attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
+    _check(_libc.syscall(nr("mount_setattr"), ctypes.c_int(dirfd), _b(path), ctypes.c_uint(flags),
+                         ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+           "mount_setattr", dirfd, path, hex(flags), hex(attr_set), hex(attr_clr))
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    ret = _libc.syscall(nr("open_tree"), ctypes.c_int(dirfd), _b(path),
+                        ctypes.c_uint(flags | os.O_CLOEXEC))
+    return _check(ret, "open_tree", dirfd, path, hex(flags))
+
+
+def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
+    _check(_libc.syscall(nr("move_mount"), ctypes.c_int(from_fd), _b(from_path), ctypes.c_int(to_fd),
+                         _b(to_path), ctypes.c_uint(flags)),
+           "move_mount", from_fd, from_path, to_fd, to_path, hex(flags))
+
+
+def set_mempolicy(mode: int, nodemask: int, maxnode: int) -> None:
+    """`nodemask` is a Python int, one bit per node; `maxnode` bits of it are passed."""
+    words = max(1, (maxnode + 63) // 64)
+    mask = (ctypes.c_ulong * words)(*[(nodemask >> (64 * i)) & (2**64 - 1) for i in range(words)])
+    # the kernel reads maxnode - 1 bits
+    _check(_libc.syscall(nr("set_mempolicy"), ctypes.c_int(mode), mask if nodemask else None,
+                         ctypes.c_ulong(words * 64 + 1 if nodemask else 0)),
+           "set_mempolicy", hex(mode), hex(nodemask))

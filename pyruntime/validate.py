@@ -313,3 +313,32 @@ def validate_bundle(bundle_dir: str | os.PathLike) -> list[str]:
         elif not rootfs.is_dir():
             problems.append(_line("config.json", "root.path", root["path"], f"is not a directory ({rootfs})"))
     return problems
+
+
+def host_check(bundle_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of a schema-valid bundle on this host: what `create` would refuse
+    (its own checks, then coverage.py's refused fields), and the fields it would ignore."""
+    from pyruntime import config as configmod
+    from pyruntime.coverage import IGNORED, host_notes
+    from pyruntime.errors import RuntimeFailure
+
+    bundle = Path(bundle_dir)
+    raw = json.loads((bundle / "config.json").read_bytes())
+    problems, warnings = [], []
+    from pyruntime.rootfs import check_options
+    for i, m in enumerate(raw.get("mounts") or []):  # each mount, not only the first bad one
+        try:
+            check_options(configmod._mount(configmod.Reader(m, f"mounts[{i}]")))
+        except RuntimeFailure as e:
+            problems.append(str(e))
+    try:
+        configmod.parse(raw, str(bundle.resolve()))
+    except RuntimeFailure as e:
+        if str(e) not in problems:
+            problems.append(str(e))
+    for path, kind, note in host_notes(raw):
+        if kind == IGNORED:
+            warnings.append(f"config.json: {path}: warning: ignored on this host: {note}")
+        elif not any(p.startswith(f"config.json: {path}:") for p in problems):
+            problems.append(f"config.json: {path}: refused on this host: {note}")
+    return problems, warnings

@@ -58,18 +58,13 @@ def test_mount_options_only_what_works(features):
     opts = set(features["mountOptions"])
     assert {"ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "rprivate", "rslave",
             "strictatime", "relatime", "nosymfollow", "remount"} <= opts
-    # parsed but ignored: reporting them would make dockerd believe they take effect
-    for opt in ("tmpcopyup", "idmap", "ridmap"):
-        assert opt not in opts
-    from pyruntime import rootfs
+    from pyruntime import mountattr, rootfs
     for opt in opts:
         flags, prop, data = rootfs.parse_options([opt])
         assert data == [], f"{opt} would be passed to mount(2) as data"
-        assert flags or prop or opt in ("defaults", "rw", "suid", "dev", "exec", "async",
-                                        "nomand", "atime", "diratime", "norelatime",
-                                        "nostrictatime", "nolazytime", "symfollow", "loud"), opt
-    if "rro" in opts:
-        assert "rro" not in rootfs._IGNORED, "rro reported while rootfs.py ignores it"
+        assert flags or prop or opt in mountattr.RECURSIVE or opt in rootfs._SPECIAL or opt in (
+            "defaults", "rw", "suid", "dev", "exec", "async", "nomand", "atime", "diratime",
+            "norelatime", "nostrictatime", "nolazytime", "symfollow", "loud", "noiversion"), opt
 
 
 def test_seccomp(features):
@@ -94,7 +89,6 @@ def test_unavailable_lsms_and_extensions(features):
     assert linux["apparmor"] == {"enabled": False}
     assert linux["selinux"] == {"enabled": False}
     assert linux["intelRdt"]["enabled"] is False
-    assert linux["mountExtensions"]["idmap"]["enabled"] is False
     assert linux["cgroup"]["systemd"] is True and linux["cgroup"]["systemdUser"] is False
     assert linux["cgroup"]["v1"] is True and linux["cgroup"]["v2"] is True
 

@@ -18,10 +18,10 @@ def configure(p):
 
 
 def mount_options() -> list[str]:
-    """Options rootfs.parse_options acts on. Those it ignores (rro, tmpcopyup, idmap, r*...)
-    are left out on purpose: a caller must not believe they take effect."""
-    from .. import rootfs
-    return sorted(set(rootfs._FLAGS) | set(rootfs.PROPAGATION))
+    """The options coverage.py says this host applies: never one it would ignore (dockerd
+    reads this list, e.g. for rro)."""
+    from ..coverage import applied_mount_options
+    return applied_mount_options()
 
 
 def namespaces() -> list[str]:
@@ -66,13 +66,27 @@ def seccomp_features() -> dict:
 
 
 def checkpoint_enabled() -> bool:
+    """Only when the command exists and CRIU works on this kernel (`criu check`)."""
+    from . import checkpoint
+    if not checkpoint.IMPLEMENTED:
+        return False
     import shutil
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.exists(os.path.join(here, "checkpoint.py")) and bool(shutil.which("criu"))
+    import subprocess
+    criu = shutil.which("criu")
+    return bool(criu) and subprocess.run([criu, "check"], capture_output=True).returncode == 0
+
+
+def memory_policy() -> dict:
+    from ..coverage import field_applied
+    if not field_applied("linux.memoryPolicy"):
+        return {"modes": [], "flags": []}
+    from ..mempolicy import FLAGS, MODES
+    return {"modes": sorted(MODES), "flags": sorted(FLAGS)}
 
 
 def features() -> dict:
     from .. import seccomp
+    from ..coverage import field_applied
     annotations = {
         "io.github.pyruntime.version": __version__,
         "io.github.pyruntime.python": sys.version.split()[0],
@@ -94,9 +108,11 @@ def features() -> dict:
             "seccomp": sec,
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
-            "intelRdt": {"enabled": False},
-            "mountExtensions": {"idmap": {"enabled": False}},
-            "netDevices": {"enabled": False},
+            "intelRdt": {"enabled": True, "schemata": True, "monitoring": True}
+            if field_applied("linux.intelRdt") else {"enabled": False},
+            "memoryPolicy": memory_policy(),
+            "mountExtensions": {"idmap": {"enabled": field_applied("mounts[].uidMappings")}},
+            "netDevices": {"enabled": field_applied("linux.netDevices")},
         },
         "annotations": annotations,
     }
