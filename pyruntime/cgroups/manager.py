@@ -66,6 +66,18 @@ class Manager:
 
     # ------------------------------------------------------------ lifecycle
 
+    def planned(self) -> list[str]:
+        """The dirs create() would make, parents first: the state records them before they
+        exist, so a create killed at any instant leaves `delete` the list of what to remove."""
+        out: list[str] = []
+        for d in self._unique_dirs():
+            missing = []
+            while not os.path.isdir(d):
+                missing.append(d)
+                d = os.path.dirname(d)
+            out += [m for m in reversed(missing) if m not in out]
+        return out
+
     def create(self) -> None:
         for d in self._unique_dirs():
             new = _makedirs(d, self.created)
@@ -73,7 +85,8 @@ class Manager:
                 for nd in new:
                     v1.init_cpuset(nd)
         if "" in self.dirs and self.unified_mount:
-            v2.enable_controllers(self.unified_mount, self.dirs[""])
+            from . import delegation  # enabled only while a container of ours needs them
+            delegation.acquire(self.unified_mount, self.dirs[""])
         self._v2ctl = None
 
     def add_pid(self, pid: int) -> None:
@@ -99,6 +112,9 @@ class Manager:
         if left:
             raise RuntimeFailure(f"cgroups: unable to remove {', '.join(left)}: still in use")
         self.created = []
+        if "" in self.dirs and self.unified_mount:
+            from . import delegation
+            delegation.release(self.dirs[""])
 
     # ------------------------------------------------------------ processes
 
