@@ -36,9 +36,9 @@ class StateCorrupt(RuntimeFailure):
         super().__init__(f"container {cid}: state file {path} is corrupt: {problem}")
 
 
-def os_failure(what: str, e: OSError) -> RuntimeFailure:
+def os_failure(what: str, e: OSError, path: str = "") -> RuntimeFailure:
     """One line naming the operation, the file and the reason (ENOSPC, ENAMETOOLONG, ELOOP...)."""
-    return RuntimeFailure(f"{what} {e.filename or ''}: {e.strerror or e}".replace(" :", ":"))
+    return RuntimeFailure(f"{what} {e.filename or path}: {e.strerror or e}".replace(" :", ":"))
 
 
 class State:
@@ -134,6 +134,9 @@ class Container:
         c = cls(root, cid)
         try:
             os.makedirs(root, mode=0o711, exist_ok=True)
+        except OSError as e:
+            raise os_failure("cannot create the root dir", e, root) from None
+        try:
             os.mkdir(c.dir, 0o711)
         except FileExistsError:
             raise RuntimeFailure(f"container with given ID already exists: {cid}") from None
@@ -194,7 +197,7 @@ class Container:
                 os.unlink(tmp)
             except OSError:
                 pass
-            raise os_failure(f"container {self.id}: cannot save its state", e) from None
+            raise os_failure(f"container {self.id}: cannot save its state", e, tmp) from None
 
     def remove(self) -> None:
         remove_dir(self.dir)

@@ -100,7 +100,15 @@ class Manager:
     def destroy(self) -> None:
         # (an attached device filter goes away with its cgroup: no need to detach it)
         left = []
+        leaves = set(self.dirs.values())
         for top in sorted(self.created, key=lambda p: p.count("/"), reverse=True):
+            if top not in leaves:
+                # A parent we made: another container may have its cgroup in it by now.
+                try:
+                    os.rmdir(top)
+                except OSError:
+                    pass
+                continue
             # Sub-cgroups the container made inside ours go too, deepest first.
             if os.path.isdir(top):
                 subs = [dp for dp, _, _ in os.walk(top, topdown=False)]
