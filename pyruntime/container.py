@@ -88,7 +88,10 @@ class _Cleanup:
                 self.cgroup.destroy()
             except (OSError, RuntimeFailure) as e:
                 log.warning(f"cleaning up the cgroup: {e}")
-        self.c.remove()
+        try:
+            self.c.remove()
+        except RuntimeFailure as e:  # the create's own error is the one to report
+            log.warning(f"cleaning up the state dir: {e}")
 
 
 def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socket, console,

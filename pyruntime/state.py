@@ -6,6 +6,7 @@ and the freezer (paused).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -169,6 +170,8 @@ class Container:
         except (ValueError, RecursionError, MemoryError) as e:
             raise StateCorrupt(self.id, path, str(e).splitlines()[0] if str(e) else "") from None
         except OSError as e:
+            if e.errno in (errno.EISDIR, errno.ELOOP):
+                raise StateCorrupt(self.id, path, e.strerror) from None
             raise os_failure(f"container {self.id}: cannot read its state", e) from None
 
     def lock(self) -> None:
@@ -251,6 +254,11 @@ def remove_dir(d: str) -> None:
             os.unlink(os.path.join(d, name))
         except FileNotFoundError:
             pass
+        except IsADirectoryError:  # damage, not a container's data: an empty dir at most
+            try:
+                os.rmdir(os.path.join(d, name))
+            except OSError as e:
+                raise os_failure("cannot remove", e) from None
         except OSError as e:
             raise os_failure("cannot remove", e) from None
     try:
@@ -270,7 +278,7 @@ def list_ids(root: str) -> list[str]:
         return []
     except OSError as e:
         raise os_failure("cannot list", e) from None
-    return sorted(n for n in names if os.path.exists(os.path.join(root, n, STATE_FILE)))
+    return sorted(n for n in names if os.path.lexists(os.path.join(root, n, STATE_FILE)))
 
 
 def _frozen(cgroup: dict) -> bool:

@@ -155,6 +155,34 @@ def _leftover_cgroups(prefix: str) -> list[str]:
     return found
 
 
+FILE_CASES = [("config.json missing", lambda d: None),
+              ("config.json a dir", lambda d: (d / "config.json").mkdir()),
+              ("config.json a symlink loop", lambda d: os.symlink("config.json", d / "config.json")),
+              ("config.json empty", lambda d: (d / "config.json").write_text("")),
+              ("rootfs missing", lambda d: (d / "rootfs").unlink()),
+              ("rootfs a symlink loop", lambda d: ((d / "rootfs").unlink(),
+                                                   os.symlink("rootfs", d / "rootfs"))),
+              ("rootfs a file", lambda d: ((d / "rootfs").unlink(),
+                                           (d / "rootfs").write_text("")))]
+
+
+def file_cases(runtime, bundle, tmp_path, prefix) -> list[str]:
+    """Missing files, symlink loops and files of the wrong kind in a bundle."""
+    problems = []
+    for i, (name, damage) in enumerate(FILE_CASES):
+        d = tmp_path / f"files{i}"
+        d.mkdir()
+        os.symlink(bundle.rootfs, d / "rootfs")
+        if "config.json" not in name:
+            (d / "config.json").write_text(json.dumps(bundle.config))
+        damage(d)
+        for cmd in (("create", "--bundle", d, f"{prefix}f{i}"), ("validate", "--bundle", d)):
+            proc = run_cli(runtime.binary, "--root", runtime.root, *cmd, cwd=d)
+            problems += check_clean_failure(f"{name} {cmd[0]}", proc, True,
+                                            lines_out=cmd[0] == "validate")
+    return problems
+
+
 def test_fuzz_config(runtime, bundle, tmp_path):
     """create and validate on a few thousand damaged configs (two at a time)."""
     rng = random.Random(SEED)
@@ -190,6 +218,8 @@ def test_fuzz_config(runtime, bundle, tmp_path):
 
     with ThreadPoolExecutor(2) as pool:
         problems = sum(pool.map(worker, range(2)), [])
+    problems += file_cases(runtime, bundle, tmp_path, prefix)
+    cases += FILE_CASES
     left = [p.name for p in runtime.root.iterdir() if p.name != ".cache"] \
         if runtime.root.exists() else []
     cgroups = _leftover_cgroups(prefix)
@@ -259,6 +289,24 @@ def test_fuzz_state_file(runtime, bundle, tmp_path):
     problems = []
     for i, (name, data, must_fail) in enumerate(cases):
         problems += one(i, name, data, must_fail)
+    for name, damage in (("a symlink loop", lambda: os.symlink(path.name, path)),
+                         ("a directory", lambda: path.mkdir()),
+                         ("missing", lambda: None)):
+        path.unlink()
+        damage()
+        for cmd in (("state", cid), ("kill", cid, "0"), ("delete", cid)):
+            proc = run_cli(runtime.binary, "--root", runtime.root, *cmd)
+            problems += check_clean_failure(f"state file {name}: {cmd[0]}", proc, True)
+        lst = run_cli(runtime.binary, "--root", runtime.root, "list")
+        problems += check_clean_failure(f"state file {name}: list", lst, False)
+        if name != "missing" and "damaged" not in lst.stdout:
+            problems.append(f"state file {name}: list does not show it as damaged")
+        if path.is_dir():
+            path.rmdir()
+        elif path.is_symlink():
+            path.unlink()
+        path.write_bytes(good)
+        cases.append(name)
     path.write_bytes(good)
     assert _alive(pid)
     # Damaged for good: list says so, delete without --force refuses, --force cleans up.
