@@ -274,7 +274,8 @@ def test_fuzz_state_file(runtime, bundle, tmp_path):
         path.write_bytes(data)
         problems = []
         cmds = [("state", cid)] + ([("list",)] if i % 20 == 0 else []) + \
-            ([("kill", cid, "0")] if i % 20 == 10 else [])
+            ([("kill", cid, "0")] if i % 20 == 10 else []) + \
+            ([("delete", cid)] if i % 20 == 5 else [])
         for cmd in cmds:
             proc = run_cli(runtime.binary, "--root", runtime.root, *cmd)
             if cmd[0] == "list":  # the damaged one shows as such, the others as they are
@@ -282,8 +283,9 @@ def test_fuzz_state_file(runtime, bundle, tmp_path):
                 if other not in proc.stdout:
                     problems.append(f"{name}: list lost the undamaged container")
                 continue
+            # delete without --force: refused, damaged or not (the container is not stopped)
             problems += check_clean_failure(f"{name} {cmd[0]}", proc,
-                                            must_fail and cmd[0] == "state")
+                                            must_fail and cmd[0] == "state" or cmd[0] == "delete")
         return problems
 
     problems = []
