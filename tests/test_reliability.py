@@ -3,7 +3,6 @@ missing files), nothing left after kill -9 of any command at any instant plus `d
 parallel creates of one id, and the host's cgroup2 subtree_control left as it was found."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CGROUP_ROOT, children_of, is_pyruntime, reap_zombies
+from conftest import children_of, is_pyruntime, reap_zombies
 from test_fuzz import _leftover_cgroups, check_clean_failure, run_cli
 
 REPO = Path(__file__).resolve().parent.parent

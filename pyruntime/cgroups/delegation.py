@@ -79,16 +79,22 @@ def acquire(mount: str, leaf: str, record: str = RECORD) -> None:
         return
     rec = _Record(record)
     with rec as data:
+        changed = False
         for d in levels:
             avail = (read_or(d, "cgroup.controllers", "") or "").split()
             have = set((read_or(d, "cgroup.subtree_control", "") or "").split())
             ours = data.setdefault(d, {})
+            if not isinstance(ours, dict) or \
+                    not all(isinstance(u, list) for u in ours.values()):
+                ours = data[d] = {}  # a damaged record: start this dir afresh
             for c in ours:
                 if c in have and leaf not in ours[c]:
                     ours[c].append(leaf)
+                    changed = True
             want = [c for c in avail if c not in have]
             if not want:
                 continue
+            changed = True
             for c in want:
                 ours.setdefault(c, []).append(leaf)
             rec.save()  # before enabling: the record names what may be enabled
@@ -97,7 +103,8 @@ def acquire(mount: str, leaf: str, record: str = RECORD) -> None:
                 ours[c].remove(leaf)
                 if not ours[c]:
                     del ours[c]
-        rec.save()
+        if changed:
+            rec.save()
 
 
 def _enable(d: str, want: list[str]) -> list[str]:
@@ -127,8 +134,8 @@ def release(leaf: str, record: str = RECORD) -> None:
                 del data[d]
                 continue
             for c in list(ours):
-                users = [u for u in ours[c] if isinstance(u, str) and u != leaf and
-                         os.path.isdir(u)]
+                users = [u for u in (ours[c] if isinstance(ours[c], list) else [])
+                         if isinstance(u, str) and u != leaf and os.path.isdir(u)]
                 if users:
                     ours[c] = users
                     continue
