@@ -87,6 +87,9 @@ class State:
             if type(value) is not type(default):
                 raise ValueError(f"{name}: {type(value).__name__} where "
                                  f"{type(default).__name__} belongs")
+        for name in ("pid", "init_start"):
+            if data.get(name, 0) < 0:
+                raise ValueError(f"{name}: {data[name]} is negative")
         cg = data.get("cgroup") or {}
         if cg:
             dirs, created = cg.get("dirs"), cg.get("created", [])

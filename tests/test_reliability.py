@@ -66,6 +66,8 @@ def test_state_from_dict_names_the_wrong_field():
     from pyruntime.state import State
     with pytest.raises(ValueError, match="pid: str"):
         State.from_dict({"pid": "12"})
+    with pytest.raises(ValueError, match="pid: -1 is negative"):  # never kill(-1, ...)
+        State.from_dict({"pid": -1})
     with pytest.raises(ValueError, match="unknown field"):
         State.from_dict({"surprise": 1})
     with pytest.raises(ValueError, match="cgroup"):
