@@ -136,6 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except OSError as e:  # one the command did not name itself: still say which file and why
+        where = f" {e.filename}" if e.filename else ""
+        log.error(f"{name}:{where}: {e.strerror or e}")
+        return 1
+    except MemoryError:
+        log.error(f"{name}: out of memory")
+        return 1
+    except RecursionError:
+        log.error(f"{name}: input nested too deeply")
+        return 1
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     except ModuleNotFoundError as e:  # a dependency not installed for this interpreter

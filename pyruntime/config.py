@@ -54,6 +54,8 @@ class Reader:
             self.fail(key, value, f"must be {_typename(types)}")
         if not isinstance(value, types):
             self.fail(key, value, f"must be {_typename(types)}")
+        if isinstance(value, str):
+            _check_text(value, self.at(key), self.file)
         return value
 
     def string(self, key, default=None, required=False) -> str | None:
@@ -74,6 +76,7 @@ class Reader:
         for i, v in enumerate(values):
             if not isinstance(v, str):
                 raise ConfigError(f"{self.at(key)}[{i}]", v, "must be a string", self.file)
+            _check_text(v, f"{self.at(key)}[{i}]", self.file)
         return values
 
     def objects(self, key, required=False) -> list["Reader"]:
@@ -83,6 +86,18 @@ class Reader:
     def child(self, key, required=False) -> "Reader | None":
         value = self.get(key, dict, None, required)
         return None if value is None else Reader(value, self.at(key), self.file)
+
+
+def _check_text(s: str, path: str, file: str) -> None:
+    """What becomes a C string (a path, an argument) can hold neither NUL nor a lone surrogate
+    (JSON can spell both: "\u0000", "\ud800")."""
+    if "\0" in s:
+        raise ConfigError(path, s, "contains a NUL character", file)
+    if not s.isascii():
+        try:
+            s.encode()
+        except UnicodeEncodeError:
+            raise ConfigError(path, s, "is not valid Unicode (a lone surrogate)", file) from None
 
 
 def _tuple(t):
@@ -331,6 +346,8 @@ def parse_process(p: Reader) -> Process:
         seen.add(kind)
         soft = rl.integer("soft", required=True, lo=0, hi=(1 << 64) - 1)
         hard = rl.integer("hard", required=True, lo=0, hi=(1 << 64) - 1)
+        if soft > hard:  # setrlimit(2) refuses it (EINVAL): say so at create, not at start
+            rl.fail("soft", soft, f"exceeds the hard limit {hard}")
         rlimits.append(Rlimit(kind, RLIMITS[kind], soft, hard))
     return Process(
         args=args, cwd=cwd, env=p.strings("env"), terminal=p.boolean("terminal"),
@@ -365,8 +382,9 @@ def _mount(m: Reader) -> Mount:
                options=m.strings("options"), path=m.path,
                uid_mappings=m.get("uidMappings", list, []), gid_mappings=m.get("gidMappings", list, []))
     if not mt.type and not _is_bind(mt):
-        # runc treats an untyped mount without bind options as a bind anyway; be explicit.
-        mt.options = list(mt.options) + ["rbind"]
+        # mount(2) with no filesystem type: runc and crun fail with ENODEV, at start.
+        m.fail("type", m.obj.get("type", MISSING), 'is needed unless the options hold "bind" '
+               'or "rbind"')
     return mt
 
 

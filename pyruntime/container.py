@@ -9,7 +9,7 @@ import select
 from .lean import signal, socket
 from . import hooks, log, state as statemod
 from .errors import ContainerNotFound, RuntimeFailure
-from .state import Container, State
+from .state import Container, State, StateCorrupt
 
 
 # ---------------------------------------------------------------- create
@@ -28,21 +28,29 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         from . import capabilities
         capabilities.check_grantable(cfg.process.capabilities, "process.capabilities")
     _maybe_seal(cfg)
+    from . import cgroups
+    mgr = cgroups.manager(cfg.linux.cgroups_path, cid, systemd=systemd_cgroup)
     c = Container.new(root, cid)
     cleanup = _Cleanup(c)
     try:
+        # The first save is the intent log: the cgroup dirs this create is about to make are on
+        # disk before any exists, so `delete --force` after a kill at any instant finds them.
         c.state = State(id=cid, bundle=bundle, rootfs=cfg.root_path, created=statemod.now_rfc3339(),
                         annotations=cfg.annotations, owner=_owner(), oci_version=cfg.oci_version,
                         hooks={k: [asdict(h) for h in cfg.hooks.get(k, [])]
                                for k in ("poststart", "poststop") if cfg.hooks.get(k)},
                         no_pid_ns=cfg.linux.namespace("pid") is None, use_systemd=systemd_cgroup,
                         config_process=cfg.raw.get("process") or {}, seccomp=cfg.linux.seccomp or {},
-                        memory_policy=list(cfg.linux.memory_policy or ()))
+                        memory_policy=list(cfg.linux.memory_policy or ()),
+                        cgroup=dict(mgr.to_state(), created=mgr.planned()))
         c.save()
-        os.mkfifo(c.fifo, 0o600)
-        os.chown(c.fifo, *_root_ids(cfg.linux))  # the init reopens it as the container's root
-        init_pid = _spawn_init(c, cfg, cleanup, bundle, console_socket, console, no_pivot,
-                               no_new_keyring, preserve_fds, systemd_cgroup)
+        try:
+            os.mkfifo(c.fifo, 0o600)
+            os.chown(c.fifo, *_root_ids(cfg.linux))  # the init reopens it as the container's root
+        except OSError as e:
+            raise statemod.os_failure("cannot create", e) from None
+        init_pid = _spawn_init(c, cfg, cleanup, mgr, bundle, console_socket, console, no_pivot,
+                               no_new_keyring, preserve_fds)
         if pid_file:
             write_pid_file(pid_file, init_pid)
         return c
@@ -81,18 +89,20 @@ class _Cleanup:
             except (OSError, RuntimeFailure) as e:
                 log.warning(f"cleaning up the cgroup: {e}")
         _remove_intel_rdt(self.c)
-        self.c.remove()
+        try:
+            self.c.remove()
+        except RuntimeFailure as e:  # the create's own error is the one to report
+            log.warning(f"cleaning up the state dir: {e}")
 
 
-def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, console, no_pivot,
-                no_new_keyring, preserve_fds, systemd_cgroup) -> int:
-    from . import cgroups, namespaces
+def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socket, console,
+                no_pivot, no_new_keyring, preserve_fds) -> int:
+    from . import namespaces
     from .channel import Channel
     from .init import InitArgs, bootstrap
     linux = cfg.linux
-    mgr = cgroups.manager(linux.cgroups_path, c.id, systemd=systemd_cgroup)
-    mgr.create()
     cleanup.cgroup = mgr
+    mgr.create()
     c.state.cgroup = mgr.to_state()
     seccomp_prog = listener = None
     if linux.seccomp:
@@ -211,7 +221,10 @@ DEFAULT_DEVICE_RULES = [
 
 def with_default_devices(resources: dict, devices: list) -> dict:
     """The device cgroup rules: the config's, then the defaults, then linux.devices."""
-    rules = list(resources.get("devices", []))
+    rules = resources.get("devices")
+    if rules is not None and not isinstance(rules, list):
+        raise RuntimeFailure(f"config.json: linux.resources.devices: {rules!r} must be an array")
+    rules = list(rules or [])
     rules += [{k: v for k, v in r.items() if v is not None} for r in DEFAULT_DEVICE_RULES]
     rules += [{"allow": True, "type": "c" if d.type == "u" else d.type, "major": d.major,
                "minor": d.minor, "access": "rwm"} for d in devices if d.type != "p"]
@@ -309,10 +322,11 @@ SIGNAMES = {name[3:]: getattr(signal, name) for name in dir(signal)
 
 def parse_signal(text: str) -> int:
     t = text.upper()
-    if t.isdigit():
+    if t.lstrip("-").isdigit():
         n = int(t)
         if 0 < n < 65:
             return n
+        raise RuntimeFailure("unable to signal init: invalid argument")  # kill(2)'s EINVAL, as runc
     else:
         if t.startswith("SIG"):
             t = t[3:]
@@ -381,20 +395,27 @@ def _thaw(c: Container) -> None:
 def delete(root: str, cid: str, force: bool = False) -> None:
     try:
         c = Container.load(root, cid, lock=True)
-    except ContainerNotFound:
+    except (ContainerNotFound, StateCorrupt) as e:
         if force:
-            _remove_stray_dir(root, cid)
+            _clean_without_state(root, cid)
             return
+        if isinstance(e, StateCorrupt):
+            raise RuntimeFailure(f"{e} (delete --force cleans it up)") from None
         raise
     try:
         status = c.status()
-        if status != "stopped":
-            if not force:
-                raise RuntimeFailure(f"cannot delete container {cid} that is not stopped: {status} "
-                                     "(container still running; use --force)")
-            _destroy_processes(c, status)
+        if status != "stopped" and not force:
+            raise RuntimeFailure(f"cannot delete container {cid} that is not stopped: {status} "
+                                 "(container still running; use --force)")
+        if status == "paused":
+            _thaw(c)
+        if status != "stopped" and c.state.pid:
+            _kill_and_wait(c.state.pid, c.state.init_start)
         oci = dict(c.oci_state(), status="stopped")
-        _destroy_cgroup(c)
+        mgr = _manager(c.state.cgroup)
+        if mgr is not None:
+            _empty_cgroup(mgr)  # what outlived the init: an exec caught mid-way, a shared pid ns
+            _destroy_cgroup(mgr, cid)
         _remove_intel_rdt(c)
         c.remove()
         hooks.run_warn("poststop", c.state.hooks.get("poststop", []), oci, log.warning)
@@ -402,27 +423,44 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         c.unlock()
 
 
-def _destroy_processes(c: Container, status: str) -> None:
-    if c.state.no_pid_ns or not c.init_alive():
-        for pid in _cgroup_pids(c):
+def _manager(record: dict):
+    if not record:
+        return None
+    from . import cgroups
+    return cgroups.manager_from_state(record)
+
+
+def _empty_cgroup(mgr, timeout: float = 5.0) -> None:
+    """SIGKILL every process in the cgroup until none is left (a frozen one dies once thawed)."""
+    import time
+    deadline = time.monotonic() + timeout
+    thawed = False
+    while True:
+        try:
+            pids = mgr.pids()
+        except (OSError, RuntimeFailure):
+            return
+        if not pids or time.monotonic() > deadline:
+            return
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    if status == "paused":
-        _thaw(c)
-    if c.state.pid:
-        _kill_and_wait(c.state.pid, c.state.init_start)
+        if not thawed:
+            thawed = True
+            try:
+                mgr.thaw()
+            except (OSError, RuntimeFailure):
+                pass
+        time.sleep(0.005)
 
 
-def _destroy_cgroup(c: Container) -> None:
-    if not c.state.cgroup:
-        return
-    from . import cgroups
+def _destroy_cgroup(mgr, cid: str) -> None:
     try:
-        cgroups.manager_from_state(c.state.cgroup).destroy()
+        mgr.destroy()
     except (OSError, RuntimeFailure) as e:
-        log.warning(f"removing the cgroup of {c.id}: {e}")
+        log.warning(f"removing the cgroup of {cid}: {e}")
 
 
 def _remove_intel_rdt(c: Container) -> None:
@@ -434,16 +472,76 @@ def _remove_intel_rdt(c: Container) -> None:
             log.warning(f"removing the resctrl groups of {c.id}: {e.strerror}")
 
 
-def _remove_stray_dir(root: str, cid: str) -> None:
-    """delete --force of a container we have no state for: drop an empty leftover dir only."""
+def _clean_without_state(root: str, cid: str) -> None:
+    """delete --force of a state dir whose state file is missing (a create killed before its
+    first save) or unreadable: remove what may be there from what can still be known. The
+    cgroup comes from whichever state file parses (the intent log), else from the id (the
+    default cgroupsPath); its processes are the container's, the init among them."""
     try:
         statemod.check_id(cid)
-        d = os.path.join(root, cid)
-        for name in (statemod.FIFO,):
+    except RuntimeFailure:
+        return
+    d = os.path.join(root, cid)
+    ours = {statemod.STATE_FILE, statemod.FIFO, f".{statemod.STATE_FILE}.tmp"}
+    try:
+        if not set(os.listdir(d)) <= ours:
+            return  # another runtime's dir (runc shares Docker's root): not ours to clean
+    except OSError:
+        return
+    c = Container(root, cid)
+    try:
+        c.lock()  # a create still running holds it until it is done
+    except ContainerNotFound:
+        return
+    try:
+        try:
+            c.state = c._read()
+        except (ContainerNotFound, StateCorrupt):
+            pass
+        else:
+            c.unlock()
+            return delete(root, cid, force=True)  # its create finished meanwhile
+        records = []
+        for name in (statemod.STATE_FILE, f".{statemod.STATE_FILE}.tmp"):
+            partial = _partial_state(os.path.join(d, name))
+            if partial.get("pid") and partial.get("init_start"):
+                _kill_and_wait(partial["pid"], partial["init_start"])
+            if partial.get("cgroup"):
+                records.append(partial["cgroup"])
+        from . import cgroups
+        try:
+            derived = cgroups.manager(None, cid)
+            derived.created = list(derived.paths.values())
+            records.append(derived.to_state())
+        except (OSError, RuntimeFailure):
+            pass
+        for record in records:
             try:
-                os.unlink(os.path.join(d, name))
-            except FileNotFoundError:
-                pass
-        os.rmdir(d)
-    except (OSError, RuntimeFailure):
-        pass
+                mgr = cgroups.manager_from_state(record)
+            except (KeyError, TypeError, AttributeError, RuntimeFailure):
+                continue
+            _empty_cgroup(mgr)
+            _destroy_cgroup(mgr, cid)
+        statemod.remove_dir(d)
+    finally:
+        c.unlock()
+
+
+def _partial_state(path: str) -> dict:
+    """The fields of a damaged state file that still have the right type."""
+    from . import jsonio
+    try:
+        with open(path, "rb") as f:
+            data = jsonio.load(f)
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out = {}
+    for k in ("pid", "init_start", "cgroup"):
+        try:
+            State.from_dict({k: data[k]})
+            out[k] = data[k]
+        except (KeyError, ValueError, TypeError):
+            pass
+    return out

@@ -171,7 +171,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
     keep = (out,) if a.listener is None else (out, a.listener.fileno())
     try:
         process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=a.seccomp,
-                                  preserve_fds=a.preserve_fds, keep=keep, report=report,
+                                  preserve_fds=a.preserve_fds, keep=keep,
                                   on_notify_fd=_notify_sender(a.listener, linux.seccomp, state),
                                   report_fd=out, encode=lambda m: b"E" + m.encode())
     except RuntimeFailure as e:

@@ -3,11 +3,22 @@
 Importing `json` compiles regular expressions at import time (json.decoder, json.encoder), which
 pulls in `re` and `enum`: ~8 ms of every CLI call. The C scanner and string encoder in `_json`
 need neither. Output is the same as json.dumps with its defaults (ensure_ascii, and with indent
-the "," / ": " separators); parse errors are json.JSONDecodeError (a ValueError), as with json.
+the "," / ": " separators); parse errors are json.JSONDecodeError (a ValueError), as with json,
+also for input nested deeper than the interpreter's recursion limit.
+
+`_json` is CPython's private module: where it (or its C scanner or encoder) is missing, the
+public `json` module serves instead, chosen once here at import.
 """
 from __future__ import annotations
 
-import _json
+try:
+    import _json
+    if _json.make_scanner is None or _json.make_encoder is None:
+        raise ImportError("_json has no C scanner or encoder")
+    FAST = True
+except (ImportError, AttributeError):
+    import json as _public
+    FAST = False
 
 _CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 _WS = " \t\n\r"
@@ -24,26 +35,45 @@ class _Context:
     memo: dict = {}
 
 
-_scan = _json.make_scanner(_Context())
-
-
 def _error(msg: str, s: str, pos: int) -> Exception:
     from json import JSONDecodeError  # only on bad input: the cost moves to the error path
     return JSONDecodeError(msg, s, pos)
 
 
-def loads(s: str | bytes):
-    if isinstance(s, (bytes, bytearray)):
-        s = s.decode()
-    i = len(s) - len(s.lstrip(_WS))
+def _slow_loads(s: str):
+    """json.loads, with a nesting too deep for the interpreter's stack as a JSONDecodeError."""
+    import json
     try:
-        obj, end = _scan(s, i)
-    except StopIteration as e:
-        raise _error("Expecting value", s, e.value) from None
-    end += len(s[end:]) - len(s[end:].lstrip(_WS))
-    if end != len(s):
-        raise _error("Extra data", s, end)
-    return obj
+        return json.loads(s)
+    except RecursionError:
+        raise _error("nested too deeply", s, 0) from None
+
+
+if FAST:
+    _scan = _json.make_scanner(_Context())
+
+    def loads(s: str | bytes):
+        if isinstance(s, (bytes, bytearray)):
+            s = s.decode()
+        i = len(s) - len(s.lstrip(_WS))
+        try:
+            obj, end = _scan(s, i)
+        except StopIteration as e:
+            raise _error("Expecting value", s, e.value) from None
+        except Exception:
+            # On Python 3.11 the C scanner can only raise once json.decoder has been imported
+            # (it looks JSONDecodeError up in sys.modules, and returns NULL without an
+            # exception if it is not there: a SystemError). Parse again where it can.
+            return _slow_loads(s)
+        end += len(s[end:]) - len(s[end:].lstrip(_WS))
+        if end != len(s):
+            raise _error("Extra data", s, end)
+        return obj
+else:
+    def loads(s: str | bytes):
+        if isinstance(s, (bytes, bytearray)):
+            s = s.decode()
+        return _slow_loads(s)
 
 
 def load(f):
@@ -54,22 +84,28 @@ def _unserializable(o):
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
 
-# The C encoders json.dumps uses without indent: (check_circular off: our data comes from JSON)
-_compact = _json.make_encoder(None, _unserializable, _json.encode_basestring_ascii, None,
-                              ": ", ", ", False, False, True)
-_sorted = _json.make_encoder(None, _unserializable, _json.encode_basestring_ascii, None,
-                             ": ", ", ", True, False, True)
+if FAST:
+    # The C encoders json.dumps uses without indent (check_circular off: our data comes from JSON)
+    _compact = _json.make_encoder(None, _unserializable, _json.encode_basestring_ascii, None,
+                                  ": ", ", ", False, False, True)
+    _sorted = _json.make_encoder(None, _unserializable, _json.encode_basestring_ascii, None,
+                                 ": ", ", ", True, False, True)
+    _quote = _json.encode_basestring_ascii
 
-
-def dumps(obj, indent: int | None = None, sort_keys: bool = False) -> str:
-    """json.dumps(obj, indent=indent, sort_keys=sort_keys); sort_keys without indent only."""
-    if indent is None:
-        return "".join((_sorted if sort_keys else _compact)(obj, 0))
-    if sort_keys:
-        raise ValueError("jsonio.dumps: sort_keys is only supported without indent")
-    out: list[str] = []
-    _encode(obj, out, indent, 0)
-    return "".join(out)
+    def dumps(obj, indent: int | None = None, sort_keys: bool = False) -> str:
+        """json.dumps(obj, indent=indent, sort_keys=sort_keys); sort_keys without indent only."""
+        if indent is None:
+            return "".join((_sorted if sort_keys else _compact)(obj, 0))
+        if sort_keys:
+            raise ValueError("jsonio.dumps: sort_keys is only supported without indent")
+        out: list[str] = []
+        _encode(obj, out, indent, 0)
+        return "".join(out)
+else:
+    def dumps(obj, indent: int | None = None, sort_keys: bool = False) -> str:
+        if indent is not None and sort_keys:
+            raise ValueError("jsonio.dumps: sort_keys is only supported without indent")
+        return _public.dumps(obj, indent=indent, sort_keys=sort_keys, default=_unserializable)
 
 
 def dump(obj, f, indent: int | None = None) -> None:
@@ -79,7 +115,7 @@ def dump(obj, f, indent: int | None = None) -> None:
 # The indented form, in Python: json's C encoder has no indent.
 def _encode(o, out: list[str], indent: int | None, level: int) -> None:
     if isinstance(o, str):
-        out.append(_json.encode_basestring_ascii(o))
+        out.append(_quote(o))
     elif o is None:
         out.append("null")
     elif o is True:
@@ -118,7 +154,7 @@ def _container(out, open_, close, items, indent, level, keyed) -> None:
         out.append(inner if first else sep)
         first = False
         if keyed:
-            out.append(_json.encode_basestring_ascii(_key(k)))
+            out.append(_quote(_key(k)))
             out.append(": ")
         _encode(v, out, indent, level + 1)
     if first:  # empty: "{}" / "[]" as json writes them

@@ -97,7 +97,8 @@ class Parser:
             if arg in ("-h", "--help"):
                 print(self.help())
                 raise SystemExit(0)
-            if arg.startswith("-") and arg != "-":
+            # "-1" is a value (`kill ID -1`, as runc and argparse take it), not an option
+            if arg.startswith("-") and arg != "-" and not arg[1:].isdigit():
                 i = self._option(arg, argv, i, values)
                 continue
             words.append(arg)

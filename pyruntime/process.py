@@ -176,13 +176,13 @@ def close_fds(keep_upto: int, keep: tuple[int, ...] = ()) -> None:
 
 
 def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
-                      preserve_fds: int = 0, keep: tuple[int, ...] = (), report=None,
+                      preserve_fds: int = 0, keep: tuple[int, ...] = (),
                       on_notify_fd=None, report_fd: int = -1, encode=None) -> None:
     """The last steps, in runc's order: rlimits, user, capabilities, no_new_privs, seccomp,
     close fds, execve. `seccomp` is a filter compiled by the parent (the container's root has
     no libseccomp); `on_notify_fd(fd)` gets its listener fd, if it has one (and `keep` must
-    hold the fds that callback uses). `report(msg)` is told of a failure before we exit; the
-    execve itself goes through execshim (CVE-2019-5736), which writes encode(msg) to report_fd
+    hold the fds that callback uses). A failure is raised as a RuntimeFailure for the caller
+    to report (once); the execve itself goes through execshim (CVE-2019-5736), which writes encode(msg) to report_fd
     (one of `keep`; stderr if -1) when it fails."""
     set_rlimits(proc.rlimits)
     caps = proc.capabilities
@@ -207,17 +207,11 @@ def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
     execshim.execute(shim, path, proc.args, env, report_fd)  # returns only if it cannot run
     refused = execshim.refuse_own_binary(path)
     if refused:
-        msg = f'exec: "{proc.args[0]}": {refused}'
-        if report:
-            report(msg)
-        raise RuntimeFailure(msg)
+        raise RuntimeFailure(f'exec: "{proc.args[0]}": {refused}')
     try:
         os.execve(path, proc.args, env)
     except OSError as e:
-        msg = f'exec: "{proc.args[0]}": {e.strerror.lower()}'
-        if report:
-            report(msg)
-        raise RuntimeFailure(msg) from None
+        raise RuntimeFailure(f'exec: "{proc.args[0]}": {e.strerror.lower()}') from None
 
 
 def _load_seccomp(prog, on_notify_fd) -> None:

@@ -17,12 +17,29 @@ from .errors import ContainerNotFound, RuntimeFailure
 STATE_FILE = "pyruntime.json"
 FIFO = "exec.fifo"
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+NAME_MAX = 255  # the id names the state dir (and the default cgroup): one file name
 
 
 def check_id(cid: str) -> None:
     """runc's rule: letters, digits, _ + - . (and never a path)."""
     if not cid or not _ID_CHARS.issuperset(cid) or cid in (".", ".."):
         raise RuntimeFailure(f"invalid container id format: {cid!r}")
+    if len(cid) > NAME_MAX:
+        raise RuntimeFailure(f"invalid container id: {len(cid)} characters, more than a file "
+                             f"name can hold ({NAME_MAX}): {cid[:40]}...")
+
+
+class StateCorrupt(RuntimeFailure):
+    """A state file that cannot be read back: `delete --force` still cleans up after it."""
+
+    def __init__(self, cid: str, path: str, problem: str):
+        self.id = cid
+        super().__init__(f"container {cid}: state file {path} is corrupt: {problem}")
+
+
+def os_failure(what: str, e: OSError, path: str = "") -> RuntimeFailure:
+    """One line naming the operation, the file and the reason (ENOSPC, ENAMETOOLONG, ELOOP...)."""
+    return RuntimeFailure(f"{what} {e.filename or path}: {e.strerror or e}".replace(" :", ":"))
 
 
 class State:
@@ -59,6 +76,34 @@ class State:
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.FIELDS}
 
+    @classmethod
+    def from_dict(cls, data) -> "State":
+        """A State from what a state file held; ValueError names the first field that is wrong
+        (the file may have been damaged: every command that reads it relies on these types)."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        for name, value in data.items():
+            default = cls.FIELDS.get(name)
+            if default is None:
+                raise ValueError(f"{name}: unknown field")
+            if type(value) is not type(default):
+                raise ValueError(f"{name}: {type(value).__name__} where "
+                                 f"{type(default).__name__} belongs")
+        for name in ("pid", "init_start"):
+            if data.get(name, 0) < 0:
+                raise ValueError(f"{name}: {data[name]} is negative")
+        cg = data.get("cgroup") or {}
+        if cg:
+            dirs, created = cg.get("dirs"), cg.get("created", [])
+            if not isinstance(cg.get("mode"), str) or not isinstance(dirs, dict) or \
+                    not all(isinstance(v, str) and v.startswith("/") for v in dirs.values()) or \
+                    not isinstance(created, list) or \
+                    not all(isinstance(v, str) and v.startswith("/") for v in created) or \
+                    not isinstance(cg.get("extra", {}), dict) or \
+                    not isinstance(cg.get("unified_mount", ""), (str, type(None))):
+                raise ValueError("cgroup: not a cgroup record")
+        return cls(**data)
+
 
 def now_rfc3339() -> str:
     t = time.time()
@@ -92,12 +137,17 @@ class Container:
     @classmethod
     def new(cls, root: str, cid: str) -> "Container":
         check_id(cid)
-        os.makedirs(root, mode=0o711, exist_ok=True)
         c = cls(root, cid)
+        try:
+            os.makedirs(root, mode=0o711, exist_ok=True)
+        except OSError as e:
+            raise os_failure("cannot create the root dir", e, root) from None
         try:
             os.mkdir(c.dir, 0o711)
         except FileExistsError:
             raise RuntimeFailure(f"container with given ID already exists: {cid}") from None
+        except OSError as e:
+            raise os_failure("cannot create the state dir", e) from None
         c.lock()
         return c
 
@@ -105,31 +155,37 @@ class Container:
     def load(cls, root: str, cid: str, lock: bool = False) -> "Container":
         check_id(cid)
         c = cls(root, cid)
-        try:
-            with open(os.path.join(c.dir, STATE_FILE), "rb") as f:
-                data = jsonio.load(f)
-            c.state = State(**data)
-        except FileNotFoundError:
-            raise ContainerNotFound(cid) from None
-        except (ValueError, TypeError):
-            raise RuntimeFailure(f"container {cid}: state file is corrupt") from None
+        c.state = c._read()
         if lock:
             c.lock()
-            return c._reload()
+            try:
+                c.state = c._read()  # another command may have changed it while we waited
+            except BaseException:
+                c.unlock()
+                raise
         return c
 
-    def _reload(self) -> "Container":
-        # Another command may have changed the state while we waited for the lock.
+    def _read(self) -> State:
+        path = os.path.join(self.dir, STATE_FILE)
         try:
-            with open(os.path.join(self.dir, STATE_FILE), "rb") as f:
-                self.state = State(**jsonio.load(f))
-        except FileNotFoundError:
-            self.unlock()
+            with open(path, "rb") as f:
+                return State.from_dict(jsonio.load(f))
+        except (FileNotFoundError, NotADirectoryError):
             raise ContainerNotFound(self.id) from None
-        return self
+        except (ValueError, RecursionError, MemoryError) as e:
+            raise StateCorrupt(self.id, path, str(e).splitlines()[0] if str(e) else "") from None
+        except OSError as e:
+            if e.errno in (errno.EISDIR, errno.ELOOP):
+                raise StateCorrupt(self.id, path, e.strerror) from None
+            raise os_failure(f"container {self.id}: cannot read its state", e) from None
 
     def lock(self) -> None:
-        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ContainerNotFound(self.id) from None  # deleted meanwhile
+        except OSError as e:
+            raise os_failure(f"container {self.id}: cannot lock", e) from None
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._lock_fd = fd
 
@@ -140,22 +196,20 @@ class Container:
 
     def save(self) -> None:
         tmp = os.path.join(self.dir, f".{STATE_FILE}.tmp")
-        with open(tmp, "w") as f:
-            jsonio.dump(self.state.to_dict(), f)
-        os.rename(tmp, os.path.join(self.dir, STATE_FILE))
+        try:
+            with open(tmp, "w") as f:
+                jsonio.dump(self.state.to_dict(), f)
+            os.rename(tmp, os.path.join(self.dir, STATE_FILE))
+        except OSError as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise os_failure(f"container {self.id}: cannot save its state", e, tmp) from None
 
     def remove(self) -> None:
-        for name in (STATE_FILE, FIFO, f".{STATE_FILE}.tmp"):
-            try:
-                os.unlink(os.path.join(self.dir, name))
-            except FileNotFoundError:
-                pass
+        remove_dir(self.dir)
         self.unlock()
-        try:
-            os.rmdir(self.dir)
-        except OSError as e:
-            if e.errno not in (errno.ENOENT,):
-                raise
 
     @property
     def fifo(self) -> str:
@@ -196,6 +250,30 @@ class Container:
         }
 
 
+def remove_dir(d: str) -> None:
+    """Remove a state dir: our files in it, the state file first (from then on no command sees
+    the container, whatever a kill leaves for the next `delete --force`), then the dir. A dir
+    holding files we did not write (runc's, in Docker's shared root) stays: ENOTEMPTY."""
+    for name in (STATE_FILE, FIFO, f".{STATE_FILE}.tmp"):
+        try:
+            os.unlink(os.path.join(d, name))
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:  # damage, not a container's data: an empty dir at most
+            try:
+                os.rmdir(os.path.join(d, name))
+            except OSError as e:
+                raise os_failure("cannot remove", e) from None
+        except OSError as e:
+            raise os_failure("cannot remove", e) from None
+    try:
+        os.rmdir(d)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise os_failure("cannot remove", e) from None
+
+
 def list_ids(root: str) -> list[str]:
     """Ids of the containers we manage in root; dirs of other runtimes (runc shares Docker's
     root) are skipped."""
@@ -203,7 +281,9 @@ def list_ids(root: str) -> list[str]:
         names = os.listdir(root)
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if os.path.exists(os.path.join(root, n, STATE_FILE)))
+    except OSError as e:
+        raise os_failure("cannot list", e) from None
+    return sorted(n for n in names if os.path.lexists(os.path.join(root, n, STATE_FILE)))
 
 
 def _frozen(cgroup: dict) -> bool:

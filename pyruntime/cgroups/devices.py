@@ -39,7 +39,8 @@ def parse(devices, path: str = "linux.resources.devices") -> list[Rule]:
         allow = d.get("allow")
         if not isinstance(allow, bool):
             raise RuntimeFailure(f"{p}.allow: {allow!r} must be true or false")
-        typ = d.get("type") or "a"
+        typ = d.get("type")
+        typ = "a" if typ in (None, "") else typ
         if typ not in ("a", "b", "c"):
             raise RuntimeFailure(f"{p}.type: {typ!r} is not a device type (a, b or c)")
         nums = []
@@ -50,7 +51,8 @@ def parse(devices, path: str = "linux.resources.devices") -> list[Rule]:
             if isinstance(v, bool) or not isinstance(v, int) or v < -1:
                 raise RuntimeFailure(f"{p}.{k}: {v!r} is not a device number")
             nums.append(v)
-        access = d.get("access") or "rwm"
+        access = d.get("access")
+        access = "rwm" if access in (None, "") else access
         if not isinstance(access, str) or not access or set(access) - set("rwm"):
             raise RuntimeFailure(f"{p}.access: {access!r} must be a combination of r, w and m")
         access = "".join(c for c in "rwm" if c in access)

@@ -66,6 +66,18 @@ class Manager:
 
     # ------------------------------------------------------------ lifecycle
 
+    def planned(self) -> list[str]:
+        """The dirs create() would make, parents first: the state records them before they
+        exist, so a create killed at any instant leaves `delete` the list of what to remove."""
+        out: list[str] = []
+        for d in self._unique_dirs():
+            missing = []
+            while not os.path.isdir(d):
+                missing.append(d)
+                d = os.path.dirname(d)
+            out += [m for m in reversed(missing) if m not in out]
+        return out
+
     def create(self) -> None:
         for d in self._unique_dirs():
             new = _makedirs(d, self.created)
@@ -73,7 +85,8 @@ class Manager:
                 for nd in new:
                     v1.init_cpuset(nd)
         if "" in self.dirs and self.unified_mount:
-            v2.enable_controllers(self.unified_mount, self.dirs[""])
+            from . import delegation  # enabled only while a container of ours needs them
+            delegation.acquire(self.unified_mount, self.dirs[""])
         self._v2ctl = None
 
     def add_pid(self, pid: int) -> None:
@@ -87,7 +100,15 @@ class Manager:
     def destroy(self) -> None:
         # (an attached device filter goes away with its cgroup: no need to detach it)
         left = []
+        leaves = set(self.dirs.values())
         for top in sorted(self.created, key=lambda p: p.count("/"), reverse=True):
+            if top not in leaves:
+                # A parent we made: another container may have its cgroup in it by now.
+                try:
+                    os.rmdir(top)
+                except OSError:
+                    pass
+                continue
             # Sub-cgroups the container made inside ours go too, deepest first.
             if os.path.isdir(top):
                 subs = [dp for dp, _, _ in os.walk(top, topdown=False)]
@@ -99,6 +120,9 @@ class Manager:
         if left:
             raise RuntimeFailure(f"cgroups: unable to remove {', '.join(left)}: still in use")
         self.created = []
+        if "" in self.dirs and self.unified_mount:
+            from . import delegation
+            delegation.release(self.dirs[""])
 
     # ------------------------------------------------------------ processes
 

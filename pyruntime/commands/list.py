@@ -1,8 +1,8 @@
 """lists containers started by pyruntime with the given root"""
 
-from .. import jsonio
+from .. import jsonio, log
 from ..errors import RuntimeFailure
-from ..state import Container, list_ids
+from ..state import Container, StateCorrupt, list_ids
 
 
 def configure(p):
@@ -15,8 +15,12 @@ def main(opts, ctx):
     for cid in list_ids(ctx.root):
         try:
             states.append(Container.load(ctx.root, cid).oci_state())
+        except StateCorrupt as e:  # shown as such; the others are still listed
+            log.warning(str(e))
+            states.append({"id": cid, "pid": 0, "status": "damaged", "bundle": "", "created": "",
+                           "owner": ""})
         except RuntimeFailure:
-            continue  # removed meanwhile, or not ours
+            continue  # removed meanwhile
     if opts.quiet:
         for st in states:
             print(st["id"])
