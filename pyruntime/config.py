@@ -89,7 +89,7 @@ class Reader:
 
 
 def _check_text(s: str, path: str, file: str) -> None:
-    """What becomes a C string (a path, an argument) can hold neither NUL nor a lone surrogate
+    r"""What becomes a C string (a path, an argument) can hold neither NUL nor a lone surrogate
     (JSON can spell both: "\u0000", "\ud800")."""
     if "\0" in s:
         raise ConfigError(path, s, "contains a NUL character", file)

@@ -59,3 +59,19 @@ def test_the_seccomp_cache_key_is_the_same_on_every_python():
 
 def test_the_interpreter_running_the_tests_is_a_listed_one():
     assert "%d.%d" % sys.version_info[:2] in pythons.versions()
+
+
+@pytest.mark.parametrize("version", pythons.versions())
+def test_every_module_compiles_and_imports_on(version):
+    """Each Python compiles the package itself (3.13 encodes docstrings it dedents, so a lone
+    surrogate in one fails there only); optional dependencies come from the launcher's dirs."""
+    launcher_file = pythons.LAUNCHER.format(version=version)
+    with open(launcher_file) as f:
+        paths = "".join(line for line in f if line.startswith(("import sys", "sys.path")))
+    code = paths + (
+        "import pkgutil, pyruntime\n"
+        "for m in pkgutil.walk_packages(pyruntime.__path__, 'pyruntime.'):\n"
+        "    __import__(m.name)\n")
+    p = subprocess.run([pythons.interpreter(version), "-IS", "-B", "-c", code],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
