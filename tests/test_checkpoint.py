@@ -165,6 +165,218 @@ def test_counter_goes_on_after_checkpoint_and_restore(runtime, bundle, stdio, tm
     runtime("delete", cid)
 
 
+
+def test_leave_running_and_restore_into_a_new_id(runtime, bundle, stdio, tmp_path):
+    counter_bundle(bundle)
+    cid = start_piped(runtime, bundle, stdio)
+    wait_count_above(bundle, 3)
+    checkpoint(runtime, cid, tmp_path / "img", "--leave-running")
+    st = runtime.state(cid)
+    assert st["status"] == "running"
+    n = wait_count_above(bundle, count(bundle))  # still counting
+    runtime("kill", cid, "KILL")
+    runtime.wait_stopped(cid)
+    runtime("delete", cid)
+    new = runtime.new_id("restored")
+    restore_piped(runtime, bundle, stdio, new, "--image-path", tmp_path / "img")
+    assert runtime.state(new)["status"] == "running"
+    # the dumped shell goes on from its dump-time count, below what the original reached
+    after = wait_count_above(bundle, 0)
+    assert after < n + 5
+    runtime("delete", "--force", new)
+
+
+def test_pre_dump_then_dump_with_parent_path(runtime, bundle, stdio, tmp_path):
+    counter_bundle(bundle)
+    cid = start_piped(runtime, bundle, stdio)
+    wait_count_above(bundle, 3)
+    img = tmp_path / "img"
+    if subprocess.run([CRIU, "check", "--feature", "mem_dirty_track"],
+                      capture_output=True).returncode != 0:
+        # This kernel has no soft-dirty bits (CONFIG_MEM_SOFT_DIRTY): no runtime can pre-dump
+        # here. What must hold then: one clear line, and the container left running.
+        proc = checkpoint(runtime, cid, img / "pre", "--pre-dump", check=False)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.strip().endswith("does not support --pre-dump (memory tracking) on "
+                                            "this kernel"), proc.stderr
+        assert runtime.state(cid)["status"] == "running"
+        wait_count_above(bundle, count(bundle))
+        runtime("delete", "--force", cid)
+        return
+    checkpoint(runtime, cid, img / "pre", "--pre-dump")
+    assert runtime.state(cid)["status"] == "running"  # a pre-dump leaves it running
+    assert list((img / "pre").glob("pages-*.img"))
+    checkpoint(runtime, cid, img / "final", "--parent-path", "../pre")
+    assert (img / "final" / "parent").is_symlink()
+    frozen = count(bundle)
+    restore_piped(runtime, bundle, stdio, cid, "--image-path", img / "final")
+    assert frozen < wait_count_above(bundle, frozen) <= frozen + 20
+    runtime("delete", "--force", cid)
+
+
+def test_bad_parent_path(runtime, bundle, stdio, tmp_path):
+    counter_bundle(bundle)
+    cid = start_piped(runtime, bundle, stdio)
+    for parent in (str(tmp_path / "abs"), "../nope"):
+        proc = checkpoint(runtime, cid, tmp_path / "img", "--parent-path", parent, check=False)
+        assert proc.returncode == 1 and "--parent-path" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert runtime.state(cid)["status"] == "running"
+    runtime("delete", "--force", cid)
+
+
+@pytest.mark.parametrize("symlink", [False, True], ids=["plain", "destination-is-symlink"])
+def test_bind_mount(runtime, bundle, stdio, tmp_path, symlink):
+    src = tmp_path / "shared"
+    src.mkdir()
+    dest = "/conf"
+    if symlink:  # as runc's test: the destination resolves inside the rootfs
+        (bundle.rootfs / "real" / "conf").mkdir(parents=True)
+        os.symlink("/real/conf", bundle.rootfs / "conf")
+    bundle.config["mounts"].append({"destination": dest, "type": "bind", "source": str(src),
+                                    "options": ["rbind", "rw"]})
+    counter = COUNTER.replace("> /tmp/count", "> /tmp/count; echo $i > /conf/n")
+    bundle.config["process"]["args"] = ["sh", "-c", counter]
+    bundle.write()
+    cid = start_piped(runtime, bundle, stdio)
+    wait_count_above(bundle, 3)
+    checkpoint(runtime, cid, tmp_path / "img")
+    frozen = int((src / "n").read_text())
+    restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "img")
+    deadline = time.monotonic() + 5
+    while int((src / "n").read_text() or 0) <= frozen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert int((src / "n").read_text()) > frozen  # still writing through the host's bind
+    out = runtime("exec", cid, "sh", "-c", "grep ' /real/conf \\| /conf ' /proc/self/mountinfo")
+    assert out.stdout.strip(), "the bind is mounted again"
+    runtime("delete", "--force", cid)
+
+
+def test_cgroup_namespace(runtime, bundle, stdio, tmp_path):
+    counter_bundle(bundle)
+    bundle.config["linux"]["namespaces"].append({"type": "cgroup"})
+    bundle.write()
+    cid = start_piped(runtime, bundle, stdio)
+    wait_count_above(bundle, 3)
+    inside = runtime("exec", cid, "cat", "/proc/self/cgroup").stdout
+    checkpoint(runtime, cid, tmp_path / "img")
+    restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "img")
+    pid = runtime.state(cid)["pid"]
+    # the restored init is in the new container's cgroups, and still sees itself at their root
+    with open(f"/proc/{pid}/cgroup") as f:
+        assert cid in f.read()
+    assert runtime("exec", cid, "cat", "/proc/1/cgroup").stdout == inside
+    runtime("delete", "--force", cid)
+
+
+def test_terminal_with_console_socket(runtime, bundle, tmp_path):
+    from corehelp import ConsoleSocket
+    bundle.config["process"]["args"] = ["sh", "-c", COUNTER.replace("echo $i >", "echo $i; echo $i >")]
+    bundle.config["process"]["terminal"] = True
+    bundle.write()
+    first, second = ConsoleSocket(), ConsoleSocket()
+    try:
+        cid = runtime.create(bundle, None, "--console-socket", first.path)
+        runtime("start", cid)
+        wait_count_above(bundle, 3)
+        checkpoint(runtime, cid, tmp_path / "img", "--shell-job")
+        frozen = count(bundle)
+        proc = runtime("restore", "--detach", "--shell-job", "--bundle", bundle.path,
+                       "--image-path", tmp_path / "img", "--console-socket", second.path, cid,
+                       stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0
+        assert len(second.fds) == 1, second.fds  # the restored pty's master, as for create
+        out = b""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(out.split()) < 3:
+            out += os.read(second.master, 4096)
+        numbers = [int(x) for x in out.split()]
+        assert frozen < numbers[0] <= frozen + 20, (frozen, out)
+        runtime("delete", "--force", cid)
+    finally:
+        first.close()
+        second.close()
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_restore_into_an_existing_id(runtime, bundle, stdio, tmp_path):
+    counter_bundle(bundle)
+    cid = start_piped(runtime, bundle, stdio)
+    checkpoint(runtime, cid, tmp_path / "img", "--leave-running")
+    proc, err = restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "img",
+                              check=False)
+    assert proc.returncode == 1
+    assert err.strip() == f"pyruntime: container with given ID already exists: {cid}" or \
+        err.strip().endswith(f"container with given ID already exists: {cid}"), err
+    assert runtime.state(cid)["status"] == "running"
+    runtime("delete", "--force", cid)
+
+
+def test_restore_from_a_missing_or_foreign_image(runtime, bundle, stdio, tmp_path, rootfs_template):
+    from conftest import Bundle
+    cid = runtime.new_id()
+    proc, err = restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "nope",
+                              check=False)
+    assert proc.returncode == 1 and "no such directory" in err and len(err.splitlines()) == 1, err
+    (tmp_path / "empty").mkdir()
+    proc, err = restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "empty",
+                              check=False)
+    assert proc.returncode == 1 and "not a CRIU checkpoint" in err, err
+    # an image of a container with a bind mount, restored with a bundle without it
+    other = Bundle(tmp_path / "other", rootfs_template)
+    counter_bundle(other)
+    (tmp_path / "src").mkdir()
+    other.config["mounts"].append({"destination": "/data", "type": "bind",
+                                   "source": str(tmp_path / "src"), "options": ["rbind"]})
+    other.write()
+    ocid = start_piped(runtime, other, stdio)
+    checkpoint(runtime, ocid, tmp_path / "img")
+    proc, err = restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "img",
+                              check=False)
+    assert proc.returncode == 1 and f"checkpoint of container '{ocid}'" in err, err
+    assert "/data" in err and len(err.splitlines()) == 1, err
+    assert runtime("state", cid, check=False).returncode == 1  # nothing left behind
+
+
+def test_no_criu_or_a_failing_one(runtime, bundle, stdio, tmp_path):
+    counter_bundle(bundle)
+    cid = start_piped(runtime, bundle, stdio)
+    proc = runtime("checkpoint", "--image-path", tmp_path / "img", cid, check=False,
+                   global_args=("--criu", tmp_path / "no-criu"))
+    assert proc.returncode == 1 and "no such executable" in proc.stderr, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+    broken = tmp_path / "criu-broken"
+    broken.write_text("#!/bin/sh\necho 'Error: this criu cannot work here' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    proc = runtime("checkpoint", "--image-path", tmp_path / "img", cid, check=False,
+                   global_args=("--criu", broken))
+    assert proc.returncode == 1 and "exited with status 1" in proc.stderr, proc.stderr
+    assert runtime.state(cid)["status"] == "running"
+    wait_count_above(bundle, count(bundle))  # not left frozen
+    runtime("delete", "--force", cid)
+
+
+def test_dump_failure_names_criu_log_and_leaves_it_running(runtime, bundle, stdio, tmp_path):
+    """A file CRIU cannot dump (stdout on a host file outside the container's mounts): the
+    error is CRIU's, with its log's path, and the container keeps running."""
+    counter_bundle(bundle)
+    cid = runtime.new_id()
+    out = open(tmp_path / "out", "w")
+    try:
+        runtime.create(bundle, cid, stdout=out)
+    finally:
+        out.close()
+    runtime("start", cid)
+    proc = checkpoint(runtime, cid, tmp_path / "img", check=False)
+    assert proc.returncode == 1
+    assert f"see {tmp_path / 'img' / 'dump.log'}" in proc.stderr, proc.stderr
+    assert "Error" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert runtime.state(cid)["status"] == "running"
+    wait_count_above(bundle, count(bundle))
+    runtime("delete", "--force", cid)
+
+
 # ---------------------------------------------------------------- the RPC messages
 
 def test_rpc_messages_encode_as_criu_reads_them():

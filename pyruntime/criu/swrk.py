@@ -65,16 +65,22 @@ def call(criu: str, req, *, extra_fds=(), stdio=None, started=None, notify=None)
     finally:
         server.close()
     status = None
+    what = rpc.REQ_NAME[req.type]
     try:
         if started is not None:
             started(pid)
-        client.sendall(req.SerializeToString())
         while True:
-            data, fds = _recv(client)
+            try:
+                if req is not None:
+                    client.sendall(req.SerializeToString())
+                    req = None
+                data, fds = _recv(client)
+            except (ConnectionResetError, BrokenPipeError):
+                data = b""  # criu went away: its exit status says how
             if not data:
                 _, status = os.waitpid(pid, 0)
                 raise CriuError(f"criu swrk ({criu}) {_exited(status)} before it answered "
-                                f"the {rpc.REQ_NAME[req.type]} request")
+                                f"the {what} request")
             resp = rpc.Resp()
             resp.ParseFromString(data)
             if resp.type != rpc.REQ_TYPE["NOTIFY"] or not resp.success:
@@ -85,8 +91,7 @@ def call(criu: str, req, *, extra_fds=(), stdio=None, started=None, notify=None)
             finally:
                 for fd in fds:
                     os.close(fd)
-            client.sendall(rpc.Req(type=rpc.REQ_TYPE["NOTIFY"],
-                                   notify_success=True).SerializeToString())
+            req = rpc.Req(type=rpc.REQ_TYPE["NOTIFY"], notify_success=True)
     finally:
         client.close()
         if status is None:
@@ -129,9 +134,9 @@ def features(criu: str, **wanted) -> None:
 def failure(what: str, resp, log_path: str) -> CriuError:
     """One line for a failed request: CRIU's own message or its log's first error, and where
     the log is."""
-    msg = resp.cr_errmsg if resp is not None and resp.HasField("cr_errmsg") else ""
-    if not msg:
-        msg = first_error(log_path)
+    msg = first_error(log_path)  # cr_errmsg is CRIU's first error, maybe a harmless one
+    if not msg and resp is not None and resp.HasField("cr_errmsg"):
+        msg = " ".join(resp.cr_errmsg.split())
     errno_part = f" (errno {resp.cr_errno})" if resp is not None and resp.cr_errno else ""
     return CriuError(f"{what} failed{errno_part}: {msg or 'criu reported no error'}; "
                      f"see {log_path}")
@@ -144,6 +149,8 @@ def first_error(log_path: str) -> str:
         with open(log_path, errors="replace") as f:
             for line in f:
                 if "Error" in line and "rlimit:" not in line:
+                    if line.startswith("("):  # "(00.014977) Error ...": the time is noise here
+                        line = line.partition(") ")[2]
                     return line.strip()
     except OSError:
         pass
