@@ -97,12 +97,15 @@ def restore_piped(runtime, bundle, stdio, cid, *flags, check=True):
 
 
 def count(bundle) -> int:
-    for _ in range(50):
-        text = (bundle.rootfs / "tmp" / "count").read_text().strip()
+    for _ in range(100):
+        try:
+            text = (bundle.rootfs / "tmp" / "count").read_text().strip()
+        except FileNotFoundError:  # not counting yet
+            text = ""
         if text:
             return int(text)
         time.sleep(0.02)  # caught between the shell's truncate and its write
-    raise AssertionError("no count")
+    return 0
 
 
 def counter_bundle(bundle, **linux):
