@@ -418,3 +418,19 @@ def test_rpc_table_matches_criu_rpc_proto():
         for fname, number, ftype, *rest in fields:
             label = (rest[0] if rest else None) or "optional"
             assert theirs.get(fname) == (label, ftype, number), (name, fname)
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's features document")
+def test_features_say_checkpoint_only_with_a_working_criu(runtime, tmp_path):
+    def enabled(path: str) -> str:
+        env = dict(os.environ, PATH=path)
+        out = subprocess.run([runtime.binary, "features"], env=env, capture_output=True,
+                             text=True, check=True).stdout
+        return json.loads(out)["annotations"]["org.opencontainers.runc.checkpoint.enabled"]
+    assert enabled(f"{os.path.dirname(CRIU)}:/usr/bin:/bin") == "true"
+    assert enabled("/usr/bin:/bin") == "false"  # no criu on PATH
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "criu").write_text("#!/bin/sh\necho 'Error: no' >&2\nexit 1\n")
+    (fake / "criu").chmod(0o755)
+    assert enabled(f"{fake}:{os.path.dirname(CRIU)}:/usr/bin:/bin") == "false"
