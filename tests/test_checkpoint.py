@@ -301,6 +301,80 @@ def test_terminal_with_console_socket(runtime, bundle, tmp_path):
         second.close()
 
 
+
+def test_restore_runs_prestart_and_create_runtime_hooks(runtime, bundle, stdio, tmp_path):
+    """As runc: at CRIU's setup-namespaces, with the state of the container being restored."""
+    from corehelp import host_script
+    log = tmp_path / "hooks.log"
+    hook = host_script(tmp_path / "hook", f'read s; echo "$1 $s" >> {log}')
+    counter_bundle(bundle)
+    bundle.config["hooks"] = {k: [{"path": str(hook), "args": ["hook", k]}]
+                              for k in ("prestart", "createRuntime")}
+    bundle.write()
+    cid = start_piped(runtime, bundle, stdio)
+    log.unlink()
+    checkpoint(runtime, cid, tmp_path / "img")
+    restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "img")
+    lines = log.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["prestart", "createRuntime"]
+    state = json.loads(lines[0].split(" ", 1)[1])
+    assert state["id"] == cid and state["pid"] > 0
+    # the pid CRIU reports there is the restored init's (the same in its new pid namespace)
+    assert state["pid"] == runtime.state(cid)["pid"]
+    runtime("delete", "--force", cid)
+
+
+def test_restore_in_the_foreground_waits_and_exits_with_the_container(runtime, bundle, stdio,
+                                                                      tmp_path):
+    bundle.config["process"]["args"] = [
+        "sh", "-c", "i=0; while [ $i -lt 25 ]; do i=$((i+1)); echo $i > /tmp/count; "
+                    "sleep 0.1; done; exit 7"]
+    bundle.write()
+    cid = start_piped(runtime, bundle, stdio)
+    wait_count_above(bundle, 2)
+    checkpoint(runtime, cid, tmp_path / "img")
+    frozen = count(bundle)
+    io = stdio()
+    proc = subprocess.run(runtime.cmd("restore", "--bundle", bundle.path, "--image-path",
+                                      tmp_path / "img", cid), timeout=60, **io.kw())
+    io.close_theirs()
+    assert proc.returncode == 7, io.err()
+    assert count(bundle) == 25 and frozen < 25
+    assert runtime("state", cid, check=False).returncode == 1  # deleted, as after `run`
+
+
+def test_network_namespace_given_by_path(runtime, bundle, stdio, tmp_path):
+    """A netns managed outside (a pod's): dumped as external, joined again on restore."""
+    from corehelp import NsHolder
+    with NsHolder("--net", setup="ip link set lo up") as holder:
+        counter_bundle(bundle)
+        for ns in bundle.config["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = holder.path("net")
+        bundle.write()
+        cid = start_piped(runtime, bundle, stdio)
+        wait_count_above(bundle, 3)
+        checkpoint(runtime, cid, tmp_path / "img")
+        frozen = count(bundle)
+        restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "img")
+        pid = runtime.state(cid)["pid"]
+        assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink(holder.path("net"))
+        assert wait_count_above(bundle, frozen) > frozen
+        runtime("delete", "--force", cid)
+
+
+def test_checkpoint_of_a_paused_container(runtime, bundle, stdio, tmp_path):
+    counter_bundle(bundle)
+    cid = start_piped(runtime, bundle, stdio)
+    wait_count_above(bundle, 3)
+    runtime("pause", cid)
+    checkpoint(runtime, cid, tmp_path / "img", "--leave-running")
+    assert runtime.state(cid)["status"] == "paused"  # left as it was
+    runtime("resume", cid)
+    wait_count_above(bundle, count(bundle))
+    runtime("delete", "--force", cid)
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_restore_into_an_existing_id(runtime, bundle, stdio, tmp_path):
