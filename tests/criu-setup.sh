@@ -10,7 +10,7 @@ PREFIX=${PREFIX:-/usr/local}
 W=${CRIU_BUILD:-/tmp/criu-build}
 SUITE=${CRIU_SUITE:-trixie}
 
-works() { "$1" check >/dev/null 2>&1; }
+works() { "$1" check -o /dev/null >/dev/null 2>&1; }  # -o: not a log in the cwd
 for c in "$PREFIX/sbin/criu" "$(command -v criu || true)"; do
   if [ -n "$c" ] && [ -x "$c" ] && works "$c"; then
     echo "criu: $c ($("$c" --version | head -1)) passes check"; exit 0

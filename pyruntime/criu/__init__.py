@@ -13,7 +13,8 @@ def criu_works(criu: str | None = None) -> bool:
     if not path or importlib.util.find_spec("google.protobuf") is None:
         return False
     try:
-        return subprocess.run([path, "check"], stdin=subprocess.DEVNULL,
+        # -o: a log-file set in /etc/criu/default.conf would land in our caller's cwd
+        return subprocess.run([path, "check", "-o", "/dev/null"], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):

@@ -187,20 +187,26 @@ def restore(root: str, cid: str, o, criu_flag: str | None, systemd_cgroup: bool)
             write_pid_file(o.pid_file, pid)
         return pid
     except BaseException:
-        cleanup.run()
+        _drop_root(criu_root, bound)
+        bound = False
+        cleanup.run()  # (removes the state dir: criu-root must be gone first)
         raise
     finally:
         for fd in fds:
             os.close(fd)
         if console is not None:
             console.close()
-        if bound:
-            sc.umount2(criu_root, sc.MNT_DETACH)
-        try:
-            os.rmdir(criu_root)
-        except OSError:
-            pass
+        _drop_root(criu_root, bound)
         c.unlock()
+
+
+def _drop_root(criu_root: str, bound: bool) -> None:
+    if bound:
+        sc.umount2(criu_root, sc.MNT_DETACH)
+    try:
+        os.rmdir(criu_root)
+    except OSError:
+        pass
 
 
 def open_dir(path: str, flag: str, create: bool) -> int:
