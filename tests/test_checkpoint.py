@@ -430,6 +430,22 @@ def test_lazy_pages_status_fd_must_be_writable(runtime, bundle, stdio, tmp_path)
     runtime("delete", "--force", cid)
 
 
+
+@pytest.mark.parametrize("flags, message", [
+    (["--manage-cgroups-mode", "bogus"], "--manage-cgroups-mode: 'bogus' is not soft, full, "
+                                         "strict or ignore"),
+    (["--empty-ns", "pid"], '--empty-ns: namespace "pid" is not supported'),
+    (["--page-server", "nohostport"], "--page-server 'nohostport': use ADDRESS:PORT"),
+])
+def test_bad_flag_values(runtime, bundle, stdio, tmp_path, flags, message):
+    counter_bundle(bundle)
+    cid = start_piped(runtime, bundle, stdio)
+    proc = checkpoint(runtime, cid, tmp_path / "img", *flags, check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith(message), proc.stderr
+    assert runtime.state(cid)["status"] == "running"
+    runtime("delete", "--force", cid)
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_restore_into_an_existing_id(runtime, bundle, stdio, tmp_path):
