@@ -33,11 +33,13 @@ def find(criu: str | None) -> str:
     return found
 
 
-def spawn(criu: str, server: socket.socket, extra_fds=(), stdio=None) -> int:
-    """Start `criu swrk 3` with the server socket at fd 3 and extra_fds from fd 4 on."""
+def spawn(criu: str, server: socket.socket, extra_fds=(), stdio=None, err_fd=-1) -> int:
+    """Start `criu swrk 3` with the server socket at fd 3 and extra_fds from fd 4 on; without
+    stdio, /dev/null and err_fd."""
     wanted = [server.fileno(), *extra_fds]
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC) if stdio is None else -1
-    stdio = [devnull] * 3 if stdio is None else list(stdio)
+    stdio = [devnull, devnull, err_fd if err_fd >= 0 else devnull] if stdio is None else \
+        list(stdio)
     pid = os.fork()
     if pid == 0:
         try:
@@ -60,8 +62,10 @@ def call(criu: str, req, *, extra_fds=(), stdio=None, started=None, notify=None)
 
     started(pid) runs before the request is sent; notify(script, pid, fds) for each NOTIFY."""
     client, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # What a criu that dies before its log is set up says (a broken build, a bad config file).
+    err_fd = os.memfd_create("criu-stderr", os.MFD_CLOEXEC) if stdio is None else -1
     try:
-        pid = spawn(criu, server, extra_fds, stdio)
+        pid = spawn(criu, server, extra_fds, stdio, err_fd)
     finally:
         server.close()
     status = None
@@ -79,8 +83,10 @@ def call(criu: str, req, *, extra_fds=(), stdio=None, started=None, notify=None)
                 data = b""  # criu went away: its exit status says how
             if not data:
                 _, status = os.waitpid(pid, 0)
+                said = _last_line(err_fd)
                 raise CriuError(f"criu swrk ({criu}) {_exited(status)} before it answered "
-                                f"the {what} request")
+                                f"the {what} request" + (f": {said}" if said else
+                                                         f" (does `{criu} check` pass?)"))
             resp = rpc.Resp()
             resp.ParseFromString(data)
             if resp.type != rpc.REQ_TYPE["NOTIFY"] or not resp.success:
@@ -96,7 +102,17 @@ def call(criu: str, req, *, extra_fds=(), stdio=None, started=None, notify=None)
         client.close()
         if status is None:
             _, status = os.waitpid(pid, 0)
+        if err_fd >= 0:
+            os.close(err_fd)
     return resp, status
+
+
+def _last_line(fd: int) -> str:
+    if fd < 0:
+        return ""
+    os.lseek(fd, 0, os.SEEK_SET)
+    lines = os.read(fd, 65536).decode(errors="replace").strip().splitlines()
+    return lines[-1].strip() if lines else ""
 
 
 def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
