@@ -256,6 +256,36 @@ def test_bind_mount(runtime, bundle, stdio, tmp_path, symlink):
     runtime("delete", "--force", cid)
 
 
+def test_restore_on_a_fresh_copy_of_the_rootfs(runtime, bundle, stdio, tmp_path,
+                                               rootfs_template):
+    """As a migration does (podman's export/import): the image restored into another bundle
+    whose rootfs never had the mountpoints the first init created (a file bind included)."""
+    from conftest import Bundle
+    (tmp_path / "data").mkdir()
+    (tmp_path / "hostname").write_text("from-the-host\n")
+    binds = [{"destination": "/data", "type": "bind", "source": str(tmp_path / "data"),
+              "options": ["rbind", "rprivate"]},
+             {"destination": "/etc/hostname", "type": "bind",
+              "source": str(tmp_path / "hostname"), "options": ["rbind", "ro"]}]
+    counter_bundle(bundle)
+    bundle.config["mounts"] += binds
+    bundle.write()
+    cid = start_piped(runtime, bundle, stdio)
+    wait_count_above(bundle, 3)
+    checkpoint(runtime, cid, tmp_path / "img")
+    frozen = count(bundle)
+    other = Bundle(tmp_path / "other", rootfs_template)
+    other.write(bundle.config)
+    (other.rootfs / "tmp" / "count").write_text(str(frozen))
+    assert not (other.rootfs / "data").exists() and not (other.rootfs / "etc/hostname").exists()
+    restore_piped(runtime, other, stdio, cid, "--image-path", tmp_path / "img")
+    assert frozen < wait_count_above(other, frozen) <= frozen + 20
+    out = runtime("exec", cid, "cat", "/etc/hostname").stdout
+    assert out == "from-the-host\n"
+    runtime("delete", "--force", cid)
+
+
+
 def test_cgroup_namespace(runtime, bundle, stdio, tmp_path):
     counter_bundle(bundle)
     bundle.config["linux"]["namespaces"].append({"type": "cgroup"})

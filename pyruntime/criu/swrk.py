@@ -165,8 +165,11 @@ def first_error(log_path: str) -> str:
         with open(log_path, errors="replace") as f:
             for line in f:
                 if "Error" in line and "rlimit:" not in line:
-                    if line.startswith("("):  # "(00.014977) Error ...": the time is noise here
+                    if line.startswith("("):  # "(00.014977) [pid: ]Error ...": noise here
                         line = line.partition(") ")[2]
+                        head, sep, rest = line.partition(": ")
+                        if sep and head.isdigit():
+                            line = rest
                     return line.strip()
     except OSError:
         pass
