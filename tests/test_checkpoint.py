@@ -303,7 +303,8 @@ def test_cgroup_namespace(runtime, bundle, stdio, tmp_path):
     runtime("delete", "--force", cid)
 
 
-def test_terminal_with_console_socket(runtime, bundle, tmp_path):
+@pytest.mark.parametrize("shell_job", [[], ["--shell-job"]], ids=["plain", "shell-job"])
+def test_terminal_with_console_socket(runtime, bundle, tmp_path, shell_job):
     from corehelp import ConsoleSocket
     bundle.config["process"]["args"] = ["sh", "-c", COUNTER.replace("echo $i >", "echo $i; echo $i >")]
     bundle.config["process"]["terminal"] = True
@@ -313,9 +314,9 @@ def test_terminal_with_console_socket(runtime, bundle, tmp_path):
         cid = runtime.create(bundle, None, "--console-socket", first.path)
         runtime("start", cid)
         wait_count_above(bundle, 3)
-        checkpoint(runtime, cid, tmp_path / "img", "--shell-job")
+        checkpoint(runtime, cid, tmp_path / "img", *shell_job)
         frozen = count(bundle)
-        proc = runtime("restore", "--detach", "--shell-job", "--bundle", bundle.path,
+        proc = runtime("restore", "--detach", *shell_job, "--bundle", bundle.path,
                        "--image-path", tmp_path / "img", "--console-socket", second.path, cid,
                        stdin=subprocess.DEVNULL)
         assert proc.returncode == 0
