@@ -7,12 +7,12 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import default_config, is_pyruntime, reap_zombies
+from conftest import is_pyruntime
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
 
@@ -282,6 +282,35 @@ def test_restore_on_a_fresh_copy_of_the_rootfs(runtime, bundle, stdio, tmp_path,
     assert frozen < wait_count_above(other, frozen) <= frozen + 20
     out = runtime("exec", cid, "cat", "/etc/hostname").stdout
     assert out == "from-the-host\n"
+    runtime("delete", "--force", cid)
+
+
+
+def test_a_docker_like_container(runtime, bundle, stdio, tmp_path):
+    """What Docker hands a runtime: its default seccomp profile, an absolute cgroupsPath,
+    file binds with rbind,rprivate, an oomScoreAdj. The filter comes back with the process."""
+    profile = json.loads((Path(__file__).parent / "seccomp" / "docker-default.json").read_text())
+    (tmp_path / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    counter_bundle(bundle)
+    cg = f"/pyrt-ckpt/{runtime.new_id('cg')}"
+    bundle.config["linux"].update(seccomp=profile, cgroupsPath=cg)
+    bundle.config["process"]["oomScoreAdj"] = 123
+    bundle.config["mounts"].append({"destination": "/etc/resolv.conf", "type": "bind",
+                                    "source": str(tmp_path / "resolv.conf"),
+                                    "options": ["rbind", "rprivate"]})
+    bundle.write()
+    cid = start_piped(runtime, bundle, stdio)
+    wait_count_above(bundle, 3)
+    checkpoint(runtime, cid, tmp_path / "img")
+    frozen = count(bundle)
+    restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "img")
+    assert frozen < wait_count_above(bundle, frozen) <= frozen + 20
+    pid = runtime.state(cid)["pid"]
+    status = open(f"/proc/{pid}/status").read()
+    assert "\nSeccomp:\t2\n" in status  # filter mode, restored by CRIU
+    assert open(f"/proc/{pid}/oom_score_adj").read().strip() == "123"
+    assert f":{cg}\n" in open(f"/proc/{pid}/cgroup").read()
+    assert runtime("exec", cid, "cat", "/etc/resolv.conf").stdout == "nameserver 127.0.0.1\n"
     runtime("delete", "--force", cid)
 
 

@@ -24,8 +24,6 @@ def configure(p):
 
 
 def main(opts, ctx):
-    import os
-
     from ..criu.restore import restore
     if not opts.detach and not opts.no_subreaper:
         import prctl  # the restored tree's orphans come to us while we wait, as with `run`

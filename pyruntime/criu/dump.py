@@ -98,7 +98,7 @@ def checkpoint(root: str, cid: str, o, criu_flag: str | None) -> None:
         if not resp.success:
             raise swrk.failure(what, resp, log)
         if exit_status and not o.pre_dump:  # a pre-dump's criu is stopped once it answered
-            raise RuntimeFailure(f"{what}: criu {swrk._exited(exit_status)}; see {log}")
+            raise RuntimeFailure(f"{what}: criu {swrk.exited(exit_status)}; see {log}")
         destroy = not (o.leave_running or o.pre_dump)
     finally:
         c.unlock()

@@ -100,7 +100,7 @@ def restore(root: str, cid: str, o, criu_flag: str | None, systemd_cgroup: bool)
         bound = True
         req = rpc.Req(type=rpc.REQ_TYPE["RESTORE"])
         opts = req.opts
-        fds.append(open_dir(image, "--image-path", create=False))
+        fds.append(open_dir(image, "--image-path"))
         opts.images_dir_fd = fds[-1]
         log_dir = image
         if o.work_path:
@@ -177,7 +177,7 @@ def restore(root: str, cid: str, o, criu_flag: str | None, systemd_cgroup: bool)
         if not resp.success:
             raise swrk.failure(f"restore of {cid}", resp, log)
         if status:
-            raise RuntimeFailure(f"restore of {cid}: criu {swrk._exited(status)}; see {log}")
+            raise RuntimeFailure(f"restore of {cid}: criu {swrk.exited(status)}; see {log}")
         pid = restored.get("pid") or resp.restore.pid
         if c.state.pid != pid:
             c.state.pid, c.state.init_start = pid, statemod.proc_start_time(pid) or 0
@@ -209,7 +209,7 @@ def _drop_root(criu_root: str, bound: bool) -> None:
         pass
 
 
-def open_dir(path: str, flag: str, create: bool) -> int:
+def open_dir(path: str, flag: str) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:

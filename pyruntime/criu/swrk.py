@@ -84,7 +84,7 @@ def call(criu: str, req, *, extra_fds=(), stdio=None, started=None, notify=None)
             if not data:
                 _, status = os.waitpid(pid, 0)
                 said = _last_line(err_fd)
-                raise CriuError(f"criu swrk ({criu}) {_exited(status)} before it answered "
+                raise CriuError(f"criu swrk ({criu}) {exited(status)} before it answered "
                                 f"the {what} request" + (f": {said}" if said else
                                                          f" (does `{criu} check` pass?)"))
             resp = rpc.Resp()
@@ -128,7 +128,7 @@ def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
     return data, fds
 
 
-def _exited(status: int) -> str:
+def exited(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"was killed by signal {os.WTERMSIG(status)}"
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
