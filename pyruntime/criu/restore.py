@@ -153,8 +153,10 @@ def restore(root: str, cid: str, o, criu_flag: str | None, systemd_cgroup: bool)
             mgr.add_pid(criu_pid)
             mgr.apply(with_default_devices(cfg.linux.resources, cfg.linux.devices))
             c.state.cgroup = mgr.to_state()
-            for ctrl, path in own_cgroups(criu_pid):
-                opts.cg_root.add(ctrl=ctrl, path=path) if ctrl else opts.cg_root.add(path=path)
+            for ctrl, path in own_cgroups(criu_pid):  # where CRIU puts the restored tree
+                root = opts.cg_root.add(path=path)
+                if ctrl:  # (none: cgroup2's)
+                    root.ctrl = ctrl
 
         def notify(script: str, pid: int, passed: list[int]) -> None:
             if script == "setup-namespaces":
