@@ -658,3 +658,15 @@ def test_features_say_checkpoint_only_with_a_working_criu(runtime, tmp_path):
     (fake / "criu").write_text("#!/bin/sh\necho 'Error: no' >&2\nexit 1\n")
     (fake / "criu").chmod(0o755)
     assert enabled(f"{fake}:{os.path.dirname(CRIU)}:/usr/bin:/bin") == "false"
+
+
+def test_checkpoint_needs_a_running_container(runtime, bundle, tmp_path):
+    proc = checkpoint(runtime, "nope", tmp_path / "img", check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith("container does not exist: nope")
+    counter_bundle(bundle)
+    cid = runtime.create(bundle)
+    proc = checkpoint(runtime, cid, tmp_path / "img", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().endswith("Container cannot be checkpointed in created state")
+    assert runtime.state(cid)["status"] == "created"
+    runtime("delete", "--force", cid)
