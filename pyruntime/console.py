@@ -65,7 +65,8 @@ def bind_console(peer: int) -> None:
 
 
 def make_controlling(peer: int) -> None:
-    os.setsid()
+    if os.getsid(0) != os.getpid():  # the init already leads a session (init._init)
+        os.setsid()
     fcntl.ioctl(peer, TIOCSCTTY, 0)
     for i in range(3):
         os.dup2(peer, i)

@@ -95,6 +95,9 @@ def _fail(chan: Channel, e: BaseException) -> None:
 def _init(chan: Channel, a: InitArgs) -> None:
     cfg, linux, proc = a.cfg, a.cfg.linux, a.cfg.process
     process.die_on_signals()
+    # A session of its own, as runc's init: CRIU refuses a tree whose session leader is
+    # outside the container (unless --shell-job), and a terminal needs it for TIOCSCTTY.
+    os.setsid()
     in_user_ns = linux.namespace("user") is not None
     new_mount_ns = bool(namespaces.new_flags(linux, ("mount",))) or bool(
         linux.namespace("mount") and linux.namespace("mount").path)

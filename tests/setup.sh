@@ -9,6 +9,7 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq $missing >/dev/null
 fi
 python3 -m pip install -q -e '.[test]'
+bash tests/criu-setup.sh  # checkpoint/restore: a CRIU that passes `criu check` (built if need be)
 # The CLI starts once per call: compile its bytecode now, and install the fast launcher
 # (no `site`) as /usr/local/bin/pyruntime, the path Docker and containerd are given.
 PYTHONDONTWRITEBYTECODE= python3 -m compileall -q pyruntime >/dev/null

@@ -146,11 +146,11 @@ def test_features_follow_the_table(runtime):
 
 @pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own features")
 def test_checkpoint_is_advertised_only_when_it_works(runtime, tmp_path):
-    from pyruntime.commands import checkpoint
     feats = json.loads(runtime("features").stdout)
     enabled = feats["annotations"]["org.opencontainers.runc.checkpoint.enabled"]
-    criu_ok = subprocess.run(["criu", "check"], capture_output=True, cwd=tmp_path).returncode == 0
-    assert enabled == str(checkpoint.IMPLEMENTED and criu_ok).lower()
+    criu_ok = subprocess.run(["criu", "check", "-o", "/dev/null"], capture_output=True,
+                             cwd=tmp_path).returncode == 0
+    assert enabled == str(criu_ok).lower()  # protobuf is installed here (pyproject)
     if enabled == "false":
         return
     assert runtime("checkpoint", "--help", check=False).returncode == 0

@@ -16,7 +16,8 @@ from pyruntime.records import asdict, field, record
 
 # Modules whose import the hot path was cut loose from (each costs milliseconds a call).
 HEAVY = {"argparse", "json", "re", "enum", "dataclasses", "inspect", "socket", "signal",
-         "collections", "jsonschema", "pyroute2", "jeepney", "subprocess", "shutil", "importlib"}
+         "collections", "jsonschema", "pyroute2", "jeepney", "subprocess", "shutil", "importlib",
+         "google.protobuf", "pyruntime.criu"}
 
 
 def imported_by(*args: str) -> tuple[int, set[str]]:

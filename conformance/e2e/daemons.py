@@ -168,6 +168,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                              # the same runtime through another supported Python's launcher
                              PY313_RUNTIME: {"path": PY313_LAUNCHER}},
                 "deprecated-key-path": f"{self.dir}/docker/key.json",  # not /etc/docker
+                "experimental": True,  # docker checkpoint
             }, f, indent=1)
         cmds = [
             (["containerd", "--config", cd_conf], "containerd", self.containerd_sock),

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import daemons  # noqa: E402
 import images  # noqa: E402
 import scenarios  # noqa: E402
+import checkpoint_scenarios  # noqa: E402,F401  (registers its scenarios)
 from scenarios import SCENARIOS, Ctx, Runtime  # noqa: E402
 
 UNAVAILABLE = 77  # exit status when the daemons cannot run here (the reason is printed)

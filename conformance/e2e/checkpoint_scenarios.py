@@ -1,0 +1,73 @@
+"""Checkpoint/restore end to end (issue 18): Docker and podman drive `checkpoint`/`restore`.
+
+The daemon.json daemons.py writes has `"experimental": true` (docker checkpoint needs it).
+They need a CRIU that passes `criu check` (tests/criu-setup.sh) for runc and pyruntime alike.
+A container counts in /tmp/n; after the restore the count must go on from where it was,
+not start again.
+"""
+from __future__ import annotations
+
+import time
+
+from scenarios import PODMAN_IMG, PODMAN_RUN, Ctx, Fail, scenario, wait_for
+
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"
+
+
+def _count(read) -> int:
+    text = read().o
+    return int(text) if text.isdigit() else -1
+
+
+def _goes_on(read, before: int) -> str:
+    """'yes' if the restored counter's first reading is past `before` (read just before the
+    dump, at least 10): a restarted shell would be counting from 1."""
+    after = _count(read)
+    return "yes" if after >= before >= 10 else f"no (before {before}, after {after})"
+
+
+@scenario("docker checkpoint create + start --checkpoint",
+          expect="ck=0 status=exited start=0 status=running goes-on=yes")
+def _(c: Ctx):
+    n = c.running(f"sh -c '{COUNTER}'")
+    read = lambda: c.docker("exec", n, "cat", "/tmp/n")  # noqa: E731
+    if not wait_for(lambda: _count(read) >= 10, timeout=15):
+        raise Fail(f"the counter did not start: {read().e}")
+    before = _count(read)  # the dump comes later: the restored count is at least this
+    ck = c.docker("checkpoint", "create", n, "cp1", timeout=120)
+    if ck.rc:
+        return f"ck={ck.rc} err={ck.e[-200:]}"
+    stopped = c.inspect(n, "{{.State.Status}}")
+    st = c.docker("start", "--checkpoint", "cp1", n, timeout=120)
+    running = c.inspect(n, "{{.State.Status}}")
+    return (f"ck={ck.rc} status={stopped} start={st.rc} status={running} "
+            f"goes-on={_goes_on(read, before) if st.rc == 0 else st.e[-200:]}")
+
+
+@scenario("docker checkpoint create --leave-running", expect="ck=0 status=running")
+def _(c: Ctx):
+    n = c.running(f"sh -c '{COUNTER}'")
+    time.sleep(1)
+    ck = c.docker("checkpoint", "create", "--leave-running", n, "cp1", timeout=120)
+    return f"ck={ck.rc} status={c.inspect(n, '{{.State.Status}}')}"
+
+
+@scenario("podman container checkpoint + restore", group="podman",
+          expect="ck=0 status=exited restore=0 status=running goes-on=yes")
+def _(c: Ctx):
+    n = c.name()
+    c.cleanups.append(lambda: c.podman("rm", "-f", "-t", "0", n))
+    r = c.podman("run", "-d", "--network", "none", *PODMAN_RUN, "--name", n, PODMAN_IMG,
+                 "sh", "-c", COUNTER)
+    if r.rc:
+        raise Fail(f"podman run -d: rc={r.rc} {r.e}")
+    read = lambda: c.podman("exec", n, "cat", "/tmp/n")  # noqa: E731
+    if not wait_for(lambda: _count(read) >= 10, timeout=15):
+        raise Fail(f"the counter did not start: {read().e}")
+    before = _count(read)
+    ck = c.podman("container", "checkpoint", n, timeout=120)
+    stopped = c.podman("inspect", "-f", "{{.State.Status}}", n).o
+    rs = c.podman("container", "restore", n, timeout=120)
+    running = c.podman("inspect", "-f", "{{.State.Status}}", n).o
+    return (f"ck={ck.rc} status={stopped} restore={rs.rc} status={running} "
+            f"goes-on={_goes_on(read, before) if rs.rc == 0 else rs.e[-200:]}")
