@@ -130,6 +130,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
     else:
         os.chroot(cfg.root_path)  # sharing the host's mount namespace: never pivot it
         os.chdir("/")
+    rootfs.reopen_dev_null()
     if proc and proc.terminal:
         setup_terminal(proc, a.console_sock)
     if new_mount_ns:

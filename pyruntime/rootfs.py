@@ -384,6 +384,29 @@ def _make_device(root_fd, path, kind, major, minor, mode, uid, gid, in_user_ns) 
 
 # ---------------------------------------------------------------- switching root
 
+def reopen_dev_null() -> None:
+    """stdio on the host's /dev/null becomes the container's /dev/null, as runc does: a file
+    on a mount outside the container (Docker gives `-d` containers the host's /dev/null as
+    stdin) ties the process to the host's mount table, and CRIU cannot dump it."""
+    try:
+        fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return  # no /dev/null of the container's own: leave stdio as it is
+    try:
+        null = os.fstat(fd)
+        if not stat.S_ISCHR(null.st_mode):
+            return
+        for n in (0, 1, 2):
+            try:
+                st = os.fstat(n)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev:
+                os.dup2(fd, n)
+    finally:
+        os.close(fd)
+
+
 def pivot(rootfs: str) -> None:
     old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)

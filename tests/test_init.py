@@ -590,3 +590,18 @@ def test_defaults_umask_home_and_missing_cwd_created(runtime, bundle):
     out = run_sh(runtime, bundle, "umask; echo HOME=$HOME; pwd", cwd="/new/dir")
     assert out.splitlines() == ["0022", "HOME=/root", "/new/dir"]
     assert (bundle.rootfs / "new" / "dir").is_dir()
+
+
+def test_stdio_on_the_hosts_dev_null_is_reopened_inside(runtime, bundle):
+    """As runc: fds 0-2 on the host's /dev/null become the container's /dev/null (a file on a
+    host mount pins the process to it; CRIU cannot dump that), and stay usable both ways."""
+    bundle.config["process"]["args"] = [
+        "sh", "-c", "grep mnt_id /proc/self/fdinfo/0 | tr -dc 0-9; echo;"
+        " awk '$5 == \"/dev\" {print $1}' /proc/self/mountinfo; echo x >&2; read -r line; echo rc=$?"]
+    bundle.write()
+    with open(os.devnull, "r+") as null:
+        proc = runtime.run(bundle, stdin=null, stdout=subprocess.PIPE, stderr=null,
+                           capture_output=False)
+    fd0_mount, dev_mount, rc = proc.stdout.split()
+    assert fd0_mount == dev_mount  # the container's /dev, not the host's devtmpfs
+    assert rc == "rc=1"  # still reads EOF: /dev/null
