@@ -289,7 +289,7 @@ def parse_signal(text: str) -> int:
     t = text.upper()
     if t.isdigit():
         n = int(t)
-        if 0 < n < 65:
+        if 0 <= n < 65:  # 0 checks that the process exists, as kill(2) does
             return n
     else:
         if t.startswith("SIG"):

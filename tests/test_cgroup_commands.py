@@ -177,6 +177,21 @@ def test_kill_all_on_a_stopped_container(runtime, bundle):
     cid = start(runtime, bundle, "true")
     runtime.wait_stopped(cid)
     assert runtime("kill", "--all", cid, "KILL", check=False).returncode == 0
+    assert runtime("kill", "--all", cid, "0", check=False).returncode == 0
+    runtime("delete", cid)
+
+
+def test_kill_signal_0_probes_without_signalling(runtime, bundle):
+    # kill(2)'s signal 0: runc accepts it, and tools use it to ask "is it still there?"
+    cid = start(runtime, bundle, "trap 'echo got >/tmp/sig' USR1 TERM HUP; sleep 1000 & wait")
+    init = runtime.state(cid)["pid"]
+    runtime("kill", cid, "0")
+    runtime("kill", "--all", cid, "0")
+    assert alive(init) and runtime.state(cid)["status"] == "running"
+    assert not (bundle.rootfs / "tmp" / "sig").exists()
+    runtime("kill", cid, "KILL")
+    runtime.wait_stopped(cid)
+    assert_failed(runtime("kill", cid, "0", check=False), "container not running")
     runtime("delete", cid)
 
 
