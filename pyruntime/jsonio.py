@@ -59,10 +59,16 @@ _compact = _json.make_encoder(None, _unserializable, _json.encode_basestring_asc
                               ": ", ", ", False, False, True)
 _sorted = _json.make_encoder(None, _unserializable, _json.encode_basestring_ascii, None,
                              ": ", ", ", True, False, True)
+# Go's encoding/json has no spaces: what runc prints where tools match its output
+_tight = _json.make_encoder(None, _unserializable, _json.encode_basestring_ascii, None,
+                            ":", ",", False, False, True)
 
 
-def dumps(obj, indent: int | None = None, sort_keys: bool = False) -> str:
-    """json.dumps(obj, indent=indent, sort_keys=sort_keys); sort_keys without indent only."""
+def dumps(obj, indent: int | None = None, sort_keys: bool = False, tight: bool = False) -> str:
+    """json.dumps(obj, indent=indent, sort_keys=sort_keys); sort_keys without indent only;
+    tight: json.dumps(obj, separators=(",", ":"))."""
+    if tight:
+        return "".join(_tight(obj, 0))
     if indent is None:
         return "".join((_sorted if sort_keys else _compact)(obj, 0))
     if sort_keys:

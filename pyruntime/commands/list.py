@@ -21,7 +21,11 @@ def main(opts, ctx):
         for st in states:
             print(st["id"])
     elif opts.format == "json":
-        print(jsonio.dumps(states))
+        # runc's shape: its struct omits empty annotations, and an empty list is null
+        for st in states:
+            if not st.get("annotations"):
+                st.pop("annotations", None)
+        print(jsonio.dumps(states or None, tight=True))
     else:
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
         rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])
