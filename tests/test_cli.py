@@ -117,6 +117,30 @@ def test_unknown_subcommand_and_flag(runtime):
     assert_failed(runtime("state", "--no-such-flag", "x", check=False))
 
 
+def test_help_in_runcs_shape(runtime):
+    # urfave/cli's layout, as runc prints it: runc's help.bats and tools read these lines
+    for args in (["-h"], ["--help"], ["help"]):
+        proc = raw(runtime, *args)
+        assert proc.returncode == 0, (args, proc.stderr)
+        lines = proc.stdout.splitlines()
+        assert lines[0] == "NAME:" and "runc - Open Container Initiative runtime" in lines[1]
+        assert ["spec", "create a new specification file"] in [ln.split(None, 1) for ln in lines]
+    commands = ["checkpoint", "create", "delete", "events", "exec", "kill", "list", "pause", "ps",
+                "restore", "resume", "run", "spec", "start", "state", "update"]
+    for cmd in commands:
+        for args in ([cmd, "-h"], [cmd, "--help"], ["help", cmd]):
+            proc = raw(runtime, *args)
+            assert proc.returncode == 0, (args, proc.stderr)
+            lines = proc.stdout.splitlines()
+            assert lines[0] == "NAME:" and lines[1].startswith(f"   runc {cmd} - "), (args, lines)
+            assert lines[3] == "USAGE:"
+    lst = raw(runtime, "list", "--help").stdout
+    assert "   --quiet, -q " in lst and '--format value, -f value  select one of' in lst
+    for args in (["foo", "-h"], ["help", "foo"], ["foo"]):
+        proc = raw(runtime, *args)
+        assert proc.returncode == 3 and "No help topic for 'foo'" in proc.stderr, args
+
+
 def test_missing_container_id(runtime):
     for cmd in ("state", "start", "delete", "kill"):
         assert_failed(runtime(cmd, check=False))

@@ -144,7 +144,7 @@ def test_options_help(capsys):
         parser().parse_args(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "run a process" in out and "--env, -e ENV" in out and "KEY=value" in out
+    assert "run a process" in out and "--env value, -e value" in out and "KEY=value" in out
 
 
 # ---------------------------------------------------------------- records

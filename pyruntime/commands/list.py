@@ -6,7 +6,8 @@ from ..state import Container, list_ids
 
 
 def configure(p):
-    p.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    p.add_argument("--format", "-f", choices=("table", "json"), default="table",
+                   help="select one of: table or json")
     p.add_argument("--quiet", "-q", action="store_true", help="display only container IDs")
 
 
