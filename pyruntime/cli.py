@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         name, rest = rest[1], [rest[1], "--help"]
     if name not in COMMANDS:
         return _no_help_topic(name)
+    # exec's process may itself exit 1: the runtime's own failure must stay distinguishable
+    # (containerd relies on it), so exec fails with 255, as runc's does
+    failed = 255 if name == "exec" else 1
     try:
         if name in MOVE_A_CHILD_INTO_A_CGROUP:
             # as early as we can: the move's lock wait then overlaps the imports and preparation
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return module.main(opts, ctx) or 0
     except RuntimeFailure as e:
         log.error(str(e))
-        return 1
+        return failed
     except KeyboardInterrupt:
         return 130
     except SystemExit as e:
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
             traceback.print_exc()
         log.error(f"internal error: {type(e).__name__}: {e}")
-        return 1
+        return failed
     finally:
         log.close()
 

@@ -223,9 +223,16 @@ def _owner() -> str:
 
 def write_pid_file(path: str, pid: int) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(pid))
-    os.rename(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.rename(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise RuntimeFailure(f"--pid-file {path}: {e.strerror.lower()}") from None
 
 
 def _kill_and_wait(pid: int, start: int, timeout: float = 10.0) -> None:

@@ -156,7 +156,16 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         parent_sock.close()
     if pid_file:
         from .container import write_pid_file
-        write_pid_file(pid_file, exec_pid)
+        try:
+            write_pid_file(pid_file, exec_pid)
+        except RuntimeFailure:
+            # nobody would know the process's pid: it must not run on (runc kills it too)
+            try:
+                os.kill(exec_pid, signal.SIGKILL)
+                os.waitpid(exec_pid, 0)  # our child when we are its subreaper (no --detach)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            raise
     return exec_pid
 
 
