@@ -25,6 +25,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     statemod.check_id(cid)
     bundle = os.path.abspath(bundle)
     cfg = configmod.load(bundle)
+    log.debug(f"create {cid}: {bundle}/config.json loaded")
     if cfg.process and cfg.process.capabilities:
         from . import capabilities
         capabilities.check_grantable(cfg.process.capabilities, "process.capabilities")
@@ -41,6 +42,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         c.save()
         os.mkfifo(c.fifo, 0o600)
         os.chown(c.fifo, *_root_ids(cfg.linux))  # the init reopens it as the container's root
+        log.debug(f"state dir {c.dir} and its exec.fifo made")
         init_pid = _spawn_init(c, cfg, cleanup, bundle, console_socket, console, no_pivot,
                                no_new_keyring, preserve_fds, systemd_cgroup)
         if pid_file:
@@ -91,6 +93,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     linux = cfg.linux
     mgr = cgroups.manager(linux.cgroups_path, c.id, systemd=systemd_cgroup)
     mgr.create()
+    log.debug(f"cgroup made: {sorted(set(mgr.paths.values()))}")
     cleanup.cgroup = mgr
     c.state.cgroup = mgr.to_state()
     seccomp_prog = listener = None
@@ -98,6 +101,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         from . import seccomp
         seccomp_prog = seccomp.compile(linux.seccomp,
                                        cache_dir=os.path.join(c.root, seccomp.CACHE_SUBDIR))
+        log.debug("seccomp filter compiled")
     ns_fds = namespaces.open_paths(linux)
     console_sock = None
     fifo_fd = -1
@@ -120,6 +124,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
                         console_sock=console_sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
                         preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
                         seccomp=seccomp_prog, listener=listener)
+        log.debug("nsexec container setup: forking the bootstrap child")
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
@@ -140,7 +145,9 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     try:
         try:
             mgr.add_pid(pid)
+            log.debug(f"bootstrap child {pid} put in the cgroup")
             mgr.apply(with_default_devices(linux.resources, linux.devices))
+            log.debug("cgroup resources applied")
             c.state.cgroup = mgr.to_state()
         except BaseException:
             os.kill(pid, signal.SIGKILL)
@@ -150,11 +157,13 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         msg = chan.recv()
         if msg["type"] == "userns":
             namespaces.write_id_maps(pid, linux.uid_mappings, linux.gid_mappings)
+            log.debug("user namespace: uid and gid maps written")
             chan.send("mapped")
             msg = chan.recv()
         if msg["type"] != "pid":
             raise RuntimeFailure(f"protocol error: unexpected {msg['type']!r}")
         init_pid = msg["pid"]
+        log.debug(f"init forked: pid {init_pid}")
         os.waitpid(pid, 0)  # the bootstrap child is done; the init is reparented to our caller
         cleanup.pid = init_pid
         st = c.state
@@ -163,12 +172,14 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         c.save()
         chan.recv("hooks")
         oci = dict(c.oci_state(), status="created", pid=init_pid)
+        log.debug("init's mounts are ready: running the prestart and createRuntime hooks")
         hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
         hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
         chan.send("hooks-done", state=oci)
         chan.recv("created")
         st.status = "created"
         c.save()
+        log.debug(f"container {c.id} created: its init waits on exec.fifo")
         return init_pid
     except BaseException:
         _reap_quietly(pid)
@@ -263,6 +274,7 @@ def start(root: str, cid: str) -> None:
             if status == "stopped":
                 raise RuntimeFailure(f"cannot start a container that has stopped: {cid}")
             raise RuntimeFailure(f"cannot start an already running container: {cid} is {status}")
+        log.debug(f"start {cid}: opening exec.fifo")
         try:
             fd = os.open(c.fifo, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

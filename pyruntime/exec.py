@@ -13,7 +13,7 @@ import _signal as signal  # signal.py only adds enum wrappers (and imports enum:
 import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 
 from . import jsonio
-from . import config as configmod, console, namespaces, process, syscalls as sc
+from . import config as configmod, console, log, namespaces, process, syscalls as sc
 from .channel import TRACE, Channel
 from .errors import RuntimeFailure
 from .state import Container
@@ -124,6 +124,7 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
             else:
                 raise RuntimeFailure("process.terminal is true: --console-socket is required")
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        log.debug(f"exec in {cid}: nsexec container setup: forking the bootstrap child")
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
@@ -138,8 +139,10 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
     chan = Channel(parent_sock)
     try:
         _join_cgroup(c, pid, cgroup)
+        log.debug(f"bootstrap child {pid} put in the container's cgroup")
         chan.send("go")
         exec_pid = chan.recv("pid")["pid"]
+        log.debug(f"process forked in the container: pid {exec_pid}")
         os.waitpid(pid, 0)
         # EOF (the channel is close-on-exec) means execve succeeded; a message is a failure.
         data = parent_sock.recv(1 << 16)
@@ -209,6 +212,7 @@ def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, pres
     try:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)  # no /proc/<pid>/exe of ours for the container to open
         chan.recv("go")
+        log.debug(f"nsexec container setup: joining {[k for k, _ in ns_fds]} namespaces")
         namespaces.join(ns_fds)
         hold_r, hold_w = os.pipe()  # the child shares our channel: it waits for our "pid"
         pid = os.fork()
@@ -240,6 +244,7 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -
         path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
         process.set_oom_score_adj(proc.oom_score_adj)
         process.set_scheduling(proc)
+        log.debug("child process in init(): closing the pipe to signal completion (on execve)")
         process.finalize_and_exec(
             proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
             preserve_fds=preserve_fds, keep=(chan.sock.fileno(),), report_fd=chan.sock.fileno(),

@@ -11,7 +11,7 @@ import os
 import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 import struct
 
-from . import console, hooks, namespaces, process, rootfs, syscalls as sc
+from . import console, hooks, log, namespaces, process, rootfs, syscalls as sc
 from .channel import TRACE, Channel
 from .errors import RuntimeFailure
 from .records import record
@@ -40,6 +40,8 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)  # no /proc/<pid>/exe of ours for the container to open
         chan.recv("go")  # the parent has put us in the container's cgroup
         linux = a.cfg.linux
+        if a.ns_fds:
+            log.debug(f"nsexec container setup: joining {[k for k, _ in a.ns_fds]} namespaces")
         namespaces.join(a.ns_fds)
         if namespaces.new_flags(linux, ("user",)):
             sc.unshare(sc.CLONE_NEWUSER)
@@ -49,6 +51,7 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
             os.setresuid(0, 0, 0)
         flags = namespaces.new_flags(linux) & ~sc.CLONE_NEWUSER
         if flags:
+            log.debug(f"nsexec container setup: unsharing namespaces (flags {flags:#x})")
             sc.unshare(flags)
         if linux.time_offsets and flags & sc.CLONE_NEWTIME:
             namespaces.write_time_offsets(linux.time_offsets)
@@ -92,6 +95,7 @@ def _fail(chan: Channel, e: BaseException) -> None:
 
 def _init(chan: Channel, a: InitArgs) -> None:
     cfg, linux, proc = a.cfg, a.cfg.linux, a.cfg.process
+    log.debug("child process in init(): setting the container up")
     process.die_on_signals()
     in_user_ns = linux.namespace("user") is not None
     new_mount_ns = bool(namespaces.new_flags(linux, ("mount",))) or bool(
@@ -104,7 +108,9 @@ def _init(chan: Channel, a: InitArgs) -> None:
         rootfs.set_root_propagation(linux.rootfs_propagation)
         rootfs.bind_rootfs(cfg.root_path)
     root_fd = os.open(cfg.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    log.debug(f"init: mounting {len(cfg.mounts)} mounts in {cfg.root_path}")
     rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths, a.cgroup_mode)
+    log.debug("init: creating devices")
     rootfs.create_devices(cfg, root_fd, in_user_ns)
     os.close(root_fd)
     process.set_oom_score_adj(proc.oom_score_adj if proc else None)
@@ -114,10 +120,12 @@ def _init(chan: Channel, a: InitArgs) -> None:
     chan.send("hooks")
     state = chan.recv("hooks-done")["state"]
     os.chdir(a.bundle)  # hooks see the bundle as cwd; the root switch moves us anyway
+    log.debug("init: running the createContainer hooks")
     hooks.run("createContainer", cfg.hooks.get("createContainer", []), state)
     fifo = a.fifo_fd
 
     # -- switch root
+    log.debug("init: switching root" + (" (--no-pivot)" if a.no_pivot else ""))
     if a.no_pivot:
         rootfs.move_root(cfg.root_path)
     elif new_mount_ns:
@@ -133,6 +141,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
         rootfs.readonly_root()
 
     # -- the rest of the environment, in runc's order
+    log.debug("init: hostname, sysctls, read-only and masked paths, personality, keyring")
     if cfg.hostname is not None and linux.namespace("uts"):
         sc.sethostname(cfg.hostname)
     if cfg.domainname is not None and linux.namespace("uts"):
@@ -164,6 +173,8 @@ def _init(chan: Channel, a: InitArgs) -> None:
         except OSError:
             pass
     keep = (out,) if a.listener is None else (out, a.listener.fileno())
+    log.debug("init: closing the pipe to signal completion (exec.fifo closes on execve); "
+              "then rlimits, user, capabilities, seccomp, execve")
     try:
         process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=a.seccomp,
                                   preserve_fds=a.preserve_fds, keep=keep, report=report,
@@ -190,9 +201,11 @@ def _wait_for_start(chan: Channel, fifo_path_fd: int, cfg, state: dict) -> int:
     the fifo's write end (close-on-exec: `start` sees EOF when execve succeeds)."""
     chan.send("created")
     chan.sock.close()
+    log.debug("init: created, blocking on exec.fifo until start")
     out = os.open(rootfs.fdpath(fifo_path_fd), os.O_WRONLY | os.O_CLOEXEC)
     os.close(fifo_path_fd)
     if cfg.hooks.get("startContainer"):
+        log.debug("init: running the startContainer hooks")
         state = dict(state, status="running")
         try:
             hooks.run("startContainer", cfg.hooks.get("startContainer", []), state)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 
-from . import lsm, syscalls as sc
+from . import log, lsm, syscalls as sc
 from .errors import RuntimeFailure
 
 _IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
@@ -149,6 +149,7 @@ _LABELLED_FS = {"tmpfs", "mqueue", "devpts", "shm"}
 
 def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str) -> None:
     for m in cfg.mounts:
+        log.debug(f"init: mounting {m.destination} ({m.type or 'bind'} from {m.source!r})")
         try:
             mount_one(m, bundle, root_fd, cgroup_paths, cgroup_mode, cfg.linux.mount_label)
         except OSError as e:

@@ -91,10 +91,43 @@ def test_log_text_format(runtime, tmp_path):
     assert "does not exist" in text and "level=error" in text
 
 
+DEBUG_STEPS = ["config.json loaded", "cgroup made", "nsexec container setup",
+               "child process in init()", "init: mounting /proc", "init: switching root",
+               "init: closing the pipe to signal completion"]
+
+
 def test_debug_flag_is_accepted(runtime, bundle):
     proc = runtime("run", "--bundle", bundle.path, runtime.new_id(), global_args=("--debug",))
     assert proc.returncode == 0
     assert_no_traceback(proc)
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own step names (runc's differ)")
+@pytest.mark.parametrize("fmt", [None, "text", "json"])
+def test_debug_lines_for_each_setup_step(runtime, bundle, tmp_path, fmt):
+    """runc's --debug: level=debug lines on stderr, or only in --log (text or json)."""
+    set_sh(bundle, "echo hello")
+    log = tmp_path / "log.out"
+    flags = ("--debug",) if fmt is None else ("--debug", "--log", log, "--log-format", fmt)
+    proc = runtime("run", "--bundle", bundle.path, runtime.new_id(), global_args=flags)
+    assert proc.stdout == "hello\n"
+    if fmt is None:
+        text = proc.stderr
+        records = [dict(kv.split("=", 1) for kv in (line.split(" ", 2)[:2]))
+                   for line in text.splitlines()]
+        assert records and all(r["level"] == "debug" for r in records), text
+    else:
+        assert "level=debug" not in proc.stderr and "debug" not in proc.stderr
+        text = log.read_text()
+        if fmt == "json":
+            lines = [json.loads(line) for line in text.splitlines()]
+            assert all(r["level"] == "debug" and r["time"] for r in lines)
+            assert text.startswith('{"level":"debug","msg":')  # logrus's compact JSON
+            text = "\n".join(r["msg"] for r in lines)
+        else:
+            assert all(" level=debug msg=" in line for line in text.splitlines()), text
+    for step in DEBUG_STEPS:
+        assert step in text, (step, text)
 
 
 def test_version():
