@@ -202,6 +202,8 @@ def _wait_for_start(chan: Channel, fifo_path_fd: int, cfg, state: dict) -> int:
     chan.send("created")
     chan.sock.close()
     log.debug("init: created, blocking on exec.fifo until start")
+    if not cfg.process or cfg.process.terminal:
+        log.drop_stderr_copy()  # fd 2 is the console now, or will not be exec'd into
     out = os.open(rootfs.fdpath(fifo_path_fd), os.O_WRONLY | os.O_CLOEXEC)
     os.close(fifo_path_fd)
     if cfg.hooks.get("startContainer"):

@@ -71,6 +71,19 @@ def debug(msg: str) -> None:
         _write("debug", f"[{os.getpid()}] {msg}", _file or _debug_out)
 
 
+def drop_stderr_copy() -> None:
+    """For a process that outlives the command (the init blocked until `start`) and no
+    longer has the caller's stderr as its own: holding a copy would keep the caller from
+    seeing EOF on it."""
+    global _debug_out
+    if _debug_out is not None:
+        try:
+            _debug_out.close()
+        except OSError:
+            pass
+        _debug_out = None
+
+
 def close() -> None:
     global _file, _debug_out
     for f in (_file, _debug_out):

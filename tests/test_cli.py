@@ -130,6 +130,21 @@ def test_debug_lines_for_each_setup_step(runtime, bundle, tmp_path, fmt):
         assert step in text, (step, text)
 
 
+def test_debug_to_stderr_does_not_hold_the_callers_stderr(runtime, bundle):
+    # The init of a terminal container waits for `start` with the console as its stderr: a
+    # copy of create's stderr kept for debug lines would keep the caller from seeing EOF.
+    from corehelp import ConsoleSocket
+    set_sh(bundle, "sleep 30", terminal=True)
+    cs = ConsoleSocket()
+    try:
+        proc = runtime("create", "--bundle", bundle.path, "--console-socket", cs.path,
+                       runtime.new_id(), global_args=("--debug",), timeout=20,
+                       stdin=subprocess.DEVNULL)
+        assert "level=debug" in proc.stderr
+    finally:
+        cs.close()
+
+
 def test_version():
     from conftest import runtime_binary
     proc = subprocess.run([runtime_binary(), "--version"], capture_output=True, text=True, timeout=30)
