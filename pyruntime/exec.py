@@ -230,6 +230,7 @@ def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, pres
 
 def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -> None:
     try:
+        log.debug("child process in init(): inside the container's namespaces")
         if proc.terminal:
             master, peer = console.open_pty()
             if proc.console_size:
@@ -244,7 +245,8 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -
         path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
         process.set_oom_score_adj(proc.oom_score_adj)
         process.set_scheduling(proc)
-        log.debug("child process in init(): closing the pipe to signal completion (on execve)")
+        log.debug("setns_init: about to exec: rlimits, user, capabilities, seccomp, execve "
+                  "(the channel's close on execve signals completion)")
         process.finalize_and_exec(
             proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
             preserve_fds=preserve_fds, keep=(chan.sock.fileno(),), report_fd=chan.sock.fileno(),

@@ -130,6 +130,21 @@ def test_debug_lines_for_each_setup_step(runtime, bundle, tmp_path, fmt):
         assert step in text, (step, text)
 
 
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own step names (runc's differ)")
+def test_debug_lines_of_exec(runtime, bundle, tmp_path):
+    set_sh(bundle, "sleep 30")
+    cid = runtime.create(bundle)
+    runtime("start", cid)
+    proc = runtime("exec", cid, "true", global_args=("--debug",), stdin=subprocess.DEVNULL)
+    for step in ("nsexec container setup", "child process in init()", "setns_init: about to exec"):
+        assert step in proc.stderr, (step, proc.stderr)
+    log = tmp_path / "exec.log"
+    proc = runtime("exec", cid, "true", global_args=("--debug", "--log", log),
+                   stdin=subprocess.DEVNULL)
+    assert "debug" not in proc.stderr and "setns_init: about to exec" in log.read_text()
+    runtime("delete", "--force", cid)
+
+
 def test_debug_to_stderr_does_not_hold_the_callers_stderr(runtime, bundle):
     # The init of a terminal container waits for `start` with the console as its stderr: a
     # copy of create's stderr kept for debug lines would keep the caller from seeing EOF.
