@@ -10,7 +10,7 @@ import os
 import stat
 
 from . import log, lsm, syscalls as sc
-from .errors import RuntimeFailure
+from .errors import ConfigError, RuntimeFailure
 
 _IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
 
@@ -163,6 +163,8 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
     if m.type in ("cgroup", "cgroup2"):
         return mount_cgroup(m, root_fd, flags, cgroup_paths, cgroup_mode)
     is_bind = bool(flags & sc.MS_BIND) or m.type == "bind"
+    if m.type in ("proc", "sysfs") and not is_bind:
+        _refuse_unless_ordinary_dir(m, root_fd)
     source = m.source
     if is_bind:
         flags |= sc.MS_BIND
@@ -205,6 +207,28 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
             sc.mount(None, fdpath(fd), None, prop)
     finally:
         os.close(fd)
+
+
+def _refuse_unless_ordinary_dir(m, root_fd: int) -> None:
+    """proc and sysfs go only on a real directory (or where nothing is yet): a symlink there
+    would move the kernel's views elsewhere in the rootfs (runc refuses the same way)."""
+    parent, name = os.path.split(m.destination.rstrip("/"))
+    if not name:
+        return
+    try:
+        pfd = open_in_root(root_fd, parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # make_path creates it, as a directory
+    try:
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    finally:
+        os.close(pfd)
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        raise ConfigError(f"{m.path}.destination", m.destination, f"is {kind} in the rootfs: "
+                          f"filesystem {m.type!r} must be mounted on ordinary directory")
 
 
 def mount_cgroup(m, root_fd: int, flags: int, cgroup_paths: dict, mode: str) -> None:
