@@ -6,6 +6,7 @@ rootfs can never redirect a mount, a /dev/null bind or a /dev/console to the hos
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -358,11 +359,48 @@ def pivot(rootfs: str) -> None:
 
 
 def move_root(rootfs: str) -> None:
-    """--no-pivot: for ramdisk roots where pivot_root is impossible."""
+    """--no-pivot: for ramdisk roots where pivot_root is impossible.
+
+    The host's mounts stay in our mount namespace under the chroot. The kernel lets a process
+    mount a new procfs or sysfs only where a full, uncovered one is already mounted in its
+    namespace: the host's bare /proc would be that one (and a container with CAP_SYS_ADMIN in
+    a user namespace could then mount an unmasked procfs), so full proc and sysfs mounts
+    outside the rootfs go first, as runc does."""
+    for mnt in _full_proc_and_sysfs_outside(rootfs):
+        try:
+            sc.mount(None, mnt, None, sc.MS_SLAVE | sc.MS_REC)  # no unmount reaches the host
+            sc.umount2(mnt, sc.MNT_DETACH)
+        except FileNotFoundError:
+            continue  # under one detached already
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EPERM):
+                raise
+            sc.mount("tmpfs", mnt, "tmpfs", 0)  # cannot unmount: cover it
     os.chdir(rootfs)
     sc.mount(rootfs, "/", None, sc.MS_MOVE)
     os.chroot(".")
     os.chdir("/")
+
+
+def _full_proc_and_sysfs_outside(rootfs: str) -> list[str]:
+    found = []
+    prefix = rootfs.rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, tail = line.partition(" - ")
+            fields, fstype = fields.split(), tail.split()[0]
+            root, mnt = fields[3], _unescape(fields[4])
+            if root == "/" and fstype in ("proc", "sysfs") and \
+                    not (mnt + "/").startswith(prefix):
+                found.append(mnt)
+    return found
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    if "\\" not in field:
+        return field
+    return field.encode().decode("unicode_escape").encode("latin-1").decode()
 
 
 def set_rootfs_propagation(propagation: str) -> None:

@@ -355,6 +355,21 @@ def test_no_pivot(runtime, bundle):
     assert "bin" in lines and "pytest-of-root" not in out
 
 
+@pytest.mark.parametrize("flag", [["--no-pivot"], []])
+def test_no_pivot_leaves_no_bare_proc_to_mount_from(runtime, bundle, flag):
+    """The kernel allows a new procfs only where a full, uncovered one is visible: under
+    --no-pivot's chroot the host's /proc stays in the mount namespace, and a container that
+    makes itself a user namespace (and so CAP_SYS_ADMIN) must still not mount an unmasked
+    procfs from it, nor see host mounts."""
+    caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETFCAP"]
+    bundle.config["process"]["capabilities"] = {k: caps for k in ("bounding", "effective",
+                                                                  "permitted")}
+    out = run_sh(runtime, bundle, "unshare -mrpf sh -c 'mount -t proc none /proc && "
+                 "echo MOUNTED' 2>&1; echo rc=$?", *flag)
+    assert "MOUNTED" not in out and "rc=1" in out, out
+    assert "permission denied" in out.lower(), out
+
+
 def test_pivot_root_hides_host(runtime, bundle):
     out = run_sh(runtime, bundle, "cat /proc/self/mountinfo")
     targets = [m["target"] for m in mountinfo(out)]
