@@ -146,7 +146,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         try:
             mgr.add_pid(pid)
             log.debug(f"bootstrap child {pid} put in the cgroup")
-            mgr.apply(with_default_devices(linux.resources, linux.devices))
+            mgr.apply(with_default_devices(linux.resources))
             log.debug("cgroup resources applied")
             c.state.cgroup = mgr.to_state()
         except BaseException:
@@ -198,12 +198,12 @@ DEFAULT_DEVICE_RULES = [
 ]
 
 
-def with_default_devices(resources: dict, devices: list) -> dict:
-    """The device cgroup rules: the config's, then the defaults, then linux.devices."""
+def with_default_devices(resources: dict) -> dict:
+    """The device cgroup rules: the config's, then the defaults. linux.devices only makes
+    nodes: access to them is what linux.resources.devices allows, so a node the config
+    denies stays denied (as with runc)."""
     rules = list(resources.get("devices", []))
     rules += [{k: v for k, v in r.items() if v is not None} for r in DEFAULT_DEVICE_RULES]
-    rules += [{"allow": True, "type": "c" if d.type == "u" else d.type, "major": d.major,
-               "minor": d.minor, "access": "rwm"} for d in devices if d.type != "p"]
     return dict(resources, devices=rules)
 
 

@@ -320,6 +320,23 @@ def test_default_dev_nodes_and_symlinks(runtime, bundle):
     assert lines[-2:] == ["5", "7"]
 
 
+def test_linux_devices_node_stays_denied_by_the_device_cgroup(runtime, bundle):
+    """linux.devices makes the node; access is what linux.resources.devices allows. A node
+    the config denies stays denied, also after an `update` (which rewrites the cgroup)."""
+    bundle.config["linux"]["devices"] = [{"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11}]
+    bundle.config["linux"]["cgroupsPath"] = f"/pyrt-test/{runtime.new_id()}"
+    set_sh(bundle, "sleep 60")
+    cid = runtime.create(bundle)
+    runtime("start", cid)
+    probe = ("test -c /dev/kmsg && echo node; head -c1 /dev/kmsg >/dev/zero 2>&1 || echo r-denied; "
+             "(echo x >/dev/kmsg) 2>/dev/zero || echo w-denied")
+    for when in ("created", "updated"):
+        out = runtime("exec", cid, "sh", "-c", probe, stdin=subprocess.DEVNULL).stdout.split()
+        assert out == ["node", "r-denied", "w-denied"], (when, out)
+        runtime("update", "--pids-limit", "42", cid)
+    runtime("delete", "--force", cid)
+
+
 def test_linux_devices(runtime, bundle):
     bundle.config["linux"]["devices"] = [
         {"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640, "uid": 1000, "gid": 1001},
