@@ -157,7 +157,8 @@ def _init(chan: Channel, a: InitArgs) -> None:
         except OSError:
             pass  # no keyring support (ENOSYS) or not allowed here: runc goes on too
     if proc is None:
-        _wait_for_start(chan, fifo, cfg, state)
+        out = _wait_for_start(chan, fifo, terminal=True)  # nothing to exec: let go
+        _start_container_hooks(cfg, state, out)()
         os._exit(0)
     process.set_scheduling(proc)
     process.enter_cwd(proc.cwd)
@@ -165,7 +166,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
     path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
 
     # -- created: block until `start`
-    out = _wait_for_start(chan, fifo, cfg, state)
+    out = _wait_for_start(chan, fifo, proc.terminal)
 
     def report(msg: str) -> None:
         try:
@@ -179,6 +180,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
         process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=a.seccomp,
                                   preserve_fds=a.preserve_fds, keep=keep, report=report,
                                   on_notify_fd=_notify_sender(a.listener, linux.seccomp, state),
+                                  before_exec=_start_container_hooks(cfg, state, out),
                                   report_fd=out, encode=lambda m: b"E" + m.encode())
     except RuntimeFailure as e:
         report(str(e))
@@ -196,26 +198,35 @@ def _notify_sender(listener, seccomp_cfg, state):
     return send
 
 
-def _wait_for_start(chan: Channel, fifo_path_fd: int, cfg, state: dict) -> int:
+def _wait_for_start(chan: Channel, fifo_path_fd: int, terminal: bool) -> int:
     """Tell the parent we are created, then block on exec.fifo until `start` opens it. Returns
-    the fifo's write end (close-on-exec: `start` sees EOF when execve succeeds)."""
+    the fifo's write end (close-on-exec: `start` sees EOF when execve succeeds, and reads a
+    failure as "E<message>")."""
     chan.send("created")
     chan.sock.close()
     log.debug("init: created, blocking on exec.fifo until start")
-    if not cfg.process or cfg.process.terminal:
-        log.drop_stderr_copy()  # fd 2 is the console now, or will not be exec'd into
+    if terminal:
+        log.drop_stderr_copy()  # fd 2 is the console now
     out = os.open(rootfs.fdpath(fifo_path_fd), os.O_WRONLY | os.O_CLOEXEC)
     os.close(fifo_path_fd)
-    if cfg.hooks.get("startContainer"):
+    os.write(out, b"0")
+    return out
+
+
+def _start_container_hooks(cfg, state: dict, out: int):
+    """The startContainer hooks, to run as the last step before execve: as runc runs them, as
+    the process's user, with its capabilities and under its seccomp filter (a hook must not
+    be a way around the filter)."""
+    def run() -> None:
+        if not cfg.hooks.get("startContainer"):
+            return
         log.debug("init: running the startContainer hooks")
-        state = dict(state, status="running")
         try:
-            hooks.run("startContainer", cfg.hooks.get("startContainer", []), state)
+            hooks.run("startContainer", cfg.hooks["startContainer"], dict(state, status="running"))
         except RuntimeFailure as e:
             os.write(out, b"E" + str(e).encode())
             os._exit(1)
-    os.write(out, b"0")
-    return out
+    return run
 
 
 def setup_terminal(proc, sock: socket.socket | None) -> None:

@@ -181,6 +181,33 @@ def test_start_container_hook_failure(runtime, hooked):
     runtime("delete", "--force", cid)
 
 
+def test_start_container_hook_runs_under_the_seccomp_filter(runtime, bundle):
+    """A startContainer hook runs in the container: it must not be a way around the
+    container's seccomp filter (runc's seccomp.bats, where mkdir kills)."""
+    bundle.config["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL"}]}
+    bundle.config["hooks"] = {"startContainer": [
+        {"path": "/bin/sh", "args": ["sh", "-c", "mkdir /dev/shm/foo"]}]}
+    bundle.config["process"]["args"] = ["/bin/true"]
+    bundle.write()
+    proc = runtime.run(bundle, None, check=False, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0
+    assert_failed(proc, "error running hook")
+    assert "bad system call" in proc.stderr
+
+
+def test_start_container_hook_runs_as_the_process(runtime, hooked):
+    """As runc runs it: after the switch to process.user, with the process's capabilities."""
+    hooked.config["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": [
+        "sh", "-c", "id -u > /tmp/hook-id; grep CapEff /proc/self/status >> /tmp/hook-id"]}]}
+    set_sh(hooked, "id -u; grep CapEff /proc/self/status", user={"uid": 1000, "gid": 1000})
+    (hooked.rootfs / "tmp").chmod(0o1777)
+    out = runtime.run(hooked, None, stdin=subprocess.DEVNULL).stdout
+    assert (hooked.rootfs / "tmp" / "hook-id").read_text() == out
+    assert out.split()[0] == "1000"
+
+
 def test_poststart_failure_is_only_a_warning(runtime, hooked):
     hooked.add_hook("poststart", exit_code=3)
     hooked.add_hook("poststart", "second")
