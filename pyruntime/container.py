@@ -9,7 +9,7 @@ import _signal as signal  # signal.py only adds enum wrappers (and imports enum:
 import _socket as socket  # socket.py only adds wrappers (and imports enum: ~5 ms a call)
 
 from . import hooks, log, state as statemod
-from .errors import ContainerNotFound, RuntimeFailure
+from .errors import ConfigError, ContainerNotFound, RuntimeFailure
 from .state import Container, State
 
 
@@ -181,6 +181,13 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         c.save()
         log.debug(f"container {c.id} created: its init waits on exec.fifo")
         return init_pid
+    except RuntimeFailure as e:
+        _reap_quietly(pid)
+        if isinstance(e, ConfigError):
+            raise
+        # runc's wording for what fails once the container process exists: Docker and
+        # containerd show it, and people search for it
+        raise RuntimeFailure(f"unable to start container process: {e}") from None
     except BaseException:
         _reap_quietly(pid)
         raise
