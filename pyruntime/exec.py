@@ -233,6 +233,7 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -
         log.debug("child process in init(): inside the container's namespaces")
         if proc.terminal:
             master, peer = console.open_pty()
+            console.give_to(peer, proc.user.uid)
             if proc.console_size:
                 console.set_size(peer, *proc.console_size)
             console.send_master(sock, master)

@@ -233,6 +233,7 @@ def setup_terminal(proc, sock: socket.socket | None) -> None:
     if sock is None:
         raise RuntimeFailure("process.terminal is true but no --console-socket was given")
     master, peer = console.open_pty()
+    console.give_to(peer, proc.user.uid)
     if proc.console_size:
         console.set_size(peer, *proc.console_size)
     console.bind_console(peer)
