@@ -137,6 +137,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
         setup_terminal(proc, a.console_sock)
     if new_mount_ns:
         rootfs.set_rootfs_propagation(linux.rootfs_propagation)
+    rootfs.readonly_dev(cfg)
     if cfg.root_readonly:
         rootfs.readonly_root()
 

@@ -161,6 +161,8 @@ def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: s
 def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str,
               mount_label: str = "") -> None:
     flags, prop, data = parse_options(m.options)
+    if _is_dev(m):
+        flags &= ~sc.MS_RDONLY  # /dev gets its submounts and nodes first: see readonly_dev
     if m.type in ("cgroup", "cgroup2"):
         return mount_cgroup(m, root_fd, flags, cgroup_paths, cgroup_mode)
     is_bind = bool(flags & sc.MS_BIND) or m.type == "bind"
@@ -268,6 +270,25 @@ def mount_cgroup(m, root_fd: int, flags: int, cgroup_paths: dict, mode: str) -> 
             pass
         finally:
             os.close(fd)
+
+
+def _is_dev(m) -> bool:
+    return os.path.normpath(m.destination) == "/dev"
+
+
+_PER_MOUNT = (sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_NOATIME |
+              sc.MS_NODIRATIME | sc.MS_RELATIME | sc.MS_STRICTATIME)
+
+
+def readonly_dev(cfg) -> None:
+    """A read-only /dev mount is made read-only only now, after the root switch: its
+    submounts (/dev/pts, /dev/shm, ...), device nodes and console went in first (runc's
+    order)."""
+    for m in cfg.mounts:
+        if _is_dev(m):
+            flags = parse_options(m.options)[0]
+            if flags & sc.MS_RDONLY:
+                remount_bind("/dev", flags & _PER_MOUNT)
 
 
 def _hierarchy_name(controller: str) -> str:

@@ -320,6 +320,22 @@ def test_default_dev_nodes_and_symlinks(runtime, bundle):
     assert lines[-2:] == ["5", "7"]
 
 
+def test_readonly_dev_still_gets_its_submounts(runtime, bundle):
+    """/dev with "ro": its submounts and nodes go in first, then it is made read-only."""
+    for m in bundle.config["mounts"]:
+        if m["destination"] == "/dev":
+            m["options"].append("ro")
+    out = run_sh(runtime, bundle, "grep -E '^[a-z]+ /dev(/pts|/shm)? ' /proc/mounts; "
+                 "touch /dev/new 2>&1 || echo ro-dev; echo x > /dev/shm/x && echo shm-rw; "
+                 "echo x > /dev/null && test -c /dev/zero && echo nodes")
+    mounts = {line.split()[1]: line.split()[3].split(",") for line in out.splitlines()
+              if line.startswith(("tmpfs ", "devpts ", "shm "))}
+    assert "ro" in mounts["/dev"] and "nosuid" in mounts["/dev"], out
+    assert "rw" in mounts["/dev/pts"] and "rw" in mounts["/dev/shm"], out
+    assert "Read-only file system" in out and "ro-dev" in out
+    assert "shm-rw" in out and "nodes" in out
+
+
 def test_linux_devices_node_stays_denied_by_the_device_cgroup(runtime, bundle):
     """linux.devices makes the node; access is what linux.resources.devices allows. A node
     the config denies stays denied, also after an `update` (which rewrites the cgroup)."""
