@@ -119,7 +119,9 @@ def _init(chan: Channel, a: InitArgs) -> None:
     #    namespace (the parent runs them), then createContainer here in ours
     chan.send("hooks")
     state = chan.recv("hooks-done")["state"]
-    os.chdir(a.bundle)  # hooks see the bundle as cwd; the root switch moves us anyway
+    # runc's createContainer hooks run in the rootfs (a hook's `touch ./lib/x` lands in it);
+    # the root switch moves us anyway
+    os.chdir(cfg.root_path)
     log.debug("init: running the createContainer hooks")
     hooks.run("createContainer", cfg.hooks.get("createContainer", []), state)
     fifo = a.fifo_fd

@@ -131,6 +131,16 @@ def test_hook_namespaces(runtime, hooked):
     assert (hooked.rootfs / "ns-createContainer").read_text().split() == container
 
 
+def test_create_container_hook_runs_in_the_rootfs(runtime, bundle):
+    """As runc's: the createContainer hook's cwd is the container's rootfs (runc's hooks.bats
+    binds a library with `mount --bind ... ./lib/...`)."""
+    bundle.config["hooks"] = {"createContainer": [
+        {"path": "/bin/sh", "args": ["sh", "-c", "pwd > ./hook-cwd; touch ./lib-from-hook"]}]}
+    set_sh(bundle, "ls /lib-from-hook")
+    assert runtime.run(bundle, None, stdin=subprocess.DEVNULL).stdout == "/lib-from-hook\n"
+    assert (bundle.rootfs / "hook-cwd").read_text().strip() == str(bundle.rootfs)
+
+
 def test_hook_env_is_exactly_the_configured_env(runtime, hooked):
     hooked.add_hook("prestart", env=["PATH=/bin:/usr/bin", "HOOKVAR=xyz"])
     hooked.write()
