@@ -92,9 +92,14 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     from .init import InitArgs, bootstrap
     linux = cfg.linux
     mgr = cgroups.manager(linux.cgroups_path, c.id, systemd=systemd_cgroup)
+    if linux.resources.get("unified") and mgr.mode != "v2":
+        raise ConfigError("linux.resources.unified", linux.resources["unified"],
+                          "is an invalid configuration here: it needs a cgroup v2 host, this "
+                          "one is cgroup v1 (or hybrid), as runc refuses it")
     mgr.create()
     log.debug(f"cgroup made: {sorted(set(mgr.paths.values()))}")
     cleanup.cgroup = mgr
+    _check_existing_cgroup(mgr)
     c.state.cgroup = mgr.to_state()
     seccomp_prog = listener = None
     if linux.seccomp:
@@ -230,6 +235,22 @@ def _reap_quietly(pid: int) -> None:
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass
+
+
+def _check_existing_cgroup(mgr) -> None:
+    """A cgroupsPath may name a cgroup that exists already (runc's rules): a frozen one
+    would freeze the init mid-setup, so it is refused; one with processes in it is shared,
+    which is allowed, with a warning."""
+    try:
+        frozen = mgr.state() == "frozen"
+    except RuntimeFailure:
+        frozen = False  # no freezer on this host
+    if frozen:
+        raise RuntimeFailure("container's cgroup unexpectedly frozen: thaw it or use another "
+                             "cgroupsPath")
+    n = len(mgr.pids())
+    if n:
+        log.warning(f"container's cgroup is not empty: {n} process(es) found")
 
 
 def _owner() -> str:
