@@ -187,25 +187,50 @@ def _maybe_seal(c: Container, init_pid: int) -> None:
     sealed.reexec()
 
 
-def _join_cgroup(c: Container, pid: int, sub: str | None) -> None:
+def _join_cgroup(c: Container, pid: int, subs: list[str] | None) -> None:
     if not c.state.cgroup:
         return
     from . import cgroups
     mgr = cgroups.manager_from_state(c.state.cgroup)
-    if sub:
-        # runc's --cgroup: a sub-cgroup of the container's ("path" or "controller:path")
-        _, _, path = sub.rpartition(":")
-        for d in set(mgr.paths.values()):
-            target = os.path.join(d, path.lstrip("/"))
-            if not os.path.realpath(target).startswith(os.path.realpath(d)):
-                raise RuntimeFailure(f"--cgroup {sub!r} leaves the container's cgroup")
-            try:
-                with open(os.path.join(target, "cgroup.procs"), "w") as f:
-                    f.write(str(pid))
-            except OSError as e:
-                raise RuntimeFailure(f"--cgroup {sub!r}: {target}: {e.strerror}") from None
+    if not subs:
+        mgr.add_pid(pid)
         return
-    mgr.add_pid(pid)
+    dirs = dict(mgr.paths)
+    for ctrl, sub in sub_cgroups(subs).items():
+        for key in (dirs if ctrl == "" else [ctrl]):
+            if key not in dirs:
+                raise RuntimeFailure(f"--cgroup: unknown controller {ctrl}")
+            top = dirs[key]
+            target = os.path.normpath(os.path.join(top, sub.lstrip("/")))
+            if target != top and not target.startswith(top + "/"):
+                raise RuntimeFailure(f"--cgroup: {sub} is not a sub cgroup path")
+            dirs[key] = target
+    for d in dict.fromkeys(dirs.values()):  # one write per hierarchy, in order
+        try:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        except OSError as e:
+            raise RuntimeFailure(f"error adding pid {pid} to cgroups: {d}/cgroup.procs: "
+                                 f"{e.strerror.lower()}") from None
+
+
+def sub_cgroups(args: list[str]) -> dict[str, str]:
+    """runc's --cgroup values: one bare "path" for every hierarchy, or any number of
+    "ctrl[,ctrl...]:path" -> {controller (or ""): path}."""
+    out = {}
+    for a in args:
+        parts = a.split(":")
+        if len(parts) > 2:
+            raise RuntimeFailure(f"invalid --cgroup argument: {a}")
+        if len(parts) == 1:
+            if len(args) != 1:
+                raise RuntimeFailure(f"invalid --cgroup argument: {a} (missing <controller>: "
+                                     "prefix)")
+            out[""] = a
+        else:
+            for ctrl in parts[0].split(","):
+                out[ctrl] = parts[1]
+    return out
 
 
 def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -> None:

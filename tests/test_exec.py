@@ -181,6 +181,21 @@ def test_cgroup_flag_joins_a_sub_cgroup(runtime, running):
     try:
         out = sh(runtime, cid, "cat /proc/self/cgroup", "--cgroup", "sub").stdout
         assert f"/pyrt-test/{cid}/sub" in out
+        # per controller, as runc's flag takes it: the others stay in the container's cgroup
+        out = sh(runtime, cid, "cat /proc/self/cgroup", "--cgroup", "memory:sub",
+                 "--cgroup", "pids,freezer:/sub").stdout
+        where = {line.split(":")[1]: line.split(":")[2] for line in out.split()}
+        for ctrl in ("memory", "pids", "freezer"):
+            assert where[ctrl] == f"/pyrt-test/{cid}/sub", out
+        assert where["devices"] == f"/pyrt-test/{cid}", out
+        for bad, words in ((["--cgroup", ".."], ".. is not a sub cgroup path"),
+                           (["--cgroup", "none"], "/none/cgroup.procs: no such file"),
+                           (["--cgroup", "cpu:none"], "/none/cgroup.procs: no such file"),
+                           (["--cgroup", "whaaat:/"], "unknown controller whaaat"),
+                           (["--cgroup", "a", "--cgroup", "b"], "invalid --cgroup argument")):
+            proc = sh(runtime, cid, "true", *bad, check=False)
+            assert proc.returncode == 255
+            assert_failed(proc, words)
     finally:
         for d in dirs:
             wait_for(lambda: not (d / "sub" / "cgroup.procs").read_text().strip())
