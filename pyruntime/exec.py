@@ -98,11 +98,16 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         from . import capabilities
         capabilities.check(proc.capabilities, "process.capabilities")
         capabilities.check_grantable(proc.capabilities, "process.capabilities")
-    seccomp_prog = None
+    seccomp_prog = notify = None
     if c.state.seccomp:
         from . import seccomp
         seccomp_prog = seccomp.compile(c.state.seccomp,
                                        cache_dir=os.path.join(root, seccomp.CACHE_SUBDIR))
+        if c.state.seccomp.get("listenerPath"):
+            # connected here: the process cannot reach the host's path once it is inside
+            notify = (seccomp.connect_listener(c.state.seccomp["listenerPath"]),
+                      dict(c.oci_state(), status="running"),
+                      c.state.seccomp.get("listenerMetadata", ""))
     init_pid = c.state.pid
     _maybe_seal(c, init_pid)
     ns_fds = joinable_namespaces(init_pid)
@@ -129,12 +134,14 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         if pid == 0:
             parent_sock.close()
             _bootstrap(Channel(child_sock), ns_fds, proc, sock, in_user_ns, seccomp_prog,
-                       preserve_fds)
+                       preserve_fds, notify)
     finally:
         for _, fd in ns_fds:
             os.close(fd)
         if sock is not None:
             sock.close()
+        if notify is not None:
+            notify[0].close()
     child_sock.close()
     chan = Channel(parent_sock)
     try:
@@ -233,27 +240,31 @@ def sub_cgroups(args: list[str]) -> dict[str, str]:
     return out
 
 
-def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -> None:
+def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, preserve_fds,
+               notify) -> None:
     try:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)  # no /proc/<pid>/exe of ours for the container to open
         chan.recv("go")
         log.debug(f"nsexec container setup: joining {[k for k, _ in ns_fds]} namespaces")
         namespaces.join(ns_fds)
-        hold_r, hold_w = os.pipe()  # the child shares our channel: it waits for our "pid"
+        # The child shares our channel: it waits for our "pid", which we hand it too (inside
+        # the pid namespace it cannot learn its host pid, which a seccomp agent is told).
+        hold_r, hold_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(hold_w)
-            os.read(hold_r, 1)
+            host_pid = int(os.read(hold_r, 32) or 0)
             os.close(hold_r)
-            _finish(chan, proc, sock, in_user_ns, seccomp_prog, preserve_fds)
+            _finish(chan, proc, sock, in_user_ns, seccomp_prog, preserve_fds, notify, host_pid)
         chan.send("pid", pid=pid)
-        os.write(hold_w, b"1")
+        os.write(hold_w, str(pid).encode())
         os._exit(0)
     except BaseException as e:
         _fail(chan, e)
 
 
-def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -> None:
+def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds, notify,
+            host_pid: int) -> None:
     try:
         log.debug("child process in init(): inside the container's namespaces")
         if proc.terminal:
@@ -273,9 +284,18 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -
         process.set_scheduling(proc)
         log.debug("setns_init: about to exec: rlimits, user, capabilities, seccomp, execve "
                   "(the channel's close on execve signals completion)")
+        keep, on_notify_fd = (chan.sock.fileno(),), None
+        if notify is not None:
+            listener, state, metadata = notify
+            keep += (listener.fileno(),)
+
+            def on_notify_fd(fd: int) -> None:
+                from . import seccomp  # loaded by the parent: no import from the container
+                seccomp.send_state(listener, fd, state, metadata, pid=host_pid)
         process.finalize_and_exec(
             proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
-            preserve_fds=preserve_fds, keep=(chan.sock.fileno(),), report_fd=chan.sock.fileno(),
+            preserve_fds=preserve_fds, keep=keep, report_fd=chan.sock.fileno(),
+            on_notify_fd=on_notify_fd,
             encode=lambda m: jsonio.dumps({"type": "error", "msg": m}).encode())
     except BaseException as e:
         _fail(chan, e)
