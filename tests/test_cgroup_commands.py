@@ -503,3 +503,18 @@ def test_a_shared_non_empty_cgroup_gets_a_warning(runtime, bundle, tmp_path):
     assert runtime.state(second)["status"] == "created"
     runtime("delete", "--force", second)
     stop_and_delete(runtime, first)
+
+
+def test_update_leaves_no_window_without_device_access(runtime, bundle):
+    """runc's "minimal transition rules": an update must not pass through a state where the
+    container's allowed devices are denied (writes to /dev/null failing for a moment)."""
+    bundle.config["linux"]["resources"]["devices"].append(
+        {"allow": False, "type": "c", "major": 1, "minor": 11, "access": "rw"})
+    bundle.config["linux"]["devices"] = [{"path": "/dev/kmsg", "type": "c", "major": 1,
+                                          "minor": 11}]
+    cid = start(runtime, bundle, "while :; do echo x > /dev/null || echo null-denied >> /log; "
+                                 "head -c 1 /dev/kmsg >> /log 2>/dev/null; done")
+    for _ in range(30):
+        runtime("update", "--pids-limit", "30", cid)
+    stop_and_delete(runtime, cid)
+    assert (bundle.rootfs / "log").read_text() == ""
