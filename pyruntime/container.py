@@ -110,7 +110,11 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
     ns_fds = namespaces.open_paths(linux)
     console_sock = None
     fifo_fd = -1
+    bind_sources: dict = {}
     try:
+        if linux.namespace("user"):
+            from .rootfs import open_bind_sources
+            bind_sources = open_bind_sources(cfg, bundle)
         if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
             listener = seccomp.connect_listener(linux.seccomp["listenerPath"])
         if cfg.process and cfg.process.terminal and console is not None:
@@ -128,7 +132,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         args = InitArgs(cfg=cfg, container_id=c.id, bundle=bundle, fifo_fd=fifo_fd, ns_fds=ns_fds,
                         console_sock=console_sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
                         preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
-                        seccomp=seccomp_prog, listener=listener)
+                        seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources)
         log.debug("nsexec container setup: forking the bootstrap child")
         pid = os.fork()
         if pid == 0:
@@ -141,6 +145,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
             os.close(fd)
         if fifo_fd >= 0:
             os.close(fifo_fd)
+        for fd in bind_sources.values():
+            os.close(fd)
         if listener is not None:
             listener.close()
         if console_sock is not None:

@@ -31,6 +31,7 @@ class InitArgs:
     cgroup_paths: dict
     cgroup_mode: str
     seccomp: object  # a seccomp.Program compiled before the fork, or None
+    bind_sources: dict  # mount index -> O_PATH fd of its source, opened before a user ns
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
 
 
@@ -109,7 +110,9 @@ def _init(chan: Channel, a: InitArgs) -> None:
         rootfs.bind_rootfs(cfg.root_path)
     root_fd = os.open(cfg.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     log.debug(f"init: mounting {len(cfg.mounts)} mounts in {cfg.root_path}")
-    rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths, a.cgroup_mode)
+    rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths, a.cgroup_mode, a.bind_sources)
+    for fd in a.bind_sources.values():
+        os.close(fd)
     log.debug("init: creating devices")
     rootfs.create_devices(cfg, root_fd, in_user_ns)
     os.close(root_fd)

@@ -148,18 +148,43 @@ def bind_rootfs(rootfs: str) -> None:
 _LABELLED_FS = {"tmpfs", "mqueue", "devpts", "shm"}
 
 
-def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str) -> None:
-    for m in cfg.mounts:
+def open_bind_sources(cfg, bundle: str) -> dict[int, int]:
+    """Detached copies (open_tree) of the bind mount sources, by mount index, made by the
+    runtime before the init enters a user namespace: there the container's root may not be
+    allowed to reach a source (a dir only the host's root can enter; runc too opens them
+    beforehand). A plain fd would not do: a bind from another mount namespace is refused."""
+    fds: dict[int, int] = {}
+    try:
+        for i, m in enumerate(cfg.mounts):
+            if m.type == "bind" or any(o in ("bind", "rbind") for o in m.options):
+                source = os.path.join(bundle, m.source)  # an absolute source stays as it is
+                rec = sc.AT_RECURSIVE if "rbind" in m.options else 0
+                try:
+                    fds[i] = sc.open_tree(-100, source, sc.OPEN_TREE_CLONE | rec)  # AT_FDCWD
+                except OSError as e:
+                    raise RuntimeFailure(f"{m.path}.source: {m.source!r}: "
+                                         f"{e.strerror.lower()}") from None
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
+
+
+def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str,
+              source_fds: dict[int, int] | None = None) -> None:
+    for i, m in enumerate(cfg.mounts):
         log.debug(f"init: mounting {m.destination} ({m.type or 'bind'} from {m.source!r})")
         try:
-            mount_one(m, bundle, root_fd, cgroup_paths, cgroup_mode, cfg.linux.mount_label)
+            mount_one(m, bundle, root_fd, cgroup_paths, cgroup_mode, cfg.linux.mount_label,
+                      (source_fds or {}).get(i))
         except OSError as e:
             raise RuntimeFailure(f"{m.path} (destination {m.destination!r}): mount failed: "
                                  f"{e.strerror}") from None
 
 
 def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str,
-              mount_label: str = "") -> None:
+              mount_label: str = "", source_fd: int | None = None) -> None:
     flags, prop, data = parse_options(m.options)
     if _is_dev(m):
         flags &= ~sc.MS_RDONLY  # /dev gets its submounts and nodes first: see readonly_dev
@@ -169,7 +194,11 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
     if m.type in ("proc", "sysfs") and not is_bind:
         _refuse_unless_ordinary_dir(m, root_fd)
     source = m.source
-    if is_bind:
+    if is_bind and source_fd is not None:
+        flags |= sc.MS_BIND
+        source = None  # a detached tree made before the user namespace: open_bind_sources
+        src_is_dir = stat.S_ISDIR(os.fstat(source_fd).st_mode)
+    elif is_bind:
         flags |= sc.MS_BIND
         if not os.path.isabs(source):
             source = os.path.join(bundle, source)
@@ -183,7 +212,10 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
     fd = make_path(root_fd, m.destination, is_dir=src_is_dir)
     try:
         target = fdpath(fd)
-        if is_bind:
+        if is_bind and source_fd is not None:
+            sc.move_mount(source_fd, "", fd, "", sc.MOVE_MOUNT_F_EMPTY_PATH |
+                          sc.MOVE_MOUNT_T_EMPTY_PATH)
+        elif is_bind:
             sc.mount(source, target, None, sc.MS_BIND | (flags & sc.MS_REC))
             remount = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
             if remount:

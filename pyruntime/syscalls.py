@@ -207,3 +207,22 @@ KEYCTL_JOIN_SESSION_KEYRING = 1
 def join_session_keyring(name: str | None = None) -> None:
     _check(_libc.syscall(nr("keyctl"), KEYCTL_JOIN_SESSION_KEYRING, _b(name), 0, 0, 0),
            "keyctl(JOIN_SESSION_KEYRING)", name)
+
+
+OPEN_TREE_CLONE = 1
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    ret = _libc.syscall(nr("open_tree"), ctypes.c_int(dirfd), _b(path),
+                        ctypes.c_uint(flags | os.O_CLOEXEC))
+    return _check(ret, "open_tree", dirfd, path, hex(flags))
+
+
+def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
+    ret = _libc.syscall(nr("move_mount"), ctypes.c_int(from_fd), _b(from_path),
+                        ctypes.c_int(to_fd), _b(to_path), ctypes.c_uint(flags))
+    _check(ret, "move_mount", from_fd, from_path, to_fd, to_path, hex(flags))

@@ -114,6 +114,32 @@ def test_user_namespace_seen_from_outside(runtime, userns_bundle):
     runtime("delete", "--force", cid)
 
 
+@pytest.mark.parametrize("option", ["bind", "rbind"])
+def test_user_namespace_with_bind_sources_only_host_root_reaches(runtime, userns_bundle,
+                                                                   tmp_path, option):
+    """Bind sources under a dir only the host's root may enter (runc's userns.bats): the
+    runtime takes them before the init enters the user namespace, so they still mount; and
+    an exec sees them too."""
+    bundle = userns_bundle
+    set_namespaces(bundle, "pid", "network", "ipc", "uts", "mount", "user")
+    bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    for n in (1, 2):
+        src = tmp_path / f"private-{n}" / "dir"
+        src.mkdir(parents=True)
+        (src / "foo.txt").write_text(f"secret {n}\n")
+        (tmp_path / f"private-{n}").chmod(0o700)
+        bundle.config["mounts"].append({"source": str(src), "destination": f"/tmp/mount-{n}",
+                                        "options": [option]})
+    set_sh(bundle, "cat /tmp/mount-1/foo.txt /tmp/mount-2/foo.txt; sleep 30")
+    cid = runtime.create(bundle)
+    runtime("start", cid)
+    out = runtime("exec", cid, "cat", "/tmp/mount-1/foo.txt", "/tmp/mount-2/foo.txt",
+                  stdin=subprocess.DEVNULL).stdout
+    assert out == "secret 1\nsecret 2\n"
+    runtime("delete", "--force", cid)
+
+
 def test_cgroup_namespace_hides_the_cgroup_path(runtime, bundle):
     cid = runtime.new_id()
     bundle.config["linux"]["cgroupsPath"] = f"/pyrt-test/{cid}"
