@@ -132,7 +132,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, bundle, console_socket, co
         args = InitArgs(cfg=cfg, container_id=c.id, bundle=bundle, fifo_fd=fifo_fd, ns_fds=ns_fds,
                         console_sock=console_sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
                         preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
-                        seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources)
+                        seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources,
+                        caller_waits=console is not None)
         log.debug("nsexec container setup: forking the bootstrap child")
         pid = os.fork()
         if pid == 0:

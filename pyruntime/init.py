@@ -31,7 +31,8 @@ class InitArgs:
     cgroup_paths: dict
     cgroup_mode: str
     seccomp: object  # a seccomp.Program compiled before the fork, or None
-    bind_sources: dict  # mount index -> O_PATH fd of its source, opened before a user ns
+    bind_sources: dict  # mount index -> detached copy of its source, made before a user ns
+    caller_waits: bool  # `run` in the foreground: it holds its stderr until the end anyway
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
 
 
@@ -163,7 +164,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
         except OSError:
             pass  # no keyring support (ENOSYS) or not allowed here: runc goes on too
     if proc is None:
-        out = _wait_for_start(chan, fifo, terminal=True)  # nothing to exec: let go
+        out = _wait_for_start(chan, fifo, let_go_of_stderr=True)  # nothing to exec
         _start_container_hooks(cfg, state, out)()
         os._exit(0)
     process.set_scheduling(proc)
@@ -172,7 +173,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
     path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
 
     # -- created: block until `start`
-    out = _wait_for_start(chan, fifo, proc.terminal)
+    out = _wait_for_start(chan, fifo, proc.terminal and not a.caller_waits)
 
     def report(msg: str) -> None:
         try:
@@ -204,15 +205,15 @@ def _notify_sender(listener, seccomp_cfg, state):
     return send
 
 
-def _wait_for_start(chan: Channel, fifo_path_fd: int, terminal: bool) -> int:
+def _wait_for_start(chan: Channel, fifo_path_fd: int, let_go_of_stderr: bool) -> int:
     """Tell the parent we are created, then block on exec.fifo until `start` opens it. Returns
     the fifo's write end (close-on-exec: `start` sees EOF when execve succeeds, and reads a
     failure as "E<message>")."""
     chan.send("created")
     chan.sock.close()
     log.debug("init: created, blocking on exec.fifo until start")
-    if terminal:
-        log.drop_stderr_copy()  # fd 2 is the console now
+    if let_go_of_stderr:
+        log.drop_stderr_copy()  # fd 2 is the console now, and the caller is gone
     out = os.open(rootfs.fdpath(fifo_path_fd), os.O_WRONLY | os.O_CLOEXEC)
     os.close(fifo_path_fd)
     os.write(out, b"0")

@@ -131,6 +131,18 @@ def test_debug_lines_for_each_setup_step(runtime, bundle, tmp_path, fmt):
 
 
 @pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own step names (runc's differ)")
+def test_debug_lines_of_a_terminal_run_in_the_foreground(runtime, bundle):
+    """`run` of a terminal container waits for it: the init's lines after `start` still come."""
+    set_sh(bundle, "true", terminal=True)
+    script = " ".join(f"'{a}'" for a in runtime.cmd("run", "--bundle", bundle.path,
+                                                      runtime.new_id(), global_args=("--debug",)))
+    proc = subprocess.run(["script", "-qefc", f"{script} 2>&1", "/dev/null"], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout
+    assert "init: closing the pipe to signal completion" in proc.stdout, proc.stdout
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own step names (runc's differ)")
 def test_debug_lines_of_exec(runtime, bundle, tmp_path):
     set_sh(bundle, "sleep 30")
     cid = runtime.create(bundle)
