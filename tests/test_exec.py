@@ -231,3 +231,14 @@ def test_errors(runtime, running, bundle):
     wait_for(lambda: reap_zombies() or runtime.state(cid)["status"] == "stopped")
     assert_failed(runtime("exec", cid, "true", check=False, stdin=subprocess.DEVNULL),
                   "not running", "stopped")
+
+
+def test_sub_cgroups_parses_runcs_forms():
+    from pyruntime.errors import RuntimeFailure
+    from pyruntime.exec import sub_cgroups
+    assert sub_cgroups(["sub"]) == {"": "sub"}
+    assert sub_cgroups(["memory:a", "cpu,cpuacct:/b"]) == {"memory": "a", "cpu": "/b",
+                                                          "cpuacct": "/b"}
+    for bad in (["a:b:c"], ["a", "b"], ["memory:a", "b"]):
+        with pytest.raises(RuntimeFailure, match="invalid --cgroup argument"):
+            sub_cgroups(bad)
