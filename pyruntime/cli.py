@@ -82,11 +82,37 @@ def _split_global(argv: list[str]) -> tuple[Context, list[str]]:
     return ctx, argv[i:]
 
 
+GLOBAL_HELP = [
+    ("--debug", "enable debug logging"),
+    ("--log value", "set the log file to write runtime logs to (default: stderr)"),
+    ("--log-format value", "set the log format ('text' (default), or 'json')"),
+    ("--root value", 'root directory for storage of container state (default: "/run/pyruntime")'),
+    ("--systemd-cgroup", "enable systemd cgroup support: cgroupsPath is slice:prefix:name"),
+    ("--rootless value", "ignore cgroup permission errors ('true', 'false', or 'auto')"),
+    ("--help, -h", "show help"),
+    ("--version, -v", "print the version"),
+]
+
+
 def _usage(out) -> None:
-    out.write("usage: pyruntime [--root DIR] [--log FILE] [--log-format text|json] [--debug]\n"
-              "                 [--systemd-cgroup] COMMAND [ARGS]\n\ncommands:\n")
+    """The program's help in urfave/cli's shape, as runc prints it (tools and runc's tests
+    read its first lines)."""
+    w = max(map(len, COMMANDS)) + 2
+    out.write("NAME:\n   runc - Open Container Initiative runtime (pyruntime, in Python)\n\n"
+              "USAGE:\n   runc [global options] command [command options] [arguments...]\n\n"
+              f"VERSION:\n   {__version__}-pyruntime\n   spec: {SPEC_VERSION}\n\nCOMMANDS:\n")
     for name, text in COMMANDS.items():
-        out.write(f"  {name:<11} {text}\n")
+        out.write(f"   {name:<{w}}{text}\n")
+    out.write(f"   {'help, h':<{w}}Shows a list of commands or help for one command\n\n"
+              "GLOBAL OPTIONS:\n")
+    gw = max(len(f) for f, _ in GLOBAL_HELP) + 2
+    for flag, text in GLOBAL_HELP:
+        out.write(f"   {flag:<{gw}}{text}\n")
+
+
+def _no_help_topic(name: str) -> int:
+    log.error(f"No help topic for '{name}'")
+    return 3  # urfave/cli's exit code, as runc's
 
 
 def normalize_flags(args: list[str], long_flags: set[str]) -> list[str]:
@@ -116,9 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         _usage(sys.stderr)
         return 2
     name = rest[0]
+    if name in ("help", "h"):
+        if len(rest) == 1:
+            _usage(sys.stdout)
+            return 0
+        if rest[1] not in COMMANDS:
+            return _no_help_topic(rest[1])
+        name, rest = rest[1], [rest[1], "--help"]
     if name not in COMMANDS:
-        log.error(f"no such command: {name}")
-        return 2
+        return _no_help_topic(name)
+    # exec's process may itself exit 1: the runtime's own failure must stay distinguishable
+    # (containerd relies on it), so exec fails with 255, as runc's does
+    failed = 255 if name == "exec" else 1
     try:
         if name in MOVE_A_CHILD_INTO_A_CGROUP:
             # as early as we can: the move's lock wait then overlaps the imports and preparation
@@ -127,13 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         from .options import Parser
         # __import__, not importlib.import_module: the importlib package costs ~1 ms a call
         module = getattr(__import__("pyruntime.commands", fromlist=[name]), name)
-        parser = Parser(prog=f"pyruntime {name}", description=COMMANDS[name])
+        parser = Parser(prog=f"pyruntime {name}", description=COMMANDS[name],
+                        help_name=f"runc {name}")
         module.configure(parser)
         opts = parser.parse_args(normalize_flags(rest[1:], parser.long_flags))
         return module.main(opts, ctx) or 0
     except RuntimeFailure as e:
         log.error(str(e))
-        return 1
+        return failed
     except KeyboardInterrupt:
         return 130
     except OSError as e:  # one the command did not name itself: still say which file and why
@@ -157,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
             traceback.print_exc()
         log.error(f"internal error: {type(e).__name__}: {e}")
-        return 1
+        return failed
     finally:
         log.close()
 

@@ -1,6 +1,7 @@
 """The container's terminal: a pty from its own devpts, handed to --console-socket."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import select
@@ -24,6 +25,20 @@ def open_pty() -> tuple[int, int]:
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
     peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
     return master, peer
+
+
+def give_to(peer: int, uid: int) -> None:
+    """The pty belongs to the process's user, or it could not use its own terminal (as with
+    runc: the uid only; the group is devpts's gid= option, the tty group)."""
+    if not uid:
+        return
+    try:
+        os.fchown(peer, uid, -1)
+    except OSError as e:
+        # the uid is not mapped in the container's user namespace (EINVAL), or the pty's
+        # owner is not (EPERM): the process then gets the pty as it is, as runc leaves it
+        if e.errno not in (errno.EINVAL, errno.EPERM):
+            raise
 
 
 def set_size(fd: int, height: int, width: int) -> None:

@@ -8,7 +8,7 @@ import select
 
 from .lean import signal, socket
 from . import hooks, log, state as statemod
-from .errors import ContainerNotFound, RuntimeFailure
+from .errors import ConfigError, ContainerNotFound, RuntimeFailure
 from .state import Container, State, StateCorrupt
 
 
@@ -24,6 +24,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     statemod.check_id(cid)
     bundle = os.path.abspath(bundle)
     cfg = configmod.load(bundle)
+    log.debug(f"create {cid}: {bundle}/config.json loaded")
     if cfg.process and cfg.process.capabilities:
         from . import capabilities
         capabilities.check_grantable(cfg.process.capabilities, "process.capabilities")
@@ -49,6 +50,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
             os.chown(c.fifo, *_root_ids(cfg.linux))  # the init reopens it as the container's root
         except OSError as e:
             raise statemod.os_failure("cannot create", e) from None
+        log.debug(f"state dir {c.dir} and its exec.fifo made")
         init_pid = _spawn_init(c, cfg, cleanup, mgr, bundle, console_socket, console, no_pivot,
                                no_new_keyring, preserve_fds)
         if pid_file:
@@ -101,19 +103,30 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
     from .channel import Channel
     from .init import InitArgs, bootstrap
     linux = cfg.linux
+    if linux.resources.get("unified") and mgr.mode != "v2":
+        raise ConfigError("linux.resources.unified", linux.resources["unified"],
+                          "is an invalid configuration here: it needs a cgroup v2 host, this "
+                          "one is cgroup v1 (or hybrid), as runc refuses it")
     cleanup.cgroup = mgr
     mgr.create()
+    log.debug(f"cgroup made: {sorted(set(mgr.paths.values()))}")
+    _check_existing_cgroup(mgr)
     c.state.cgroup = mgr.to_state()
     seccomp_prog = listener = None
     if linux.seccomp:
         from . import seccomp
         seccomp_prog = seccomp.compile(linux.seccomp,
                                        cache_dir=os.path.join(c.root, seccomp.CACHE_SUBDIR))
+        log.debug("seccomp filter compiled")
     ns_fds = namespaces.open_paths(linux)
     console_sock = None
     fifo_fd = -1
+    bind_sources: dict = {}
     try:
         _open_idmapped(cfg, bundle)
+        if linux.namespace("user"):
+            from .rootfs import open_bind_sources
+            bind_sources = open_bind_sources(cfg, bundle)
         if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
             listener = seccomp.connect_listener(linux.seccomp["listenerPath"])
         if cfg.process and cfg.process.terminal and console is not None:
@@ -131,7 +144,9 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         args = InitArgs(cfg=cfg, container_id=c.id, bundle=bundle, fifo_fd=fifo_fd, ns_fds=ns_fds,
                         console_sock=console_sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
                         preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
-                        seccomp=seccomp_prog, listener=listener)
+                        seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources,
+                        caller_waits=console is not None)
+        log.debug("nsexec container setup: forking the bootstrap child")
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
@@ -147,6 +162,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                 m.idmap_fd = -1
         if fifo_fd >= 0:
             os.close(fifo_fd)
+        for fd in bind_sources.values():
+            os.close(fd)
         if listener is not None:
             listener.close()
         if console_sock is not None:
@@ -156,7 +173,9 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
     try:
         try:
             mgr.add_pid(pid)
-            mgr.apply(with_default_devices(linux.resources, linux.devices))
+            log.debug(f"bootstrap child {pid} put in the cgroup")
+            mgr.apply(with_default_devices(linux.resources))
+            log.debug("cgroup resources applied")
             c.state.cgroup = mgr.to_state()
         except BaseException:
             os.kill(pid, signal.SIGKILL)
@@ -166,11 +185,13 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         msg = chan.recv()
         if msg["type"] == "userns":
             namespaces.write_id_maps(pid, linux.uid_mappings, linux.gid_mappings)
+            log.debug("user namespace: uid and gid maps written")
             chan.send("mapped")
             msg = chan.recv()
         if msg["type"] != "pid":
             raise RuntimeFailure(f"protocol error: unexpected {msg['type']!r}")
         init_pid = msg["pid"]
+        log.debug(f"init forked: pid {init_pid}")
         os.waitpid(pid, 0)  # the bootstrap child is done; the init is reparented to our caller
         cleanup.pid = init_pid
         st = c.state
@@ -186,13 +207,22 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             c.save()
         chan.recv("hooks")
         oci = dict(c.oci_state(), status="created", pid=init_pid)
+        log.debug("init's mounts are ready: running the prestart and createRuntime hooks")
         hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
         hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
         chan.send("hooks-done", state=oci)
         chan.recv("created")
         st.status = "created"
         c.save()
+        log.debug(f"container {c.id} created: its init waits on exec.fifo")
         return init_pid
+    except RuntimeFailure as e:
+        _reap_quietly(pid)
+        if isinstance(e, ConfigError):
+            raise
+        # runc's wording for what fails once the container process exists: Docker and
+        # containerd show it, and people search for it
+        raise RuntimeFailure(f"unable to start container process: {e}") from None
     except BaseException:
         _reap_quietly(pid)
         raise
@@ -219,15 +249,15 @@ DEFAULT_DEVICE_RULES = [
 ]
 
 
-def with_default_devices(resources: dict, devices: list) -> dict:
-    """The device cgroup rules: the config's, then the defaults, then linux.devices."""
+def with_default_devices(resources: dict) -> dict:
+    """The device cgroup rules: the config's, then the defaults. linux.devices only makes
+    nodes: access to them is what linux.resources.devices allows, so a node the config
+    denies stays denied (as with runc)."""
     rules = resources.get("devices")
     if rules is not None and not isinstance(rules, list):
         raise RuntimeFailure(f"config.json: linux.resources.devices: {rules!r} must be an array")
     rules = list(rules or [])
     rules += [{k: v for k, v in r.items() if v is not None} for r in DEFAULT_DEVICE_RULES]
-    rules += [{"allow": True, "type": "c" if d.type == "u" else d.type, "major": d.major,
-               "minor": d.minor, "access": "rwm"} for d in devices if d.type != "p"]
     return dict(resources, devices=rules)
 
 
@@ -249,6 +279,22 @@ def _reap_quietly(pid: int) -> None:
         pass
 
 
+def _check_existing_cgroup(mgr) -> None:
+    """A cgroupsPath may name a cgroup that exists already (runc's rules): a frozen one
+    would freeze the init mid-setup, so it is refused; one with processes in it is shared,
+    which is allowed, with a warning."""
+    try:
+        frozen = mgr.state() == "frozen"
+    except RuntimeFailure:
+        frozen = False  # no freezer on this host
+    if frozen:
+        raise RuntimeFailure("container's cgroup unexpectedly frozen: thaw it or use another "
+                             "cgroupsPath")
+    n = len(mgr.pids())
+    if n:
+        log.warning(f"container's cgroup is not empty: {n} process(es) found")
+
+
 def _owner() -> str:
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
@@ -258,9 +304,16 @@ def _owner() -> str:
 
 def write_pid_file(path: str, pid: int) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(pid))
-    os.rename(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.rename(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise RuntimeFailure(f"--pid-file {path}: {e.strerror.lower()}") from None
 
 
 def _kill_and_wait(pid: int, start: int, timeout: float = 10.0) -> None:
@@ -291,6 +344,7 @@ def start(root: str, cid: str) -> None:
             if status == "stopped":
                 raise RuntimeFailure(f"cannot start a container that has stopped: {cid}")
             raise RuntimeFailure(f"cannot start an already running container: {cid} is {status}")
+        log.debug(f"start {cid}: opening exec.fifo")
         try:
             fd = os.open(c.fifo, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -324,7 +378,7 @@ def parse_signal(text: str) -> int:
     t = text.upper()
     if t.lstrip("-").isdigit():
         n = int(t)
-        if 0 < n < 65:
+        if 0 <= n < 65:  # 0 checks that the process exists, as kill(2) does
             return n
         raise RuntimeFailure("unable to signal init: invalid argument")  # kill(2)'s EINVAL, as runc
     else:

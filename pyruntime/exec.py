@@ -14,7 +14,7 @@ import prctl
 
 from .lean import signal, socket
 from . import jsonio
-from . import config as configmod, console, namespaces, process
+from . import config as configmod, console, log, namespaces, process
 from .channel import TRACE, Channel
 from .errors import RuntimeFailure
 from .state import Container
@@ -99,11 +99,16 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         from . import capabilities
         capabilities.check(proc.capabilities, "process.capabilities")
         capabilities.check_grantable(proc.capabilities, "process.capabilities")
-    seccomp_prog = None
+    seccomp_prog = notify = None
     if c.state.seccomp:
         from . import seccomp
         seccomp_prog = seccomp.compile(c.state.seccomp,
                                        cache_dir=os.path.join(root, seccomp.CACHE_SUBDIR))
+        if c.state.seccomp.get("listenerPath"):
+            # connected here: the process cannot reach the host's path once it is inside
+            notify = (seccomp.connect_listener(c.state.seccomp["listenerPath"]),
+                      dict(c.oci_state(), status="running"),
+                      c.state.seccomp.get("listenerMetadata", ""))
     init_pid = c.state.pid
     _maybe_seal(c, init_pid)
     ns_fds = joinable_namespaces(init_pid)
@@ -128,16 +133,19 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         if c.state.memory_policy:  # set on ourselves: the fork and the process inherit it
             from . import mempolicy
             mempolicy.apply(tuple(c.state.memory_policy))
+        log.debug(f"exec in {cid}: nsexec container setup: forking the bootstrap child")
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
             _bootstrap(Channel(child_sock), ns_fds, proc, sock, in_user_ns, seccomp_prog,
-                       preserve_fds)
+                       preserve_fds, notify)
     finally:
         for _, fd in ns_fds:
             os.close(fd)
         if sock is not None:
             sock.close()
+        if notify is not None:
+            notify[0].close()
     child_sock.close()
     chan = Channel(parent_sock)
     try:
@@ -146,8 +154,10 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         if c.state.intel_rdt:
             from . import intelrdt
             intelrdt.join(c.state.intel_rdt, pid)
+        log.debug(f"bootstrap child {pid} put in the container's cgroup")
         chan.send("go")
         exec_pid = chan.recv("pid")["pid"]
+        log.debug(f"process forked in the container: pid {exec_pid}")
         os.waitpid(pid, 0)
         # EOF (the channel is close-on-exec) means execve succeeded; a message is a failure.
         data = parent_sock.recv(1 << 16)
@@ -164,7 +174,16 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         parent_sock.close()
     if pid_file:
         from .container import write_pid_file
-        write_pid_file(pid_file, exec_pid)
+        try:
+            write_pid_file(pid_file, exec_pid)
+        except RuntimeFailure:
+            # nobody would know the process's pid: it must not run on (runc kills it too)
+            try:
+                os.kill(exec_pid, signal.SIGKILL)
+                os.waitpid(exec_pid, 0)  # our child when we are its subreaper (no --detach)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            raise
     return exec_pid
 
 
@@ -195,50 +214,82 @@ def _maybe_seal(c: Container, init_pid: int) -> None:
     sealed.reexec()
 
 
-def _join_cgroup(c: Container, pid: int, sub: str | None) -> None:
+def _join_cgroup(c: Container, pid: int, subs: list[str] | None) -> None:
     if not c.state.cgroup:
         return
     from . import cgroups
     mgr = cgroups.manager_from_state(c.state.cgroup)
-    if sub:
-        # runc's --cgroup: a sub-cgroup of the container's ("path" or "controller:path")
-        _, _, path = sub.rpartition(":")
-        for d in set(mgr.paths.values()):
-            target = os.path.join(d, path.lstrip("/"))
-            if not os.path.realpath(target).startswith(os.path.realpath(d)):
-                raise RuntimeFailure(f"--cgroup {sub!r} leaves the container's cgroup")
-            try:
-                with open(os.path.join(target, "cgroup.procs"), "w") as f:
-                    f.write(str(pid))
-            except OSError as e:
-                raise RuntimeFailure(f"--cgroup {sub!r}: {target}: {e.strerror}") from None
+    if not subs:
+        mgr.add_pid(pid)
         return
-    mgr.add_pid(pid)
+    dirs = dict(mgr.paths)
+    for ctrl, sub in sub_cgroups(subs).items():
+        for key in (dirs if ctrl == "" else [ctrl]):
+            if key not in dirs:
+                raise RuntimeFailure(f"--cgroup: unknown controller {ctrl}")
+            top = dirs[key]
+            target = os.path.normpath(os.path.join(top, sub.lstrip("/")))
+            if target != top and not target.startswith(top + "/"):
+                raise RuntimeFailure(f"--cgroup: {sub} is not a sub cgroup path")
+            dirs[key] = target
+    for d in dict.fromkeys(dirs.values()):  # one write per hierarchy, in order
+        try:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        except OSError as e:
+            raise RuntimeFailure(f"error adding pid {pid} to cgroups: {d}/cgroup.procs: "
+                                 f"{e.strerror.lower()}") from None
 
 
-def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -> None:
+def sub_cgroups(args: list[str]) -> dict[str, str]:
+    """runc's --cgroup values: one bare "path" for every hierarchy, or any number of
+    "ctrl[,ctrl...]:path" -> {controller (or ""): path}."""
+    out = {}
+    for a in args:
+        parts = a.split(":")
+        if len(parts) > 2:
+            raise RuntimeFailure(f"invalid --cgroup argument: {a}")
+        if len(parts) == 1:
+            if len(args) != 1:
+                raise RuntimeFailure(f"invalid --cgroup argument: {a} (missing <controller>: "
+                                     "prefix)")
+            out[""] = a
+        else:
+            for ctrl in parts[0].split(","):
+                out[ctrl] = parts[1]
+    return out
+
+
+def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, preserve_fds,
+               notify) -> None:
     try:
         prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
         chan.recv("go")
+        log.debug(f"nsexec container setup: joining {[k for k, _ in ns_fds]} namespaces")
         namespaces.join(ns_fds)
-        hold_r, hold_w = os.pipe()  # the child shares our channel: it waits for our "pid"
+        # The child shares our channel: it waits for our "pid", which we hand it too (inside
+        # the pid namespace it cannot learn its host pid, which a seccomp agent is told).
+        hold_r, hold_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(hold_w)
-            os.read(hold_r, 1)
+            host_pid = int(os.read(hold_r, 32) or 0)
             os.close(hold_r)
-            _finish(chan, proc, sock, in_user_ns, seccomp_prog, preserve_fds)
+            _finish(chan, proc, sock, in_user_ns, seccomp_prog, preserve_fds, notify, host_pid)
         chan.send("pid", pid=pid)
-        os.write(hold_w, b"1")
+        os.write(hold_w, str(pid).encode())
         os._exit(0)
     except BaseException as e:
         _fail(chan, e)
 
 
-def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -> None:
+def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds, notify,
+            host_pid: int) -> None:
     try:
+        log.debug("child process in init(): inside the container's namespaces")
         if proc.terminal:
             master, peer = console.open_pty()
+            console.give_to(peer, proc.user.uid)
             if proc.console_size:
                 console.set_size(peer, *proc.console_size)
             console.send_master(sock, master)
@@ -252,9 +303,20 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds) -
         process.set_oom_score_adj(proc.oom_score_adj)
         process.set_scheduling(proc)
         _set_affinity(0, proc, "final")
+        log.debug("setns_init: about to exec: rlimits, user, capabilities, seccomp, execve "
+                  "(the channel's close on execve signals completion)")
+        keep, on_notify_fd = (chan.sock.fileno(),), None
+        if notify is not None:
+            listener, state, metadata = notify
+            keep += (listener.fileno(),)
+
+            def on_notify_fd(fd: int) -> None:
+                from . import seccomp  # loaded by the parent: no import from the container
+                seccomp.send_state(listener, fd, state, metadata, pid=host_pid)
         process.finalize_and_exec(
             proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
-            preserve_fds=preserve_fds, keep=(chan.sock.fileno(),), report_fd=chan.sock.fileno(),
+            preserve_fds=preserve_fds, keep=keep, report_fd=chan.sock.fileno(),
+            on_notify_fd=on_notify_fd,
             encode=lambda m: jsonio.dumps({"type": "error", "msg": m}).encode())
     except BaseException as e:
         _fail(chan, e)

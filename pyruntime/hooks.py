@@ -75,5 +75,8 @@ def _run_one(where: str, hook, payload: bytes) -> None:
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         detail = output.decode(errors="replace").strip()
-        how = f"exit status {code}" if code > 0 else f"killed by signal {-code}"
-        raise RuntimeFailure(f"{where} ({path}) failed: {how}" + (f": {detail}" if detail else ""))
+        # runc's (Go's) wording, which people and tools match: "signal: bad system call"
+        how = f"exit status {code}" if code > 0 else \
+            f"signal: {(signal.strsignal(-code) or str(-code)).lower()}"
+        raise RuntimeFailure(f"error running hook {where} ({path}): {how}" +
+                             (f": {detail}" if detail else ""))

@@ -13,7 +13,7 @@ import struct
 import prctl
 
 from .lean import socket
-from . import console, hooks, namespaces, process, rootfs, syscalls as sc
+from . import console, hooks, log, namespaces, process, rootfs, syscalls as sc
 from .channel import TRACE, Channel
 from .errors import RuntimeFailure
 from .records import record
@@ -33,6 +33,8 @@ class InitArgs:
     cgroup_paths: dict
     cgroup_mode: str
     seccomp: object  # a seccomp.Program compiled before the fork, or None
+    bind_sources: dict  # mount index -> detached copy of its source, made before a user ns
+    caller_waits: bool  # `run` in the foreground: it holds its stderr until the end anyway
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
 
 
@@ -42,6 +44,8 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
         prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
         chan.recv("go")  # the parent has put us in the container's cgroup
         linux = a.cfg.linux
+        if a.ns_fds:
+            log.debug(f"nsexec container setup: joining {[k for k, _ in a.ns_fds]} namespaces")
         namespaces.join(a.ns_fds)
         if namespaces.new_flags(linux, ("user",)):
             sc.unshare(sc.CLONE_NEWUSER)
@@ -51,6 +55,7 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
             os.setresuid(0, 0, 0)
         flags = namespaces.new_flags(linux) & ~sc.CLONE_NEWUSER
         if flags:
+            log.debug(f"nsexec container setup: unsharing namespaces (flags {flags:#x})")
             sc.unshare(flags)
         if linux.time_offsets and flags & sc.CLONE_NEWTIME:
             namespaces.write_time_offsets(linux.time_offsets)
@@ -94,6 +99,7 @@ def _fail(chan: Channel, e: BaseException) -> None:
 
 def _init(chan: Channel, a: InitArgs) -> None:
     cfg, linux, proc = a.cfg, a.cfg.linux, a.cfg.process
+    log.debug("child process in init(): setting the container up")
     process.die_on_signals()
     # A session of its own, as runc's init: CRIU refuses a tree whose session leader is
     # outside the container (unless --shell-job), and a terminal needs it for TIOCSCTTY.
@@ -109,7 +115,11 @@ def _init(chan: Channel, a: InitArgs) -> None:
         rootfs.set_root_propagation(linux.rootfs_propagation)
         rootfs.bind_rootfs(cfg.root_path)
     root_fd = os.open(cfg.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths, a.cgroup_mode)
+    log.debug(f"init: mounting {len(cfg.mounts)} mounts in {cfg.root_path}")
+    rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths, a.cgroup_mode, a.bind_sources)
+    for fd in a.bind_sources.values():
+        os.close(fd)
+    log.debug("init: creating devices")
     rootfs.create_devices(cfg, root_fd, in_user_ns)
     os.close(root_fd)
     process.set_oom_score_adj(proc.oom_score_adj if proc else None)
@@ -118,11 +128,15 @@ def _init(chan: Channel, a: InitArgs) -> None:
     #    namespace (the parent runs them), then createContainer here in ours
     chan.send("hooks")
     state = chan.recv("hooks-done")["state"]
-    os.chdir(a.bundle)  # hooks see the bundle as cwd; the root switch moves us anyway
+    # runc's createContainer hooks run in the rootfs (a hook's `touch ./lib/x` lands in it);
+    # the root switch moves us anyway
+    os.chdir(cfg.root_path)
+    log.debug("init: running the createContainer hooks")
     hooks.run("createContainer", cfg.hooks.get("createContainer", []), state)
     fifo = a.fifo_fd
 
     # -- switch root
+    log.debug("init: switching root" + (" (--no-pivot)" if a.no_pivot else ""))
     if a.no_pivot:
         rootfs.move_root(cfg.root_path)
     elif new_mount_ns:
@@ -135,10 +149,12 @@ def _init(chan: Channel, a: InitArgs) -> None:
         setup_terminal(proc, a.console_sock)
     if new_mount_ns:
         rootfs.set_rootfs_propagation(linux.rootfs_propagation)
+    rootfs.readonly_dev(cfg)
     if cfg.root_readonly:
         rootfs.readonly_root()
 
     # -- the rest of the environment, in runc's order
+    log.debug("init: hostname, sysctls, read-only and masked paths, personality, keyring")
     if cfg.hostname is not None and linux.namespace("uts"):
         sc.sethostname(cfg.hostname)
     if cfg.domainname is not None and linux.namespace("uts"):
@@ -157,7 +173,8 @@ def _init(chan: Channel, a: InitArgs) -> None:
         except OSError:
             pass  # no keyring support (ENOSYS) or not allowed here: runc goes on too
     if proc is None:
-        _wait_for_start(chan, fifo, cfg, state)
+        out = _wait_for_start(chan, fifo, let_go_of_stderr=True)  # nothing to exec
+        _start_container_hooks(cfg, state, out)()
         os._exit(0)
     process.set_scheduling(proc)
     process.enter_cwd(proc.cwd)
@@ -165,7 +182,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
     path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
 
     # -- created: block until `start`
-    out = _wait_for_start(chan, fifo, cfg, state)
+    out = _wait_for_start(chan, fifo, proc.terminal and not a.caller_waits)
 
     def report(msg: str) -> None:
         try:
@@ -173,10 +190,13 @@ def _init(chan: Channel, a: InitArgs) -> None:
         except OSError:
             pass
     keep = (out,) if a.listener is None else (out, a.listener.fileno())
+    log.debug("init: closing the pipe to signal completion (exec.fifo closes on execve); "
+              "then rlimits, user, capabilities, seccomp, execve")
     try:
         process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=a.seccomp,
                                   preserve_fds=a.preserve_fds, keep=keep,
                                   on_notify_fd=_notify_sender(a.listener, linux.seccomp, state),
+                                  before_exec=_start_container_hooks(cfg, state, out),
                                   report_fd=out, encode=lambda m: b"E" + m.encode())
     except RuntimeFailure as e:
         report(str(e))
@@ -194,28 +214,42 @@ def _notify_sender(listener, seccomp_cfg, state):
     return send
 
 
-def _wait_for_start(chan: Channel, fifo_path_fd: int, cfg, state: dict) -> int:
+def _wait_for_start(chan: Channel, fifo_path_fd: int, let_go_of_stderr: bool) -> int:
     """Tell the parent we are created, then block on exec.fifo until `start` opens it. Returns
-    the fifo's write end (close-on-exec: `start` sees EOF when execve succeeds)."""
+    the fifo's write end (close-on-exec: `start` sees EOF when execve succeeds, and reads a
+    failure as "E<message>")."""
     chan.send("created")
     chan.sock.close()
+    log.debug("init: created, blocking on exec.fifo until start")
+    if let_go_of_stderr:
+        log.drop_stderr_copy()  # fd 2 is the console now, and the caller is gone
     out = os.open(rootfs.fdpath(fifo_path_fd), os.O_WRONLY | os.O_CLOEXEC)
     os.close(fifo_path_fd)
-    if cfg.hooks.get("startContainer"):
-        state = dict(state, status="running")
+    os.write(out, b"0")
+    return out
+
+
+def _start_container_hooks(cfg, state: dict, out: int):
+    """The startContainer hooks, to run as the last step before execve: as runc runs them, as
+    the process's user, with its capabilities and under its seccomp filter (a hook must not
+    be a way around the filter)."""
+    def run() -> None:
+        if not cfg.hooks.get("startContainer"):
+            return
+        log.debug("init: running the startContainer hooks")
         try:
-            hooks.run("startContainer", cfg.hooks.get("startContainer", []), state)
+            hooks.run("startContainer", cfg.hooks["startContainer"], dict(state, status="running"))
         except RuntimeFailure as e:
             os.write(out, b"E" + str(e).encode())
             os._exit(1)
-    os.write(out, b"0")
-    return out
+    return run
 
 
 def setup_terminal(proc, sock: socket.socket | None) -> None:
     if sock is None:
         raise RuntimeFailure("process.terminal is true but no --console-socket was given")
     master, peer = console.open_pty()
+    console.give_to(peer, proc.user.uid)
     if proc.console_size:
         console.set_size(peer, *proc.console_size)
     console.bind_console(peer)

@@ -90,10 +90,16 @@ if FAST:
                                   ": ", ", ", False, False, True)
     _sorted = _json.make_encoder(None, _unserializable, _json.encode_basestring_ascii, None,
                                  ": ", ", ", True, False, True)
+    # Go's encoding/json has no spaces: what runc prints where tools match its output
+    _tight = _json.make_encoder(None, _unserializable, _json.encode_basestring_ascii, None,
+                                ":", ",", False, False, True)
     _quote = _json.encode_basestring_ascii
 
-    def dumps(obj, indent: int | None = None, sort_keys: bool = False) -> str:
-        """json.dumps(obj, indent=indent, sort_keys=sort_keys); sort_keys without indent only."""
+    def dumps(obj, indent: int | None = None, sort_keys: bool = False, tight: bool = False) -> str:
+        """json.dumps(obj, indent=indent, sort_keys=sort_keys); sort_keys without indent only;
+        tight: json.dumps(obj, separators=(",", ":"))."""
+        if tight:
+            return "".join(_tight(obj, 0))
         if indent is None:
             return "".join((_sorted if sort_keys else _compact)(obj, 0))
         if sort_keys:
@@ -102,9 +108,11 @@ if FAST:
         _encode(obj, out, indent, 0)
         return "".join(out)
 else:
-    def dumps(obj, indent: int | None = None, sort_keys: bool = False) -> str:
+    def dumps(obj, indent: int | None = None, sort_keys: bool = False, tight: bool = False) -> str:
         if indent is not None and sort_keys:
             raise ValueError("jsonio.dumps: sort_keys is only supported without indent")
+        if tight:
+            return _public.dumps(obj, separators=(",", ":"), default=_unserializable)
         return _public.dumps(obj, indent=indent, sort_keys=sort_keys, default=_unserializable)
 
 

@@ -14,10 +14,13 @@ from . import jsonio
 _file = None
 _json = False
 _debug = False
+# --debug without --log: runc writes the debug lines to stderr. A dup taken at setup, because
+# the init's fd 2 later becomes the container's console, which must not get them.
+_debug_out = None
 
 
 def setup(path: str | None, fmt: str = "text", debug: bool = False) -> None:
-    global _file, _json, _debug
+    global _file, _json, _debug, _debug_out
     _json, _debug = fmt == "json", debug
     if path:
         try:
@@ -25,6 +28,11 @@ def setup(path: str | None, fmt: str = "text", debug: bool = False) -> None:
             _file = os.fdopen(fd, "a", buffering=1)
         except OSError as e:
             print(f"pyruntime: cannot open log file {path}: {e.strerror}", file=sys.stderr)
+    if debug and _file is None:
+        try:
+            _debug_out = os.fdopen(os.dup(2), "a", buffering=1)  # os.dup: close-on-exec
+        except OSError:
+            pass
 
 
 def _now() -> str:
@@ -32,16 +40,17 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
-def _write(level: str, msg: str) -> None:
-    if _file is None:
+def _write(level: str, msg: str, out=None) -> None:
+    out = out or _file
+    if out is None:
         return
     if _json:
-        line = jsonio.dumps({"level": level, "msg": msg, "time": _now()})
-    else:
-        line = f'time="{_now()}" level={level} msg="{msg}"'
+        line = jsonio.dumps({"level": level, "msg": msg, "time": _now()}, tight=True)  # as logrus
+    else:  # logrus's text: the message quoted (and escaped) as Go's %q does
+        line = f'time="{_now()}" level={level} msg={jsonio.dumps(msg)}'
     try:
-        _file.write(line + "\n")
-    except OSError:
+        out.write(line + "\n")
+    except (OSError, ValueError):
         pass
 
 
@@ -56,15 +65,31 @@ def warning(msg: str) -> None:
 
 
 def debug(msg: str) -> None:
+    """One runc-style debug line per setup step (--debug): where a slow or failing start
+    stands is then visible, in every process that sets the container up."""
     if _debug:
-        _write("debug", msg)
+        _write("debug", f"[{os.getpid()}] {msg}", _file or _debug_out)
+
+
+def drop_stderr_copy() -> None:
+    """For a process that outlives the command (the init blocked until `start`) and no
+    longer has the caller's stderr as its own: holding a copy would keep the caller from
+    seeing EOF on it."""
+    global _debug_out
+    if _debug_out is not None:
+        try:
+            _debug_out.close()
+        except OSError:
+            pass
+        _debug_out = None
 
 
 def close() -> None:
-    global _file
-    if _file is not None:
-        try:
-            _file.close()
-        except OSError:
-            pass
-        _file = None
+    global _file, _debug_out
+    for f in (_file, _debug_out):
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+    _file = _debug_out = None

@@ -58,8 +58,8 @@ class _Arg:
 
 
 class Parser:
-    def __init__(self, prog: str, description: str = ""):
-        self.prog, self.description = prog, description
+    def __init__(self, prog: str, description: str = "", help_name: str = ""):
+        self.prog, self.description, self.help_name = prog, description, help_name
         self._args: list[_Arg] = []
         self._by_name: dict[str, _Arg] = {}
 
@@ -172,11 +172,29 @@ class Parser:
         return f"usage: {self.prog} {' '.join(parts)}"
 
     def help(self) -> str:
-        lines = [self.usage(), ""]
-        if self.description:
-            lines += [self.description, ""]
+        """urfave/cli's shape, as runc prints it: tools and runc's tests read these lines."""
+        name = self.help_name or self.prog
+        pos = []
         for a in self._args:
-            name = ", ".join(a.names) + ("" if a.positional or a.action == "store_true"
-                                         else " " + a.dest.upper())
-            lines.append(f"  {name:<28} {a.help or ''}".rstrip())
+            if a.positional:
+                label = f"<{a.dest.replace('_', '-')}>"
+                pos.append(label if a.nargs is None else f"[{label} ...]" if a.nargs in ("*", REMAINDER)
+                           else f"[{label}]")
+        rows = []
+        for a in self._args:
+            if a.positional:
+                continue
+            longs = [n for n in a.names if n.startswith("--")] + \
+                [n for n in a.names if not n.startswith("--")]
+            value = "" if a.action == "store_true" else " value"
+            text = a.help or ""
+            if a.default not in (None, False, [], "") and a.action != "store_true":
+                text += f' (default: "{a.default}")' if isinstance(a.default, str) \
+                    else f" (default: {a.default})"
+            rows.append((", ".join(n + value for n in longs), text.strip()))
+        width = max((len(r[0]) for r in rows), default=0)
+        lines = ["NAME:", f"   {name} - {self.description}", "", "USAGE:",
+                 f"   {name} [command options] {' '.join(pos)}".rstrip()]
+        if rows:
+            lines += ["", "OPTIONS:"] + [f"   {f:<{width}}  {t}".rstrip() for f, t in rows]
         return "\n".join(lines)

@@ -177,13 +177,15 @@ def close_fds(keep_upto: int, keep: tuple[int, ...] = ()) -> None:
 
 def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
                       preserve_fds: int = 0, keep: tuple[int, ...] = (),
-                      on_notify_fd=None, report_fd: int = -1, encode=None) -> None:
+                      on_notify_fd=None, report_fd: int = -1, encode=None,
+                      before_exec=None) -> None:
     """The last steps, in runc's order: rlimits, user, capabilities, no_new_privs, seccomp,
     close fds, execve. `seccomp` is a filter compiled by the parent (the container's root has
     no libseccomp); `on_notify_fd(fd)` gets its listener fd, if it has one (and `keep` must
     hold the fds that callback uses). A failure is raised as a RuntimeFailure for the caller
-    to report (once); the execve itself goes through execshim (CVE-2019-5736), which writes encode(msg) to report_fd
-    (one of `keep`; stderr if -1) when it fails."""
+    to report (once); the execve itself goes through execshim (CVE-2019-5736), which writes
+    encode(msg) to report_fd (one of `keep`; stderr if -1) when it fails. `before_exec()` runs
+    last, under all of it (the startContainer hooks)."""
     set_rlimits(proc.rlimits)
     caps = proc.capabilities
     shim = execshim.prepare(proc.args[0], report_fd, encode) if execshim.wanted(proc.user, caps) else -1
@@ -204,6 +206,8 @@ def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
     close_fds(2 + preserve_fds, keep + (shim,))
     if seccomp:
         _load_seccomp(seccomp, on_notify_fd)
+    if before_exec:
+        before_exec()
     execshim.execute(shim, path, proc.args, env, report_fd)  # returns only if it cannot run
     refused = execshim.refuse_own_binary(path)
     if refused:

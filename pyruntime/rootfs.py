@@ -6,10 +6,11 @@ rootfs can never redirect a mount, a /dev/null bind or a /dev/console to the hos
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
-from . import lsm, mountattr, syscalls as sc
+from . import log, lsm, mountattr, syscalls as sc
 from .errors import ConfigError, RuntimeFailure
 
 _IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
@@ -173,24 +174,58 @@ def bind_rootfs(rootfs: str) -> None:
 _LABELLED_FS = {"tmpfs", "mqueue", "devpts", "shm"}
 
 
-def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str) -> None:
-    for m in cfg.mounts:
+def open_bind_sources(cfg, bundle: str) -> dict[int, int]:
+    """Detached copies (open_tree) of the bind mount sources, by mount index, made by the
+    runtime before the init enters a user namespace: there the container's root may not be
+    allowed to reach a source (a dir only the host's root can enter; runc too opens them
+    beforehand). A plain fd would not do: a bind from another mount namespace is refused."""
+    fds: dict[int, int] = {}
+    try:
+        for i, m in enumerate(cfg.mounts):
+            if m.type == "bind" or any(o in ("bind", "rbind") for o in m.options):
+                source = os.path.join(bundle, m.source)  # an absolute source stays as it is
+                rec = sc.AT_RECURSIVE if "rbind" in m.options else 0
+                try:
+                    fds[i] = sc.open_tree(-100, source, sc.OPEN_TREE_CLONE | rec)  # AT_FDCWD
+                except OSError as e:
+                    raise RuntimeFailure(f"{m.path}.source: {m.source!r}: "
+                                         f"{e.strerror.lower()}") from None
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
+
+
+def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str,
+              source_fds: dict[int, int] | None = None) -> None:
+    for i, m in enumerate(cfg.mounts):
+        log.debug(f"init: mounting {m.destination} ({m.type or 'bind'} from {m.source!r})")
         try:
-            mount_one(m, bundle, root_fd, cgroup_paths, cgroup_mode, cfg.linux.mount_label)
+            mount_one(m, bundle, root_fd, cgroup_paths, cgroup_mode, cfg.linux.mount_label,
+                      (source_fds or {}).get(i))
         except OSError as e:
             raise RuntimeFailure(f"{m.path} (destination {m.destination!r}): mount failed: "
                                  f"{e.strerror}") from None
 
 
 def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str,
-              mount_label: str = "") -> None:
+              mount_label: str = "", source_fd: int | None = None) -> None:
     flags, prop, data = parse_options(m.options)
+    if _is_dev(m):
+        flags &= ~sc.MS_RDONLY  # /dev gets its submounts and nodes first: see readonly_dev
     if m.type in ("cgroup", "cgroup2"):
         mount_cgroup(m, root_fd, flags, cgroup_paths, cgroup_mode)
         return _set_recursive(m, root_fd)
     is_bind = bool(flags & sc.MS_BIND) or m.type == "bind"
+    if m.type in ("proc", "sysfs") and not is_bind:
+        _refuse_unless_ordinary_dir(m, root_fd)
     source = m.source
-    if is_bind:
+    if is_bind and source_fd is not None:
+        flags |= sc.MS_BIND
+        source = None  # a detached tree made before the user namespace: open_bind_sources
+        src_is_dir = stat.S_ISDIR(os.fstat(source_fd).st_mode)
+    elif is_bind:
         flags |= sc.MS_BIND
         if not os.path.isabs(source):
             source = os.path.join(bundle, source)
@@ -208,8 +243,10 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
     try:
         target = fdpath(fd)
         if is_bind:
-            if m.idmap_fd >= 0:
-                sc.move_mount(m.idmap_fd, "", fd, "",
+            # a detached tree: idmapped (create made it), or taken before the user namespace
+            detached = m.idmap_fd if m.idmap_fd >= 0 else source_fd
+            if detached is not None and detached >= 0:
+                sc.move_mount(detached, "", fd, "",
                               sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH)
             else:
                 sc.mount(source, target, None, sc.MS_BIND | (flags & sc.MS_REC))
@@ -275,6 +312,28 @@ def _copy_up(below: int, root_fd: int, destination: str, rdonly: int) -> None:
         os.close(fresh)
 
 
+def _refuse_unless_ordinary_dir(m, root_fd: int) -> None:
+    """proc and sysfs go only on a real directory (or where nothing is yet): a symlink there
+    would move the kernel's views elsewhere in the rootfs (runc refuses the same way)."""
+    parent, name = os.path.split(m.destination.rstrip("/"))
+    if not name:
+        return
+    try:
+        pfd = open_in_root(root_fd, parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # make_path creates it, as a directory
+    try:
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    finally:
+        os.close(pfd)
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        raise ConfigError(f"{m.path}.destination", m.destination, f"is {kind} in the rootfs: "
+                          f"filesystem {m.type!r} must be mounted on ordinary directory")
+
+
 def mount_cgroup(m, root_fd: int, flags: int, cgroup_paths: dict, mode: str) -> None:
     """Give the container a view of its own cgroups: cgroup2 where unified, else a tmpfs with
     a bind of the container's dir in each v1 hierarchy (and, on a hybrid host, of its cgroup2
@@ -311,6 +370,25 @@ def mount_cgroup(m, root_fd: int, flags: int, cgroup_paths: dict, mode: str) -> 
             pass
         finally:
             os.close(fd)
+
+
+def _is_dev(m) -> bool:
+    return os.path.normpath(m.destination) == "/dev"
+
+
+_PER_MOUNT = (sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_NOATIME |
+              sc.MS_NODIRATIME | sc.MS_RELATIME | sc.MS_STRICTATIME)
+
+
+def readonly_dev(cfg) -> None:
+    """A read-only /dev mount is made read-only only now, after the root switch: its
+    submounts (/dev/pts, /dev/shm, ...), device nodes and console went in first (runc's
+    order)."""
+    for m in cfg.mounts:
+        if _is_dev(m):
+            flags = parse_options(m.options)[0]
+            if flags & sc.MS_RDONLY:
+                remount_bind("/dev", flags & _PER_MOUNT)
 
 
 def _hierarchy_name(controller: str) -> str:
@@ -425,11 +503,48 @@ def pivot(rootfs: str) -> None:
 
 
 def move_root(rootfs: str) -> None:
-    """--no-pivot: for ramdisk roots where pivot_root is impossible."""
+    """--no-pivot: for ramdisk roots where pivot_root is impossible.
+
+    The host's mounts stay in our mount namespace under the chroot. The kernel lets a process
+    mount a new procfs or sysfs only where a full, uncovered one is already mounted in its
+    namespace: the host's bare /proc would be that one (and a container with CAP_SYS_ADMIN in
+    a user namespace could then mount an unmasked procfs), so full proc and sysfs mounts
+    outside the rootfs go first, as runc does."""
+    for mnt in _full_proc_and_sysfs_outside(rootfs):
+        try:
+            sc.mount(None, mnt, None, sc.MS_SLAVE | sc.MS_REC)  # no unmount reaches the host
+            sc.umount2(mnt, sc.MNT_DETACH)
+        except FileNotFoundError:
+            continue  # under one detached already
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EPERM):
+                raise
+            sc.mount("tmpfs", mnt, "tmpfs", 0)  # cannot unmount: cover it
     os.chdir(rootfs)
     sc.mount(rootfs, "/", None, sc.MS_MOVE)
     os.chroot(".")
     os.chdir("/")
+
+
+def _full_proc_and_sysfs_outside(rootfs: str) -> list[str]:
+    found = []
+    prefix = rootfs.rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, tail = line.partition(" - ")
+            fields, fstype = fields.split(), tail.split()[0]
+            root, mnt = fields[3], _unescape(fields[4])
+            if root == "/" and fstype in ("proc", "sysfs") and \
+                    not (mnt + "/").startswith(prefix):
+                found.append(mnt)
+    return found
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    if "\\" not in field:
+        return field
+    return field.encode().decode("unicode_escape").encode("latin-1").decode()
 
 
 def set_rootfs_propagation(propagation: str) -> None:

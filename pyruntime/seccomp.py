@@ -268,8 +268,9 @@ def _parse(seccomp: dict, path: str) -> None:
         if action == "SCMP_ACT_NOTIFY":
             if "write" in names:
                 raise ConfigError(f"{p}.names[{names.index('write')}]", "write",
-                                  "cannot use SCMP_ACT_NOTIFY (the runtime needs write to "
-                                  "hand over the notify fd)")
+                                  "cannot use SCMP_ACT_NOTIFY: SCMP_ACT_NOTIFY cannot be used "
+                                  "for the write syscall (the runtime needs write to hand "
+                                  "over the notify fd)")
             if not listener:
                 raise ConfigError(f"{path}.listenerPath", MISSING,
                                   "is required when a rule uses SCMP_ACT_NOTIFY "
@@ -829,8 +830,8 @@ def connect_listener(listener_path: str, timeout: float | None = 30.0):
         s.connect(listener_path)
     except OSError as e:
         s.close()
-        raise RuntimeFailure(f"seccomp: connecting to listenerPath {listener_path}: "
-                             f"{e.strerror or e}") from None
+        raise RuntimeFailure(f"seccomp: failed to connect with seccomp agent at listenerPath "
+                             f"{listener_path}: {e.strerror or e}") from None
     return s
 
 

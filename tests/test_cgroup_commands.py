@@ -177,6 +177,21 @@ def test_kill_all_on_a_stopped_container(runtime, bundle):
     cid = start(runtime, bundle, "true")
     runtime.wait_stopped(cid)
     assert runtime("kill", "--all", cid, "KILL", check=False).returncode == 0
+    assert runtime("kill", "--all", cid, "0", check=False).returncode == 0
+    runtime("delete", cid)
+
+
+def test_kill_signal_0_probes_without_signalling(runtime, bundle):
+    # kill(2)'s signal 0: runc accepts it, and tools use it to ask "is it still there?"
+    cid = start(runtime, bundle, "trap 'echo got >/tmp/sig' USR1 TERM HUP; sleep 1000 & wait")
+    init = runtime.state(cid)["pid"]
+    runtime("kill", cid, "0")
+    runtime("kill", "--all", cid, "0")
+    assert alive(init) and runtime.state(cid)["status"] == "running"
+    assert not (bundle.rootfs / "tmp" / "sig").exists()
+    runtime("kill", cid, "KILL")
+    runtime.wait_stopped(cid)
+    assert_failed(runtime("kill", cid, "0", check=False), "container not running")
     runtime("delete", cid)
 
 
@@ -442,3 +457,64 @@ def test_parsers():
     for bad in ("", "5x", "s", "1s2"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+# ================================================================ an existing cgroup, v1 limits
+
+def test_unified_resources_on_a_v1_host_are_refused(runtime, bundle):
+    # this module runs on v1 (or hybrid) hierarchies only: runc refuses unified there
+    cid = prepare(runtime, bundle, "true", resources={"unified": {"memory.min": "131072"}})
+    proc = runtime("create", "--bundle", bundle.path, cid, check=False, stdin=subprocess.DEVNULL)
+    assert_failed(proc, "invalid configuration")
+    assert "linux.resources.unified" in proc.stderr or not is_pyruntime()
+    assert not (runtime.root / cid).exists() and not cgdir("memory", cid).exists()
+
+
+def test_a_pre_existing_frozen_cgroup_is_refused(runtime, bundle):
+    """The init would freeze mid-setup: refused with runc's words, and the cgroup we did
+    not make is left as it was."""
+    cid = prepare(runtime, bundle, "true")
+    frozen = cgdir("freezer", cid)
+    frozen.mkdir(parents=True)
+    try:
+        (frozen / "freezer.state").write_text("FROZEN")
+        proc = runtime("create", "--bundle", bundle.path, cid, check=False,
+                       stdin=subprocess.DEVNULL, timeout=20)
+        assert proc.returncode == 1
+        assert_failed(proc, "container's cgroup unexpectedly frozen")
+        assert not (runtime.root / cid).exists()
+        assert (frozen / "freezer.state").read_text().strip() == "FROZEN"
+        assert (frozen / "cgroup.procs").read_text() == ""
+    finally:
+        (frozen / "freezer.state").write_text("THAWED")
+        frozen.rmdir()
+        for ctrl in ("memory", "pids", "cpu", "devices", "blkio"):
+            if cgdir(ctrl, cid).exists():
+                cgdir(ctrl, cid).rmdir()
+
+
+def test_a_shared_non_empty_cgroup_gets_a_warning(runtime, bundle, tmp_path):
+    first = start(runtime, bundle, "sleep 30")
+    second = runtime.new_id()  # the same cgroupsPath as the first
+    with open(tmp_path / "err", "w+") as err:  # the init holds create's stderr: not a pipe
+        runtime("create", "--bundle", bundle.path, second, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=err, capture_output=False)
+    assert "container's cgroup is not empty: 1 process(es) found" in (tmp_path / "err").read_text()
+    assert runtime.state(second)["status"] == "created"
+    runtime("delete", "--force", second)
+    stop_and_delete(runtime, first)
+
+
+def test_update_leaves_no_window_without_device_access(runtime, bundle):
+    """runc's "minimal transition rules": an update must not pass through a state where the
+    container's allowed devices are denied (writes to /dev/null failing for a moment)."""
+    bundle.config["linux"]["resources"]["devices"].append(
+        {"allow": False, "type": "c", "major": 1, "minor": 11, "access": "rw"})
+    bundle.config["linux"]["devices"] = [{"path": "/dev/kmsg", "type": "c", "major": 1,
+                                          "minor": 11}]
+    cid = start(runtime, bundle, "while :; do echo x > /dev/null || echo null-denied >> /log; "
+                                 "head -c 1 /dev/kmsg >> /log 2>/dev/null; done")
+    for _ in range(30):
+        runtime("update", "--pids-limit", "30", cid)
+    stop_and_delete(runtime, cid)
+    assert (bundle.rootfs / "log").read_text() == ""

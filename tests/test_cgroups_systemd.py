@@ -223,7 +223,7 @@ def dev(rules):
 
 def test_device_properties_allow_list():
     from pyruntime.container import with_default_devices
-    rules = with_default_devices({"devices": [{"allow": False, "access": "rwm"}]}, [])["devices"]
+    rules = with_default_devices({"devices": [{"allow": False, "access": "rwm"}]})["devices"]
     p = dev(rules)
     assert p["DevicePolicy"] == "strict"
     allow = dict(p["DeviceAllow"])

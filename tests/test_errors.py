@@ -165,6 +165,8 @@ def test_missing_entrypoint_error_reaches_the_log(runtime, bundle, tmp_path):
     assert errors, records
     last = errors[-1]["msg"]
     assert "no such file or directory" in last or "executable file not found" in last, last
+    # runc's wording, which Docker and containerd show and people match on
+    assert "unable to start container process: " in last, last
 
 
 # ================================================================ lookups of unknown containers

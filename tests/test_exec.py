@@ -155,7 +155,9 @@ def test_paused_container_needs_ignore_paused(runtime, running, tmp_path):
     cid, _ = running
     runtime("pause", cid)
     try:
-        assert_failed(sh(runtime, cid, "true", check=False), "paused")
+        refused = sh(runtime, cid, "true", check=False)
+        assert_failed(refused, "paused")
+        assert refused.returncode == 255  # exec's own failure, unlike any exit of its process
         late = subprocess.Popen(runtime.cmd("exec", "--ignore-paused", cid, "echo", "ran"),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -179,19 +181,64 @@ def test_cgroup_flag_joins_a_sub_cgroup(runtime, running):
     try:
         out = sh(runtime, cid, "cat /proc/self/cgroup", "--cgroup", "sub").stdout
         assert f"/pyrt-test/{cid}/sub" in out
+        # per controller, as runc's flag takes it: the others stay in the container's cgroup
+        out = sh(runtime, cid, "cat /proc/self/cgroup", "--cgroup", "memory:sub",
+                 "--cgroup", "pids,freezer:/sub").stdout
+        where = {line.split(":")[1]: line.split(":")[2] for line in out.split()}
+        for ctrl in ("memory", "pids", "freezer"):
+            assert where[ctrl] == f"/pyrt-test/{cid}/sub", out
+        assert where["devices"] == f"/pyrt-test/{cid}", out
+        for bad, words in ((["--cgroup", ".."], ".. is not a sub cgroup path"),
+                           (["--cgroup", "none"], "/none/cgroup.procs: no such file"),
+                           (["--cgroup", "cpu:none"], "/none/cgroup.procs: no such file"),
+                           (["--cgroup", "whaaat:/"], "unknown controller whaaat"),
+                           (["--cgroup", "a", "--cgroup", "b"], "invalid --cgroup argument")):
+            proc = sh(runtime, cid, "true", *bad, check=False)
+            assert proc.returncode == 255
+            assert_failed(proc, words)
     finally:
         for d in dirs:
             wait_for(lambda: not (d / "sub" / "cgroup.procs").read_text().strip())
             (d / "sub").rmdir()
 
 
+def test_pid_file_in_a_missing_dir(runtime, running, tmp_path):
+    cid, _ = running
+    marker = "pidfile-probe-" + cid
+    proc = runtime("exec", "--detach", "--pid-file", tmp_path / "no" / "such" / "pid", cid,
+                   "sleep", "300", marker, check=False, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, capture_output=False)
+    assert proc.returncode == 255
+    assert_failed(proc, "no such file or directory")
+    assert "internal error" not in proc.stderr
+    # the process nobody knows the pid of is not left running
+    reap_zombies()
+    assert len(json.loads(runtime("ps", "--format", "json", cid).stdout)) == 1
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
 def test_errors(runtime, running, bundle):
     cid, _ = running
-    assert_failed(runtime("exec", cid, "no-such-program", check=False, stdin=subprocess.DEVNULL),
-                  "executable file not found")
-    assert_failed(runtime("exec", "nope-" + cid, "true", check=False), "does not exist")
+    missing = runtime("exec", cid, "no-such-program", check=False, stdin=subprocess.DEVNULL)
+    assert_failed(missing, "executable file not found")
+    assert missing.returncode == 255
+    gone = runtime("exec", "nope-" + cid, "true", check=False)
+    assert_failed(gone, "does not exist")
+    assert gone.returncode == 255
+    assert sh(runtime, cid, "exit 1", check=False).returncode == 1
     runtime("kill", cid, "KILL")
     # (an ns init is only gone once the ns's other processes are reaped: we are their subreaper)
     wait_for(lambda: reap_zombies() or runtime.state(cid)["status"] == "stopped")
     assert_failed(runtime("exec", cid, "true", check=False, stdin=subprocess.DEVNULL),
                   "not running", "stopped")
+
+
+def test_sub_cgroups_parses_runcs_forms():
+    from pyruntime.errors import RuntimeFailure
+    from pyruntime.exec import sub_cgroups
+    assert sub_cgroups(["sub"]) == {"": "sub"}
+    assert sub_cgroups(["memory:a", "cpu,cpuacct:/b"]) == {"memory": "a", "cpu": "/b",
+                                                          "cpuacct": "/b"}
+    for bad in (["a:b:c"], ["a", "b"], ["memory:a", "b"]):
+        with pytest.raises(RuntimeFailure, match="invalid --cgroup argument"):
+            sub_cgroups(bad)

@@ -131,6 +131,16 @@ def test_hook_namespaces(runtime, hooked):
     assert (hooked.rootfs / "ns-createContainer").read_text().split() == container
 
 
+def test_create_container_hook_runs_in_the_rootfs(runtime, bundle):
+    """As runc's: the createContainer hook's cwd is the container's rootfs (runc's hooks.bats
+    binds a library with `mount --bind ... ./lib/...`)."""
+    bundle.config["hooks"] = {"createContainer": [
+        {"path": "/bin/sh", "args": ["sh", "-c", "pwd > ./hook-cwd; touch ./lib-from-hook"]}]}
+    set_sh(bundle, "ls /lib-from-hook")
+    assert runtime.run(bundle, None, stdin=subprocess.DEVNULL).stdout == "/lib-from-hook\n"
+    assert (bundle.rootfs / "hook-cwd").read_text().strip() == str(bundle.rootfs)
+
+
 def test_hook_env_is_exactly_the_configured_env(runtime, hooked):
     hooked.add_hook("prestart", env=["PATH=/bin:/usr/bin", "HOOKVAR=xyz"])
     hooked.write()
@@ -179,6 +189,33 @@ def test_start_container_hook_failure(runtime, hooked):
     assert st["status"] == "stopped"
     assert "ran" not in log_lines(hooked)
     runtime("delete", "--force", cid)
+
+
+def test_start_container_hook_runs_under_the_seccomp_filter(runtime, bundle):
+    """A startContainer hook runs in the container: it must not be a way around the
+    container's seccomp filter (runc's seccomp.bats, where mkdir kills)."""
+    bundle.config["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL"}]}
+    bundle.config["hooks"] = {"startContainer": [
+        {"path": "/bin/sh", "args": ["sh", "-c", "mkdir /dev/shm/foo"]}]}
+    bundle.config["process"]["args"] = ["/bin/true"]
+    bundle.write()
+    proc = runtime.run(bundle, None, check=False, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0
+    assert_failed(proc, "error running hook")
+    assert "bad system call" in proc.stderr
+
+
+def test_start_container_hook_runs_as_the_process(runtime, hooked):
+    """As runc runs it: after the switch to process.user, with the process's capabilities."""
+    hooked.config["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": [
+        "sh", "-c", "id -u > /tmp/hook-id; grep CapEff /proc/self/status >> /tmp/hook-id"]}]}
+    set_sh(hooked, "id -u; grep CapEff /proc/self/status", user={"uid": 1000, "gid": 1000})
+    (hooked.rootfs / "tmp").chmod(0o1777)
+    out = runtime.run(hooked, None, stdin=subprocess.DEVNULL).stdout
+    assert (hooked.rootfs / "tmp" / "hook-id").read_text() == out
+    assert out.split()[0] == "1000"
 
 
 def test_poststart_failure_is_only_a_warning(runtime, hooked):

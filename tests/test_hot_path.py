@@ -66,6 +66,7 @@ def test_jsonio_writes_what_json_writes(obj, indent):
     assert repr(jsonio.loads(json.dumps(obj))) == repr(obj)
     if indent is None:
         assert jsonio.dumps(obj, sort_keys=True) == json.dumps(obj, sort_keys=True)
+        assert jsonio.dumps(obj, tight=True) == json.dumps(obj, separators=(",", ":"))
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "{", "[1,]", "1 2", '{"a": 1} x', "{'a': 1}", "nul"])
@@ -146,7 +147,7 @@ def test_options_help(capsys):
         parser().parse_args(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "run a process" in out and "--env, -e ENV" in out and "KEY=value" in out
+    assert "run a process" in out and "--env value, -e value" in out and "KEY=value" in out
 
 
 # ---------------------------------------------------------------- records

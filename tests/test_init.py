@@ -114,6 +114,32 @@ def test_user_namespace_seen_from_outside(runtime, userns_bundle):
     runtime("delete", "--force", cid)
 
 
+@pytest.mark.parametrize("option", ["bind", "rbind"])
+def test_user_namespace_with_bind_sources_only_host_root_reaches(runtime, userns_bundle,
+                                                                   tmp_path, option):
+    """Bind sources under a dir only the host's root may enter (runc's userns.bats): the
+    runtime takes them before the init enters the user namespace, so they still mount; and
+    an exec sees them too."""
+    bundle = userns_bundle
+    set_namespaces(bundle, "pid", "network", "ipc", "uts", "mount", "user")
+    bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    for n in (1, 2):
+        src = tmp_path / f"private-{n}" / "dir"
+        src.mkdir(parents=True)
+        (src / "foo.txt").write_text(f"secret {n}\n")
+        (tmp_path / f"private-{n}").chmod(0o700)
+        bundle.config["mounts"].append({"source": str(src), "destination": f"/tmp/mount-{n}",
+                                        "options": [option]})
+    set_sh(bundle, "cat /tmp/mount-1/foo.txt /tmp/mount-2/foo.txt; sleep 30")
+    cid = runtime.create(bundle)
+    runtime("start", cid)
+    out = runtime("exec", cid, "cat", "/tmp/mount-1/foo.txt", "/tmp/mount-2/foo.txt",
+                  stdin=subprocess.DEVNULL).stdout
+    assert out == "secret 1\nsecret 2\n"
+    runtime("delete", "--force", cid)
+
+
 def test_cgroup_namespace_hides_the_cgroup_path(runtime, bundle):
     cid = runtime.new_id()
     bundle.config["linux"]["cgroupsPath"] = f"/pyrt-test/{cid}"
@@ -320,6 +346,39 @@ def test_default_dev_nodes_and_symlinks(runtime, bundle):
     assert lines[-2:] == ["5", "7"]
 
 
+def test_readonly_dev_still_gets_its_submounts(runtime, bundle):
+    """/dev with "ro": its submounts and nodes go in first, then it is made read-only."""
+    for m in bundle.config["mounts"]:
+        if m["destination"] == "/dev":
+            m["options"].append("ro")
+    out = run_sh(runtime, bundle, "grep -E '^[a-z]+ /dev(/pts|/shm)? ' /proc/mounts; "
+                 "touch /dev/new 2>&1 || echo ro-dev; echo x > /dev/shm/x && echo shm-rw; "
+                 "echo x > /dev/null && test -c /dev/zero && echo nodes")
+    mounts = {line.split()[1]: line.split()[3].split(",") for line in out.splitlines()
+              if line.startswith(("tmpfs ", "devpts ", "shm "))}
+    assert "ro" in mounts["/dev"] and "nosuid" in mounts["/dev"], out
+    assert "rw" in mounts["/dev/pts"] and "rw" in mounts["/dev/shm"], out
+    assert "Read-only file system" in out and "ro-dev" in out
+    assert "shm-rw" in out and "nodes" in out
+
+
+def test_linux_devices_node_stays_denied_by_the_device_cgroup(runtime, bundle):
+    """linux.devices makes the node; access is what linux.resources.devices allows. A node
+    the config denies stays denied, also after an `update` (which rewrites the cgroup)."""
+    bundle.config["linux"]["devices"] = [{"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11}]
+    bundle.config["linux"]["cgroupsPath"] = f"/pyrt-test/{runtime.new_id()}"
+    set_sh(bundle, "sleep 60")
+    cid = runtime.create(bundle)
+    runtime("start", cid)
+    probe = ("test -c /dev/kmsg && echo node; head -c1 /dev/kmsg >/dev/zero 2>&1 || echo r-denied; "
+             "(echo x >/dev/kmsg) 2>/dev/zero || echo w-denied")
+    for when in ("created", "updated"):
+        out = runtime("exec", cid, "sh", "-c", probe, stdin=subprocess.DEVNULL).stdout.split()
+        assert out == ["node", "r-denied", "w-denied"], (when, out)
+        runtime("update", "--pids-limit", "42", cid)
+    runtime("delete", "--force", cid)
+
+
 def test_linux_devices(runtime, bundle):
     bundle.config["linux"]["devices"] = [
         {"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640, "uid": 1000, "gid": 1001},
@@ -353,6 +412,21 @@ def test_no_pivot(runtime, bundle):
     lines = out.split()
     assert lines[0] == "root:x:0:" and lines[1] == "pyruntime"
     assert "bin" in lines and "pytest-of-root" not in out
+
+
+@pytest.mark.parametrize("flag", [["--no-pivot"], []])
+def test_no_pivot_leaves_no_bare_proc_to_mount_from(runtime, bundle, flag):
+    """The kernel allows a new procfs only where a full, uncovered one is visible: under
+    --no-pivot's chroot the host's /proc stays in the mount namespace, and a container that
+    makes itself a user namespace (and so CAP_SYS_ADMIN) must still not mount an unmasked
+    procfs from it, nor see host mounts."""
+    caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETFCAP"]
+    bundle.config["process"]["capabilities"] = {k: caps for k in ("bounding", "effective",
+                                                                  "permitted")}
+    out = run_sh(runtime, bundle, "unshare -mrpf sh -c 'mount -t proc none /proc && "
+                 "echo MOUNTED' 2>&1; echo rc=$?", *flag)
+    assert "MOUNTED" not in out and "rc=1" in out, out
+    assert "permission denied" in out.lower(), out
 
 
 def test_pivot_root_hides_host(runtime, bundle):

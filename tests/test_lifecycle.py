@@ -307,6 +307,24 @@ def test_run_killed_by_signal_gives_128_plus_n(runtime, bundle):
         p.stderr.close()
 
 
+@pytest.mark.parametrize("flag", [[], ["--no-subreaper"], ["-no-subreaper"]])
+def test_run_no_subreaper(runtime, bundle, flag):
+    # Without a pid namespace an orphan of the container goes to the nearest subreaper: `run`
+    # itself, unless --no-subreaper (runc's flag) hands it on to ours. The init stays run's
+    # child either way, so its exit status still comes back.
+    bundle.config["linux"]["namespaces"] = [{"type": "mount"}, {"type": "uts"}]
+    set_sh(bundle, "sh -c 'sleep 5 & echo $! >/orphan'; sleep 0.3; "
+                   "ppid=$(sed -n 's/^PPid:\\s*//p' /proc/$(cat /orphan)/status); "
+                   "echo $ppid $PPID; kill $(cat /orphan); exit 3")
+    proc = runtime.run(bundle, None, *flag, check=False)
+    assert proc.returncode == 3, proc.stderr
+    orphan_parent, run_pid = map(int, proc.stdout.split())
+    if flag:
+        assert orphan_parent == os.getpid()
+    else:
+        assert orphan_parent == run_pid
+
+
 def test_run_detach(runtime, bundle, tmp_path):
     pidfile = tmp_path / "run.pid"
     set_sh(bundle, "sleep 30")

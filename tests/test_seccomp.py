@@ -547,7 +547,8 @@ BAD = [
     ("syscalls.0", {"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"},
      "linux.seccomp.listenerPath", "is required when a rule uses SCMP_ACT_NOTIFY"),
     ("syscalls.0", {"names": ["read", "write"], "action": "SCMP_ACT_NOTIFY"},
-     "linux.seccomp.syscalls[0].names[1]", "cannot use SCMP_ACT_NOTIFY"),
+     "linux.seccomp.syscalls[0].names[1]",
+     "SCMP_ACT_NOTIFY cannot be used for the write syscall"),  # runc's words
 ]
 
 
@@ -682,7 +683,8 @@ def test_send_to_listener_errors(tmp_path):
 
     r, w = os.pipe()
     try:
-        with pytest.raises(RuntimeFailure, match="listenerPath"):
+        with pytest.raises(RuntimeFailure, match="failed to connect with seccomp agent at "
+                                                 "listenerPath"):  # runc's words
             seccomp.send_to_listener(str(tmp_path / "nobody.sock"), r, {"pid": 1})
     finally:
         os.close(r)
@@ -798,3 +800,55 @@ def test_integration_listener_agent_answers_a_notified_syscall(runtime, bundle, 
     assert got["state"]["metadata"] == "hello"
     assert got["state"]["fds"] == ["seccompFd"]
     assert got["state"]["state"]["id"] == cid
+
+
+@pytest.mark.parametrize("nnp", [True, False])
+def test_integration_listener_agent_gets_an_execs_notify_fd(runtime, bundle, tmp_path, nnp):
+    """An exec'd process gets the container's filter and its own notify fd, handed to the
+    agent as the init's is (runc's seccomp-notify.bats), with and without no_new_privs."""
+    import array
+    import threading
+    sock_path = str(tmp_path / "agent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen(2)
+    states, answered = [], []
+
+    def answer(fd):
+        try:
+            seccomp.notify_answer(fd, error=errno.EXDEV)
+            answered.append(fd)
+        except (OSError, RuntimeError):
+            pass  # the process went away unnotified (the init: sleep makes no mkdir)
+
+    def agent():
+        for _ in range(2):
+            conn, _ = server.accept()
+            with conn:
+                fds = array.array("i")
+                data, anc, _, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(fds.itemsize))
+                for level, kind, payload in anc:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        fds.frombytes(payload[:fds.itemsize])
+                states.append(json.loads(data))
+                threading.Thread(target=answer, args=(fds[0],), daemon=True).start()
+
+    t = threading.Thread(target=agent, daemon=True)
+    t.start()
+    bundle.config["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW", "listenerPath": sock_path,
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}
+    bundle.config["process"]["args"] = ["sleep", "60"]
+    bundle.config["process"]["noNewPrivileges"] = nnp
+    bundle.write()
+    cid = runtime.create(bundle)
+    runtime("start", cid)
+    out = runtime("exec", cid, "sh", "-c", "mkdir /tmp/y 2>&1; test -d /tmp/y || echo absent",
+                  stdin=subprocess.DEVNULL).stdout
+    t.join(10)
+    server.close()
+    runtime("delete", "--force", cid)
+    assert "cross-device" in out and "absent" in out, out
+    assert len(states) == 2 and len(answered) == 1
+    init_pid = states[0]["pid"]
+    assert states[1]["state"]["id"] == cid and states[1]["pid"] not in (init_pid, 0, 1)

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from conftest import is_pyruntime, runtime_binary
-from corehelp import (CAPS, ConsoleSocket, assert_no_traceback, mountinfo, parse_status,
+from corehelp import (CAPS, ConsoleSocket, assert_failed, assert_no_traceback, mountinfo, parse_status,
                       run_sh, set_sh, wait_file)
 
 HOST_PYTHON = os.path.realpath(sys.executable)
@@ -658,6 +658,29 @@ def test_proc_symlink_to_a_host_dir(runtime, bundle, tmp_path):
     if proc.returncode == 0:
         lines = proc.stdout.split()
         assert lines[:2] == ["1", "sh"], proc.stdout
+
+
+@pytest.mark.parametrize("dest,kind", [("proc", "symlink"), ("sys", "symlink"),
+                                       ("proc", "file")])
+def test_proc_or_sys_that_is_not_a_directory_is_refused(runtime, bundle, dest, kind):
+    """runc's rule: proc and sysfs go only on an ordinary directory, never through a symlink
+    (which would move the kernel's files elsewhere in the rootfs, past masked paths)."""
+    path = bundle.rootfs / dest
+    path.rmdir()
+    if kind == "symlink":
+        os.symlink("/symlink", path)
+    else:
+        path.write_text("")
+    set_sh(bundle, "echo ran")
+    cid = runtime.new_id()
+    proc = runtime.run(bundle, cid, check=False, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and "ran" not in proc.stdout
+    assert_failed(proc, "must be mounted on ordinary directory")
+    if is_pyruntime():
+        i = [m["destination"] for m in bundle.config["mounts"]].index("/" + dest)
+        assert f"mounts[{i}].destination: \"/{dest}\"" in proc.stderr
+    assert not (bundle.rootfs / "symlink").exists()
+    assert not (runtime.root / cid).exists()
 
 
 # ================================================================ mounts, nnp, capabilities

@@ -66,6 +66,30 @@ def test_stdio_is_the_tty(runtime, bundle, console):
     runtime("delete", cid)
 
 
+def test_tty_belongs_to_the_process_user(runtime, bundle, console, tmp_path):
+    """A non-root process must own its terminal (the console and an exec's pty), or it could
+    not use it; the group stays devpts's gid= (the tty group), as with runc."""
+    cid = run_with_terminal(runtime, bundle, console,
+                            "stat -c 'run %u:%g' $(tty); sleep 30", user={"uid": 1000, "gid": 100})
+    runtime("start", cid)
+    out = b""
+    while b"run " not in out or not out.endswith(b"\n"):
+        out += os.read(console.master, 4096)
+    assert "run 1000:5" in out.decode().replace("\r", ""), out
+    ecs = ConsoleSocket()
+    try:
+        runtime("exec", "--tty", "--detach", "--console-socket", ecs.path, cid, "sh", "-c",
+                "stat -c 'exec %u:%g' $(tty)", stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, capture_output=False)
+        got = ecs.read_until_eof().decode(errors="replace").replace("\r", "")
+        assert "exec 1000:5" in got, got
+    finally:
+        ecs.close()
+    runtime("kill", cid, "KILL")
+    runtime.wait_stopped(cid)
+    runtime("delete", cid)
+
+
 def test_terminal_input(runtime, bundle, console):
     cid = run_with_terminal(runtime, bundle, console, "read line; echo got:$line")
     runtime("start", cid)

@@ -214,9 +214,11 @@ class Manager:
             if rules:
                 self._apply_devices(rules)
         if resources.get("unified"):
-            if "" not in self.dirs:
-                raise RuntimeFailure("linux.resources.unified: needs cgroup v2, this host has "
-                                     "cgroup v1 only")
+            if self.mode != "v2":
+                # runc refuses it on hybrid hosts too: the keys name v2 files, and a v1
+                # controller would silently not get them
+                raise RuntimeFailure("linux.resources.unified: invalid configuration: it needs "
+                                     "a cgroup v2 host, this one is cgroup v1 (or hybrid)")
             v2.set_unified(self.dirs[""], resources["unified"], "linux.resources.unified",
                            self.v2_controllers())
 

@@ -25,7 +25,9 @@ def configure(p):
     p.add_argument("--process-label", help="SELinux label (this host has no SELinux)")
     p.add_argument("--preserve-fds", type=int, default=0, help="pass N fds beyond stdio")
     p.add_argument("--ignore-paused", action="store_true", help="exec even if paused")
-    p.add_argument("--cgroup", help="sub-cgroup to run in ([controller:]path)")
+    p.add_argument("--cgroup", action="append", default=[],
+                   help="run the process in an (existing) sub-cgroup: [controller[,...]:]path "
+                        "(repeatable, one per controller)")
     p.add_argument("container_id")
     p.add_argument("command", nargs="...", help="the command and its arguments")
 

@@ -6,7 +6,8 @@ from ..state import Container, StateCorrupt, list_ids
 
 
 def configure(p):
-    p.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    p.add_argument("--format", "-f", choices=("table", "json"), default="table",
+                   help="select one of: table or json")
     p.add_argument("--quiet", "-q", action="store_true", help="display only container IDs")
 
 
@@ -25,7 +26,11 @@ def main(opts, ctx):
         for st in states:
             print(st["id"])
     elif opts.format == "json":
-        print(jsonio.dumps(states))
+        # runc's shape: its struct omits empty annotations, and an empty list is null
+        for st in states:
+            if not st.get("annotations"):
+                st.pop("annotations", None)
+        print(jsonio.dumps(states or None, tight=True))
     else:
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
         rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])

@@ -13,6 +13,8 @@ def configure(p):
     add_create_flags(p)
     p.add_argument("--detach", "-d", action="store_true", help="detach from the container's process")
     p.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
+    p.add_argument("--no-subreaper", action="store_true",
+                   help="do not reap processes orphaned inside the container")
 
 
 def main(opts, ctx):
@@ -27,6 +29,10 @@ def main(opts, ctx):
                systemd_cgroup=ctx.systemd_cgroup)
     if theirs is not None:
         theirs.close()
+    if opts.no_subreaper:
+        # The init is our child by now and stays so; only later orphans (of a container in
+        # the host's pid namespace) go to our own reaper instead, as with runc's flag.
+        prctl.set_child_subreaper(False)
     pid = c.state.pid
     try:
         if opts.detach:
