@@ -140,6 +140,26 @@ def test_user_namespace_with_bind_sources_only_host_root_reaches(runtime, userns
     runtime("delete", "--force", cid)
 
 
+def test_user_namespace_bind_keeps_its_read_only_flag(runtime, userns_bundle, tmp_path):
+    """A bind taken before the user namespace (open_tree) still gets its options' remount."""
+    bundle = userns_bundle
+    set_namespaces(bundle, "pid", "network", "ipc", "uts", "mount", "user")
+    bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    src = tmp_path / "shared"
+    src.mkdir()
+    os.chown(src, 100000, 100000)
+    tmp_path.chmod(0o755)
+    bundle.config["mounts"].append({"source": str(src), "destination": "/mnt/ro",
+                                    "options": ["bind", "ro", "nosuid"]})
+    out = run_sh(bundle=bundle, runtime=runtime,
+                 script="touch /mnt/ro/x 2>/dev/null && echo writable || echo read-only; "
+                        "grep ' /mnt/ro ' /proc/self/mountinfo | cut -d' ' -f6")
+    state, opts = out.split()
+    assert state == "read-only" and "ro" in opts.split(",") and "nosuid" in opts.split(",")
+    assert not (src / "x").exists()
+
+
 def test_cgroup_namespace_hides_the_cgroup_path(runtime, bundle):
     cid = runtime.new_id()
     bundle.config["linux"]["cgroupsPath"] = f"/pyrt-test/{cid}"
