@@ -57,6 +57,49 @@ def pytest_configure(config):
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         pytest.exit("prctl(PR_SET_CHILD_SUBREAPER) failed", returncode=2)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        config._cgroup2_root_before = _cgroup2_root_controllers()
+
+
+# ---------------------------------------------------------------- host hygiene, per session
+
+TEST_CGROUP_PARENT = "pyrt-test"  # tests' cgroupsPath parent: removed at the end of a session
+
+
+def _cgroup2_root_controllers() -> str | None:
+    """What the cgroup2 root delegates: containers come and go in parallel, so only the whole
+    session can check that the host's cgroup2 root is left as it was found."""
+    for root in (CGROUP_ROOT / "unified", CGROUP_ROOT):
+        try:
+            return (root / "cgroup.subtree_control").read_text()
+        except OSError:
+            continue
+    return None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller checks, once every worker is done
+    for hier in CGROUP_ROOT.iterdir():
+        parent = hier / TEST_CGROUP_PARENT
+        if parent.is_dir():
+            for d in sorted(parent.rglob("*"), reverse=True):
+                if d.is_dir():
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
+    before = getattr(session.config, "_cgroup2_root_before", None)
+    after = _cgroup2_root_controllers()
+    if before != after:
+        session.config.get_terminal_writer().line(
+            f"host hygiene: the cgroup2 root's subtree_control was {before!r} before the "
+            f"tests and is {after!r} after them", red=True)
+        session.exitstatus = 1
 
 
 def children_of(pid: int) -> list[int]:

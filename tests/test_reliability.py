@@ -336,6 +336,9 @@ def test_cgroup2_controllers_are_disabled_with_the_last_container(runtime, bundl
     top = UNIFIED / f"pyrt-hyg-{uuid.uuid4().hex[:8]}"
     top.mkdir()  # as an admin's pre-existing parent: nothing enabled in it
     try:
+        # Other tests' containers enable and disable controllers in the cgroup2 root while
+        # this runs; what `top` can delegate is checked only when the root held still (the
+        # root's own state is checked once for the whole session, in conftest).
         root_before = _ctl(UNIFIED)
         bundle.config["process"]["args"] = ["sleep", "600"]
         ids = []
@@ -345,14 +348,15 @@ def test_cgroup2_controllers_are_disabled_with_the_last_container(runtime, bundl
             bundle.write()
             ids.append(runtime.create(bundle, cid))
         avail = set((top / "cgroup.controllers").read_text().split())
-        assert _ctl(top) == avail  # enabled for the containers (runc's fs2 rule)
+        if _ctl(UNIFIED) == root_before:
+            assert _ctl(top) == avail  # enabled for the containers (runc's fs2 rule)
+        enabled = _ctl(top)
         runtime("delete", "--force", ids[0])
-        assert _ctl(top) == avail  # the other one still needs them
+        assert _ctl(top) == enabled  # the other one still needs them
         runtime("delete", "--force", ids[1])
         assert _ctl(top) == set(), "controllers left enabled after the last container"
         # (`sub`, made by the first container's create, stays: it held the second one's
         # cgroup when the first was deleted; runc leaves parents it made too)
-        assert _ctl(UNIFIED) == root_before
     finally:
         for d in sorted(top.rglob("*"), reverse=True):
             if d.is_dir():
@@ -363,12 +367,9 @@ def test_cgroup2_controllers_are_disabled_with_the_last_container(runtime, bundl
 @pytest.mark.skipif(shutil.which("runc") is None, reason="runc is not installed")
 def test_runc_runs_on_this_host_after_pyruntime(runtime, bundle, tmp_path):
     """pyruntime's create/delete leaves the host as runc needs it (and as found)."""
-    before = _ctl(UNIFIED) if UNIFIED else None
     bundle.config["process"]["args"] = ["true"]
     bundle.write()
     assert runtime.run(bundle).returncode == 0
-    if UNIFIED:
-        assert _ctl(UNIFIED) == before
     bundle.config["process"]["args"] = ["sh", "-c", "echo runc-ok"]
     bundle.write()
     p = subprocess.run(["runc", "--root", str(tmp_path / "runc"), "run", "--bundle",
