@@ -256,6 +256,35 @@ def test_bind_mount(runtime, bundle, stdio, tmp_path, symlink):
     runtime("delete", "--force", cid)
 
 
+def test_nested_bind_mountpoints_are_made_again(runtime, bundle, stdio, tmp_path):
+    """A bind whose destination lies in another bind has its mountpoint in that bind's source;
+    removed before the restore (runc's checkpoint.bats), it is made again, and the host's mount
+    table never shows the temporary binds that made it."""
+    outer, inner = tmp_path / "outer", tmp_path / "inner"
+    outer.mkdir()
+    inner.mkdir()
+    (inner / "marker").write_text("inner\n")
+    counter_bundle(bundle)
+    bundle.config["mounts"] += [
+        {"destination": "/test", "type": "bind", "source": str(outer), "options": ["rw", "bind"]},
+        {"destination": "/test/for/nested", "type": "bind", "source": str(inner),
+         "options": ["rw", "bind"]}]
+    bundle.write()
+    cid = start_piped(runtime, bundle, stdio)
+    wait_count_above(bundle, 3)
+    checkpoint(runtime, cid, tmp_path / "img")
+    assert (outer / "for" / "nested").is_dir()  # made in the source by the create
+    shutil.rmtree(outer / "for")
+    with open("/proc/self/mountinfo") as f:
+        host_mounts = f.read()
+    restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "img")
+    with open("/proc/self/mountinfo") as f:
+        assert f.read().count(str(outer)) == host_mounts.count(str(outer))
+    assert runtime("exec", cid, "cat", "/test/for/nested/marker").stdout == "inner\n"
+    wait_count_above(bundle, count(bundle))
+    runtime("delete", "--force", cid)
+
+
 def test_restore_on_a_fresh_copy_of_the_rootfs(runtime, bundle, stdio, tmp_path,
                                                rootfs_template):
     """As a migration does (podman's export/import): the image restored into another bundle

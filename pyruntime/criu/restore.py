@@ -254,8 +254,36 @@ def own_cgroups(pid: int) -> list[tuple[str, str]]:
 def make_mountpoints(cfg, bundle: str) -> None:
     """Mountpoints the init created at create time, missing from a fresh copy of the rootfs
     (restore on another host): CRIU mounts on them but does not create them. Those inside a
-    tmpfs come back with the tmpfs's contents, and cgroup dirs with their tmpfs or /sys."""
-    from ..rootfs import make_path
+    tmpfs come back with the tmpfs's contents, and cgroup dirs with their tmpfs or /sys.
+
+    A bind's own mountpoints (a destination nested in another bind) live in the bind's source,
+    so each bind is mounted while the later ones are made, as at create time; that happens in
+    a child with a mount namespace of its own, so the host never sees those mounts."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (a child: reports through the pipe)
+        os.close(r)
+        try:
+            _make_mountpoints_here(cfg, bundle)
+            code = 0
+        except BaseException as e:  # noqa: BLE001  (anything goes back to the parent as text)
+            os.write(w, (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).encode())
+            code = 1
+        os._exit(code)
+    os.close(w)
+    try:
+        with os.fdopen(r, "rb") as f:
+            err = f.read().decode(errors="replace")
+    finally:
+        os.waitpid(pid, 0)
+    if err:
+        raise RuntimeFailure(f"restore: making the mountpoints in {cfg.root_path}: {err}")
+
+
+def _make_mountpoints_here(cfg, bundle: str) -> None:
+    from ..rootfs import fdpath, make_path
+    sc.unshare(sc.CLONE_NEWNS)
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     tmpfs = [m.destination.rstrip("/") + "/" for m in cfg.mounts if m.type == "tmpfs"]
     root_fd = os.open(cfg.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -263,9 +291,15 @@ def make_mountpoints(cfg, bundle: str) -> None:
             if m.type in ("cgroup", "cgroup2") or any(m.destination.startswith(t) for t in tmpfs):
                 continue
             is_dir = True
+            src = None
             if mounts.is_bind(m):
                 src = os.path.join(bundle, m.source)  # (an absolute source stays as it is)
                 is_dir = os.path.isdir(src)
-            os.close(make_path(root_fd, m.destination, is_dir=is_dir))
+            fd = make_path(root_fd, m.destination, is_dir=is_dir)
+            try:
+                if src is not None:
+                    sc.mount(src, fdpath(fd), None, sc.MS_BIND | sc.MS_REC)
+            finally:
+                os.close(fd)
     finally:
         os.close(root_fd)
