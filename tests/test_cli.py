@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import is_pyruntime
+from conftest import Bundle, is_pyruntime
 from corehelp import assert_failed, assert_no_traceback, parse_rfc3339, set_sh
 
 
@@ -317,6 +318,52 @@ def test_list_formats(runtime, bundle):
     assert {c["id"] for c in js2} == {a, b}
     runtime("delete", "--force", a)
     runtime("delete", "--force", b)
+
+
+TRICKY = "x<y>&z \u2028\u2029 \u00e9 \b\f\x7f\x01 \t\n\"\\ \U0001f600 \ufffd"
+# runc 1.1.5's bytes for TRICKY (Go's encoding/json: UTF-8, HTML-safe, \u00XX controls)
+TRICKY_GO = ('"x\\u003cy\\u003e\\u0026z \\u2028\\u2029 \u00e9 \\u0008\\u000c\x7f\\u0001 '
+             '\\t\\n\\"\\\\ \U0001f600 \ufffd"')
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+def test_list_and_state_json_strings_as_runc_writes_them(runtime, tmp_path, rootfs_template):
+    """list --format json and state escape <, >, & (in annotations, the bundle path) and write
+    non-ASCII as UTF-8, byte for byte as runc does for the same container."""
+    bundle = Bundle(tmp_path / "b<&>", rootfs_template)
+    bundle.config["annotations"] = {"k<&>": TRICKY}
+    set_sh(bundle, "sleep 30")
+    runc_root = tmp_path / "runc-state"
+    runc_id = runtime.new_id()
+    mine = runtime.create(bundle)
+    subprocess.run(["runc", "--root", runc_root, "create", "--bundle", bundle.path, runc_id],
+                   check=True, timeout=60, **quiet())
+
+    def out(cmd):
+        return subprocess.run(cmd, capture_output=True, check=True, timeout=60).stdout
+
+    def norm(raw: bytes, cid: str) -> bytes:
+        """Only what differs by nature: id, pid, creation time, runtime version."""
+        js = json.loads(raw)
+        for c in js if isinstance(js, list) else [js]:
+            for key, value in (("id", cid), ("pid", 0), ("created", ""), ("ociVersion", "")):
+                raw = raw.replace(json.dumps(c[key]).encode(), json.dumps(value).encode(), 1)
+        return raw
+
+    try:
+        theirs = out(["runc", "--root", runc_root, "list", "--format", "json"])
+        ours = out(runtime.cmd("list", "--format", "json"))
+        assert TRICKY_GO.encode() in theirs, theirs
+        assert norm(ours, "c") == norm(theirs, "c")
+        theirs = out(["runc", "--root", runc_root, "state", runc_id])
+        ours = out(runtime.cmd("state", mine))
+        # runc's state has no newline and no owner; the rest is the same
+        ours = ours.rstrip(b"\n").replace(b'"owner": "root"', b'"owner": ""')
+        assert norm(ours, "c") == norm(theirs, "c")
+    finally:
+        subprocess.run(["runc", "--root", runc_root, "delete", "--force", runc_id],
+                       capture_output=True, timeout=60)
+        runtime("delete", "--force", mine)
 
 
 def test_list_empty(runtime):
