@@ -146,7 +146,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                         preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
                         seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources,
                         caller_waits=console is not None)
-        log.debug("nsexec container setup: forking the bootstrap child")
+        log.debug("nsexec container setup: forking the bootstrap child", stage=0)
         pid = os.fork()
         if pid == 0:
             parent_sock.close()

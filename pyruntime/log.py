@@ -64,11 +64,16 @@ def warning(msg: str) -> None:
     print(f"pyruntime: warning: {msg}", file=sys.stderr)
 
 
-def debug(msg: str) -> None:
+def debug(msg: str, stage: int | None = None) -> None:
     """One runc-style debug line per setup step (--debug): where a slow or failing start
-    stands is then visible, in every process that sets the container up."""
+    stands is then visible, in every process that sets the container up. As runc's: only
+    the namespace setup (runc's nsexec, in C) says which process, as `nsexec-STAGE[pid]`;
+    the init's own lines say no pid (its pid in its namespace, 1, would tell nothing: the
+    host pid is in the parent's "init forked" line)."""
     if _debug:
-        _write("debug", f"[{os.getpid()}] {msg}", _file or _debug_out)
+        if stage is not None:
+            msg = f"nsexec-{stage}[{os.getpid()}]: {msg}"
+        _write("debug", msg, _file or _debug_out)
 
 
 def drop_stderr_copy() -> None:

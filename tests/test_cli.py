@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -129,6 +130,40 @@ def test_debug_lines_for_each_setup_step(runtime, bundle, tmp_path, fmt):
             assert all(" level=debug msg=" in line for line in text.splitlines()), text
     for step in DEBUG_STEPS:
         assert step in text, (step, text)
+
+
+NSEXEC_LINE = re.compile(r"nsexec(-[0-2])?\[(\d+)\]: ")
+
+
+def debug_pids_shape(stderr: str) -> list[tuple[str, int]]:
+    """runc's shape of a --debug run's lines: a pid only in the namespace setup's lines, as
+    `nsexec-STAGE[pid]: `, none elsewhere (no `[1]` on the init's own lines). Returns the
+    (stage, pid) of the nsexec lines."""
+    found = []
+    for line in stderr.splitlines():
+        msg = json.loads(line.split(" msg=", 1)[1].split(" func=", 1)[0])
+        m = NSEXEC_LINE.match(msg)
+        if m:
+            found.append((m.group(1) or "", int(m.group(2))))
+        else:
+            assert not re.match(r"\[\d+\]", msg), line
+    return found
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+def test_debug_lines_have_runcs_pid_shape(runtime, bundle, tmp_path):
+    set_sh(bundle, "true")
+    # the check itself, on runc's lines
+    runc = subprocess.run(["runc", "--root", tmp_path / "runc-state", "--debug", "run", "--bundle",
+                           bundle.path, runtime.new_id()], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL, check=True)
+    assert ("-2", 1) in debug_pids_shape(runc.stderr), runc.stderr
+    proc = runtime("run", "--bundle", bundle.path, runtime.new_id(), global_args=("--debug",))
+    nsexec = debug_pids_shape(proc.stderr)
+    assert nsexec and "child process in init()" in proc.stderr, proc.stderr
+    if is_pyruntime():  # the bootstrap child's own lines carry the pid its parent reports
+        child = int(re.search(r"bootstrap child (\d+) put", proc.stderr).group(1))
+        assert ("-1", child) in nsexec, proc.stderr
 
 
 @pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own step names (runc's differ)")
