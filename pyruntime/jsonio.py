@@ -133,8 +133,9 @@ _GO_ESCAPES: dict | None = None
 
 def go_quote(s: str) -> str:
     """A string as Go's encoder writes it: UTF-8, not ASCII escapes; <, >, & and U+2028/9
-    escaped (HTML-safe); control characters as \\u00XX but \\n, \\r, \\t; a lone surrogate
-    (which Go's decoder makes U+FFFD) as U+FFFD."""
+    escaped (HTML-safe); control characters as \\u00XX but \\n, \\r, \\t; a byte that was
+    not UTF-8 (a surrogate escape, as in an undecodable path) as \\ufffd, as Go writes it; any
+    other lone surrogate (which Go's decoder makes U+FFFD) as U+FFFD."""
     global _GO_ESCAPES
     if _GO_ESCAPES is None:
         _GO_ESCAPES = {c: f"\\u{c:04x}" for c in (*range(0x20), *map(ord, "<>&"), 0x2028, 0x2029)}
@@ -145,7 +146,8 @@ def go_quote(s: str) -> str:
         try:
             q.encode()
         except UnicodeEncodeError:
-            q = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in q)
+            q = "".join(ch if not "\ud800" <= ch <= "\udfff" else
+                        "\\ufffd" if "\udc80" <= ch <= "\udcff" else "\ufffd" for ch in q)
     return f'"{q}"'
 
 

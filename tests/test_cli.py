@@ -132,6 +132,26 @@ def test_debug_lines_for_each_setup_step(runtime, bundle, tmp_path, fmt):
         assert step in text, (step, text)
 
 
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_lines_escape_as_runcs(runtime, tmp_path, fmt):
+    """A message quoting odd input (here a bundle path: <, non-ASCII, controls, a quote, a
+    byte that is not UTF-8, U+2028) is escaped in --log as runc's logrus escapes it."""
+    odd = os.fsencode(f"{tmp_path}/no<\u00e9>\x01\t\"q") + b"\xff" + "\u2028".encode()
+    logs = {}
+    for name, cmd in (("runc", ["runc", "--root", tmp_path / "runc-state"]),
+                      ("ours", runtime.cmd())):
+        log = tmp_path / f"{name}.log"
+        subprocess.run([*map(os.fsencode, cmd), b"--log", os.fsencode(log), b"--log-format",
+                        fmt.encode(), b"create", b"--bundle", odd, runtime.new_id().encode()],
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        logs[name] = log.read_bytes()
+    escaped = {"text": '<\u00e9>\\x01\\t\\"q\\xff\\u2028',
+               "json": '\\u003c\u00e9\\u003e\\u0001\\t\\"q\\ufffd\\u2028'}[fmt].encode()
+    assert b"/no" + escaped in logs["runc"], logs["runc"]
+    assert b"/no" + escaped in logs["ours"], logs["ours"]
+
+
 NSEXEC_LINE = re.compile(r"nsexec(-[0-2])?\[(\d+)\]: ")
 
 
