@@ -146,7 +146,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                         preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
                         seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources,
                         caller_waits=console is not None)
-        log.debug("nsexec container setup: forking the bootstrap child")
+        log.debug("nsexec container setup: forking the bootstrap child", stage=0)
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
@@ -174,7 +174,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         try:
             mgr.add_pid(pid)
             log.debug(f"bootstrap child {pid} put in the cgroup")
-            mgr.apply(with_default_devices(linux.resources))
+            mgr.apply(with_default_devices(linux.resources, {d.path for d in linux.devices}))
             log.debug("cgroup resources applied")
             c.state.cgroup = mgr.to_state()
         except BaseException:
@@ -239,25 +239,31 @@ def _open_idmapped(cfg, bundle: str) -> None:
             m.idmap_fd = mountattr.open_idmapped(m, source, cfg.linux)
 
 
-# What every container may use whatever its config says (runc's AllowedDevices): mknod of
-# anything (the node is useless without an allow rule), the standard nodes, ptys and tun.
+# What every container may use whatever its config says (runc's AllowedDevices, in its order):
+# mknod of anything (the node is useless without an allow rule), the standard nodes, ptys and
+# tun. Not /dev/console (5:1): a terminal's console is a pty bound there, allowed as 136:*.
+# A standard node's rule goes with its path: runc drops it when linux.devices names that path.
 DEFAULT_DEVICE_RULES = [
-    {"allow": True, "type": "c", "access": "m"}, {"allow": True, "type": "b", "access": "m"},
-    *({"allow": True, "type": "c", "major": ma, "minor": mi, "access": "rwm"}
-      for ma, mi in ((1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (5, 1), (136, None),
-                     (5, 2), (10, 200))),
+    (None, {"allow": True, "type": "c", "access": "m"}),
+    (None, {"allow": True, "type": "b", "access": "m"}),
+    *((path, {"allow": True, "type": "c", "major": ma, "minor": mi, "access": "rwm"})
+      for path, ma, mi in (("/dev/null", 1, 3), ("/dev/random", 1, 8), ("/dev/full", 1, 7),
+                           ("/dev/tty", 5, 0), ("/dev/zero", 1, 5), ("/dev/urandom", 1, 9),
+                           (None, 136, None), (None, 5, 2), (None, 10, 200))),
 ]
 
 
-def with_default_devices(resources: dict) -> dict:
+def with_default_devices(resources: dict, device_paths=()) -> dict:
     """The device cgroup rules: the config's, then the defaults. linux.devices only makes
     nodes: access to them is what linux.resources.devices allows, so a node the config
-    denies stays denied (as with runc)."""
+    denies stays denied (as with runc), and so does a standard node that linux.devices
+    redefines (device_paths)."""
     rules = resources.get("devices")
     if rules is not None and not isinstance(rules, list):
         raise RuntimeFailure(f"config.json: linux.resources.devices: {rules!r} must be an array")
     rules = list(rules or [])
-    rules += [{k: v for k, v in r.items() if v is not None} for r in DEFAULT_DEVICE_RULES]
+    rules += [{k: v for k, v in r.items() if v is not None}
+              for path, r in DEFAULT_DEVICE_RULES if path is None or path not in device_paths]
     return dict(resources, devices=rules)
 
 

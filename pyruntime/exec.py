@@ -133,7 +133,7 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         if c.state.memory_policy:  # set on ourselves: the fork and the process inherit it
             from . import mempolicy
             mempolicy.apply(tuple(c.state.memory_policy))
-        log.debug(f"exec in {cid}: nsexec container setup: forking the bootstrap child")
+        log.debug(f"exec in {cid}: nsexec container setup: forking the bootstrap child", stage=0)
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
@@ -265,7 +265,7 @@ def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, pres
     try:
         prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
         chan.recv("go")
-        log.debug(f"nsexec container setup: joining {[k for k, _ in ns_fds]} namespaces")
+        log.debug(f"nsexec container setup: joining {[k for k, _ in ns_fds]} namespaces", stage=1)
         namespaces.join(ns_fds)
         # The child shares our channel: it waits for our "pid", which we hand it too (inside
         # the pid namespace it cannot learn its host pid, which a seccomp agent is told).

@@ -45,7 +45,8 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
         chan.recv("go")  # the parent has put us in the container's cgroup
         linux = a.cfg.linux
         if a.ns_fds:
-            log.debug(f"nsexec container setup: joining {[k for k, _ in a.ns_fds]} namespaces")
+            log.debug(f"nsexec container setup: joining {[k for k, _ in a.ns_fds]} namespaces",
+                      stage=1)
         namespaces.join(a.ns_fds)
         if namespaces.new_flags(linux, ("user",)):
             sc.unshare(sc.CLONE_NEWUSER)
@@ -55,7 +56,7 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
             os.setresuid(0, 0, 0)
         flags = namespaces.new_flags(linux) & ~sc.CLONE_NEWUSER
         if flags:
-            log.debug(f"nsexec container setup: unsharing namespaces (flags {flags:#x})")
+            log.debug(f"nsexec container setup: unsharing namespaces (flags {flags:#x})", stage=1)
             sc.unshare(flags)
         if linux.time_offsets and flags & sc.CLONE_NEWTIME:
             namespaces.write_time_offsets(linux.time_offsets)

@@ -120,10 +120,42 @@ def dump(obj, f, indent: int | None = None) -> None:
     f.write(dumps(obj, indent))
 
 
-# The indented form, in Python: json's C encoder has no indent.
-def _encode(o, out: list[str], indent: int | None, level: int) -> None:
+def go_dumps(obj, indent: int | None = None) -> str:
+    """What runc prints: Go's encoding/json, as json.NewEncoder (no indent) or MarshalIndent
+    write it. No spaces without indent; strings as go_quote writes them."""
+    out: list[str] = []
+    _encode(obj, out, indent, 0, go_quote, ",", ":")
+    return "".join(out)
+
+
+_GO_ESCAPES: dict | None = None
+
+
+def go_quote(s: str) -> str:
+    """A string as Go's encoder writes it: UTF-8, not ASCII escapes; <, >, & and U+2028/9
+    escaped (HTML-safe); control characters as \\u00XX but \\n, \\r, \\t; a byte that was
+    not UTF-8 (a surrogate escape, as in an undecodable path) as \\ufffd, as Go writes it; any
+    other lone surrogate (which Go's decoder makes U+FFFD) as U+FFFD."""
+    global _GO_ESCAPES
+    if _GO_ESCAPES is None:
+        _GO_ESCAPES = {c: f"\\u{c:04x}" for c in (*range(0x20), *map(ord, "<>&"), 0x2028, 0x2029)}
+        _GO_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+                            ord('"'): '\\"', ord("\\"): "\\\\"})
+    q = s.translate(_GO_ESCAPES)
+    if not q.isascii():
+        try:
+            q.encode()
+        except UnicodeEncodeError:
+            q = "".join(ch if not "\ud800" <= ch <= "\udfff" else
+                        "\\ufffd" if "\udc80" <= ch <= "\udcff" else "\ufffd" for ch in q)
+    return f'"{q}"'
+
+
+# The indented form, in Python: json's C encoder has no indent; and Go's form.
+def _encode(o, out: list[str], indent: int | None, level: int, quote=None, item_sep=", ",
+            key_sep=": ") -> None:
     if isinstance(o, str):
-        out.append(_quote(o))
+        out.append((quote or _quote)(o))
     elif o is None:
         out.append("null")
     elif o is True:
@@ -135,9 +167,10 @@ def _encode(o, out: list[str], indent: int | None, level: int) -> None:
     elif isinstance(o, float):
         out.append(_float(o))
     elif isinstance(o, dict):
-        _container(out, "{", "}", o.items(), indent, level, True)
+        _container(out, "{", "}", o.items(), indent, level, True, quote, item_sep, key_sep)
     elif isinstance(o, (list, tuple)):
-        _container(out, "[", "]", ((None, v) for v in o), indent, level, False)
+        _container(out, "[", "]", ((None, v) for v in o), indent, level, False, quote, item_sep,
+                   key_sep)
     else:
         _unserializable(o)
 
@@ -150,9 +183,9 @@ def _float(f: float) -> str:
     return float.__repr__(f)
 
 
-def _container(out, open_, close, items, indent, level, keyed) -> None:
+def _container(out, open_, close, items, indent, level, keyed, quote, item_sep, key_sep) -> None:
     if indent is None:
-        sep, inner, end = ", ", "", ""
+        sep, inner, end = item_sep, "", ""
     else:
         inner = "\n" + " " * (indent * (level + 1))
         sep, end = "," + inner, "\n" + " " * (indent * level)
@@ -162,9 +195,9 @@ def _container(out, open_, close, items, indent, level, keyed) -> None:
         out.append(inner if first else sep)
         first = False
         if keyed:
-            out.append(_quote(_key(k)))
-            out.append(": ")
-        _encode(v, out, indent, level + 1)
+            out.append((quote or _quote)(_key(k)))
+            out.append(key_sep if indent is None else ": ")
+        _encode(v, out, indent, level + 1, quote, item_sep, key_sep)
     if first:  # empty: "{}" / "[]" as json writes them
         out.append(close)
         return

@@ -25,12 +25,13 @@ def setup(path: str | None, fmt: str = "text", debug: bool = False) -> None:
     if path:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            _file = os.fdopen(fd, "a", buffering=1)
+            _file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
         except OSError as e:
             print(f"pyruntime: cannot open log file {path}: {e.strerror}", file=sys.stderr)
     if debug and _file is None:
         try:
-            _debug_out = os.fdopen(os.dup(2), "a", buffering=1)  # os.dup: close-on-exec
+            # os.dup: close-on-exec
+            _debug_out = os.fdopen(os.dup(2), "a", buffering=1, encoding="utf-8")
         except OSError:
             pass
 
@@ -44,14 +45,40 @@ def _write(level: str, msg: str, out=None) -> None:
     out = out or _file
     if out is None:
         return
-    if _json:
-        line = jsonio.dumps({"level": level, "msg": msg, "time": _now()}, tight=True)  # as logrus
+    if _json:  # as logrus's: Go's encoding/json
+        line = jsonio.go_dumps({"level": level, "msg": msg, "time": _now()})
     else:  # logrus's text: the message quoted (and escaped) as Go's %q does
-        line = f'time="{_now()}" level={level} msg={jsonio.dumps(msg)}'
+        line = f'time="{_now()}" level={level} msg={go_q(msg)}'
     try:
         out.write(line + "\n")
     except (OSError, ValueError):
         pass
+
+
+_GO_SHORT = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+             "\v": "\\v", '"': '\\"', "\\": "\\\\"}
+
+
+def go_q(s: str) -> str:
+    """s as Go's %q (strconv.Quote) writes it: what Go counts printable (Python's
+    isprintable is the same classes) as it is, the rest escaped; a byte that was not UTF-8
+    (a surrogate escape, as in an undecodable path) as \\xNN, as Go shows it."""
+    if s.isprintable() and '"' not in s and "\\" not in s:
+        return f'"{s}"'
+    out = []
+    for c in s:
+        n = ord(c)
+        if c in _GO_SHORT:
+            out.append(_GO_SHORT[c])
+        elif c.isprintable():
+            out.append(c)
+        elif n < 0x80 or 0xDC80 <= n <= 0xDCFF:
+            out.append(f"\\x{n & 0xFF:02x}")
+        elif 0xD800 <= n <= 0xDFFF:
+            out.append("\\ufffd")
+        else:
+            out.append(f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def error(msg: str) -> None:
@@ -64,11 +91,16 @@ def warning(msg: str) -> None:
     print(f"pyruntime: warning: {msg}", file=sys.stderr)
 
 
-def debug(msg: str) -> None:
+def debug(msg: str, stage: int | None = None) -> None:
     """One runc-style debug line per setup step (--debug): where a slow or failing start
-    stands is then visible, in every process that sets the container up."""
+    stands is then visible, in every process that sets the container up. As runc's: only
+    the namespace setup (runc's nsexec, in C) says which process, as `nsexec-STAGE[pid]`;
+    the init's own lines say no pid (its pid in its namespace, 1, would tell nothing: the
+    host pid is in the parent's "init forked" line)."""
     if _debug:
-        _write("debug", f"[{os.getpid()}] {msg}", _file or _debug_out)
+        if stage is not None:
+            msg = f"nsexec-{stage}[{os.getpid()}]: {msg}"
+        _write("debug", msg, _file or _debug_out)
 
 
 def drop_stderr_copy() -> None:

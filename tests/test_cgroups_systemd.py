@@ -230,6 +230,10 @@ def test_device_properties_allow_list():
     assert allow["char-*"] == "m" and allow["block-*"] == "m"
     assert allow["/dev/char/1:3"] == "rwm" and allow["char-136"] == "rwm"
     assert allow["/dev/char/10:200"] == "rwm"
+    assert "/dev/char/5:1" not in allow  # runc allows no /dev/console by default
+    redefined = with_default_devices({}, {"/dev/null"})["devices"]
+    assert {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"} not in redefined
+    assert len(redefined) == len(rules) - 2
 
 
 def test_device_properties_allow_all_and_blacklists():

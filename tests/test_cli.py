@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import is_pyruntime
+from conftest import Bundle, is_pyruntime
 from corehelp import assert_failed, assert_no_traceback, parse_rfc3339, set_sh
 
 
@@ -128,6 +130,60 @@ def test_debug_lines_for_each_setup_step(runtime, bundle, tmp_path, fmt):
             assert all(" level=debug msg=" in line for line in text.splitlines()), text
     for step in DEBUG_STEPS:
         assert step in text, (step, text)
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_lines_escape_as_runcs(runtime, tmp_path, fmt):
+    """A message quoting odd input (here a bundle path: <, non-ASCII, controls, a quote, a
+    byte that is not UTF-8, U+2028) is escaped in --log as runc's logrus escapes it."""
+    odd = os.fsencode(f"{tmp_path}/no<\u00e9>\x01\t\"q") + b"\xff" + "\u2028".encode()
+    logs = {}
+    for name, cmd in (("runc", ["runc", "--root", tmp_path / "runc-state"]),
+                      ("ours", runtime.cmd())):
+        log = tmp_path / f"{name}.log"
+        subprocess.run([*map(os.fsencode, cmd), b"--log", os.fsencode(log), b"--log-format",
+                        fmt.encode(), b"create", b"--bundle", odd, runtime.new_id().encode()],
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        logs[name] = log.read_bytes()
+    escaped = {"text": '<\u00e9>\\x01\\t\\"q\\xff\\u2028',
+               "json": '\\u003c\u00e9\\u003e\\u0001\\t\\"q\\ufffd\\u2028'}[fmt].encode()
+    assert b"/no" + escaped in logs["runc"], logs["runc"]
+    assert b"/no" + escaped in logs["ours"], logs["ours"]
+
+
+NSEXEC_LINE = re.compile(r"nsexec(-[0-2])?\[(\d+)\]: ")
+
+
+def debug_pids_shape(stderr: str) -> list[tuple[str, int]]:
+    """runc's shape of a --debug run's lines: a pid only in the namespace setup's lines, as
+    `nsexec-STAGE[pid]: `, none elsewhere (no `[1]` on the init's own lines). Returns the
+    (stage, pid) of the nsexec lines."""
+    found = []
+    for line in stderr.splitlines():
+        msg = json.loads(line.split(" msg=", 1)[1].split(" func=", 1)[0])
+        m = NSEXEC_LINE.match(msg)
+        if m:
+            found.append((m.group(1) or "", int(m.group(2))))
+        else:
+            assert not re.match(r"\[\d+\]", msg), line
+    return found
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+def test_debug_lines_have_runcs_pid_shape(runtime, bundle, tmp_path):
+    set_sh(bundle, "true")
+    # the check itself, on runc's lines
+    runc = subprocess.run(["runc", "--root", tmp_path / "runc-state", "--debug", "run", "--bundle",
+                           bundle.path, runtime.new_id()], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL, check=True)
+    assert ("-2", 1) in debug_pids_shape(runc.stderr), runc.stderr
+    proc = runtime("run", "--bundle", bundle.path, runtime.new_id(), global_args=("--debug",))
+    nsexec = debug_pids_shape(proc.stderr)
+    assert nsexec and "child process in init()" in proc.stderr, proc.stderr
+    if is_pyruntime():  # the bootstrap child's own lines carry the pid its parent reports
+        child = int(re.search(r"bootstrap child (\d+) put", proc.stderr).group(1))
+        assert ("-1", child) in nsexec, proc.stderr
 
 
 @pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own step names (runc's differ)")
@@ -317,6 +373,52 @@ def test_list_formats(runtime, bundle):
     assert {c["id"] for c in js2} == {a, b}
     runtime("delete", "--force", a)
     runtime("delete", "--force", b)
+
+
+TRICKY = "x<y>&z \u2028\u2029 \u00e9 \b\f\x7f\x01 \t\n\"\\ \U0001f600 \ufffd"
+# runc 1.1.5's bytes for TRICKY (Go's encoding/json: UTF-8, HTML-safe, \u00XX controls)
+TRICKY_GO = ('"x\\u003cy\\u003e\\u0026z \\u2028\\u2029 \u00e9 \\u0008\\u000c\x7f\\u0001 '
+             '\\t\\n\\"\\\\ \U0001f600 \ufffd"')
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+def test_list_and_state_json_strings_as_runc_writes_them(runtime, tmp_path, rootfs_template):
+    """list --format json and state escape <, >, & (in annotations, the bundle path) and write
+    non-ASCII as UTF-8, byte for byte as runc does for the same container."""
+    bundle = Bundle(tmp_path / "b<&>", rootfs_template)
+    bundle.config["annotations"] = {"k<&>": TRICKY}
+    set_sh(bundle, "sleep 30")
+    runc_root = tmp_path / "runc-state"
+    runc_id = runtime.new_id()
+    mine = runtime.create(bundle)
+    subprocess.run(["runc", "--root", runc_root, "create", "--bundle", bundle.path, runc_id],
+                   check=True, timeout=60, **quiet())
+
+    def out(cmd):
+        return subprocess.run(cmd, capture_output=True, check=True, timeout=60).stdout
+
+    def norm(raw: bytes, cid: str) -> bytes:
+        """Only what differs by nature: id, pid, creation time, runtime version."""
+        js = json.loads(raw)
+        for c in js if isinstance(js, list) else [js]:
+            for key, value in (("id", cid), ("pid", 0), ("created", ""), ("ociVersion", "")):
+                raw = raw.replace(json.dumps(c[key]).encode(), json.dumps(value).encode(), 1)
+        return raw
+
+    try:
+        theirs = out(["runc", "--root", runc_root, "list", "--format", "json"])
+        ours = out(runtime.cmd("list", "--format", "json"))
+        assert TRICKY_GO.encode() in theirs, theirs
+        assert norm(ours, "c") == norm(theirs, "c")
+        theirs = out(["runc", "--root", runc_root, "state", runc_id])
+        ours = out(runtime.cmd("state", mine))
+        # runc's state has no newline and no owner; the rest is the same
+        ours = ours.rstrip(b"\n").replace(b'"owner": "root"', b'"owner": ""')
+        assert norm(ours, "c") == norm(theirs, "c")
+    finally:
+        subprocess.run(["runc", "--root", runc_root, "delete", "--force", runc_id],
+                       capture_output=True, timeout=60)
+        runtime("delete", "--force", mine)
 
 
 def test_list_empty(runtime):

@@ -69,6 +69,27 @@ def test_jsonio_writes_what_json_writes(obj, indent):
         assert jsonio.dumps(obj, tight=True) == json.dumps(obj, separators=(",", ":"))
 
 
+def test_jsonio_go_dumps_writes_what_go_writes():
+    # runc's bytes (Go's encoding/json) for these strings: UTF-8 kept, HTML-safe escapes,
+    # \u00XX for controls but \n \r \t, DEL raw, a lone surrogate (U+FFFD to Go) as U+FFFD
+    s = "<a>&b \u2028\u2029 \u00e9 \b\f\x7f\x01\x1f \t\n\r\"\\ \U0001f600 \ud800"
+    want = ('"\\u003ca\\u003e\\u0026b \\u2028\\u2029 \u00e9 \\u0008\\u000c\x7f\\u0001\\u001f '
+            '\\t\\n\\r\\"\\\\ \U0001f600 \ufffd"')
+    assert jsonio.go_quote(s) == want
+    assert jsonio.go_quote("/p\udcff") == '"/p\\ufffd"'  # an undecodable byte: Go's escape
+    assert jsonio.go_dumps([{"k&": s, "n": None, "i": 1, "l": [], "m": {}}]) == \
+        '[{"k\\u0026":' + want + ',"n":null,"i":1,"l":[],"m":{}}]'
+    assert jsonio.go_dumps({"a": {"b": "<"}}, indent=2) == '{\n  "a": {\n    "b": "\\u003c"\n  }\n}'
+    assert json.loads(jsonio.go_dumps(SAMPLES[8])) == SAMPLES[8]
+
+
+def test_log_text_quotes_as_go_q():
+    from pyruntime.log import go_q
+    assert go_q("plain é <&>") == '"plain é <&>"'
+    assert go_q('a"\\\n\x01\x7f\u00a0\u2028\U000e0001\udcff\ud800') == \
+        '"a\\"\\\\\\n\\x01\\x7f\\u00a0\\u2028\\U000e0001\\xff\\ufffd"'
+
+
 @pytest.mark.parametrize("bad", ["", "   ", "{", "[1,]", "1 2", '{"a": 1} x', "{'a': 1}", "nul"])
 def test_jsonio_rejects_what_json_rejects(bad):
     with pytest.raises(ValueError) as mine:

@@ -399,6 +399,30 @@ def test_linux_devices_node_stays_denied_by_the_device_cgroup(runtime, bundle):
     runtime("delete", "--force", cid)
 
 
+@pytest.mark.parametrize("allow", [False, True])
+def test_console_char_5_1_is_not_a_default_device(runtime, bundle, allow):
+    """runc's default device rules leave out /dev/console (5:1): a node of it stays denied
+    unless linux.resources.devices allows it."""
+    bundle.config["linux"]["devices"] = [{"path": "/dev/xconsole", "type": "c", "major": 5, "minor": 1}]
+    if allow:
+        bundle.config["linux"]["resources"]["devices"].append(
+            {"allow": True, "type": "c", "major": 5, "minor": 1, "access": "r"})
+    # a subshell: the container's session leader must not make the host console its tty
+    out = run_sh(runtime, bundle, "(: </dev/xconsole) 2>&1 && echo opened; true")
+    assert ("opened" in out) == allow, out
+    if not allow:
+        assert "not permitted" in out, out
+
+
+def test_linux_devices_path_drops_its_default_rule(runtime, bundle):
+    """As with runc: linux.devices naming a standard node (/dev/full) replaces it, default
+    allow rule included, so it is as reachable as linux.resources.devices says; the other
+    defaults stay."""
+    bundle.config["linux"]["devices"] = [{"path": "/dev/full", "type": "c", "major": 1, "minor": 7}]
+    out = run_sh(runtime, bundle, "(echo x >/dev/full) 2>&1; echo x >/dev/null && echo null-ok")
+    assert "not permitted" in out and "null-ok" in out, out
+
+
 def test_linux_devices(runtime, bundle):
     bundle.config["linux"]["devices"] = [
         {"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640, "uid": 1000, "gid": 1001},

@@ -1,5 +1,7 @@
 """lists containers started by pyruntime with the given root"""
 
+import sys
+
 from .. import jsonio, log
 from ..errors import RuntimeFailure
 from ..state import Container, StateCorrupt, list_ids
@@ -30,7 +32,8 @@ def main(opts, ctx):
         for st in states:
             if not st.get("annotations"):
                 st.pop("annotations", None)
-        print(jsonio.dumps(states or None, tight=True))
+        # as runc's json.NewEncoder: UTF-8, with <, >, & escaped
+        sys.stdout.buffer.write(jsonio.go_dumps(states or None).encode() + b"\n")
     else:
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
         rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])

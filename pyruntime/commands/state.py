@@ -1,5 +1,7 @@
 """output the state of a container"""
 
+import sys
+
 from .. import jsonio
 from ..state import Container
 
@@ -10,5 +12,6 @@ def configure(p):
 
 def main(opts, ctx):
     c = Container.load(ctx.root, opts.container_id)
-    print(jsonio.dumps(c.oci_state(), indent=2))
+    # as runc's json.MarshalIndent: UTF-8, with <, >, & escaped
+    sys.stdout.buffer.write(jsonio.go_dumps(c.oci_state(), indent=2).encode() + b"\n")
     return 0

@@ -151,7 +151,7 @@ def restore(root: str, cid: str, o, criu_flag: str | None, systemd_cgroup: bool)
 
         def started(criu_pid: int) -> None:
             mgr.add_pid(criu_pid)
-            mgr.apply(with_default_devices(cfg.linux.resources))
+            mgr.apply(with_default_devices(cfg.linux.resources, {d.path for d in cfg.linux.devices}))
             c.state.cgroup = mgr.to_state()
             for ctrl, path in own_cgroups(criu_pid):  # where CRIU puts the restored tree
                 root = opts.cg_root.add(path=path)
