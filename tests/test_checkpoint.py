@@ -416,6 +416,88 @@ def test_terminal_with_console_socket(runtime, bundle, tmp_path, shell_job):
 
 
 
+def test_terminal_restored_in_the_foreground_without_console_socket(runtime, bundle, tmp_path):
+    """As runc: a foreground restore of a terminal container, run from a terminal, takes the
+    new pty's master itself and proxies it as `run` does: what is typed reaches the restored
+    shell through its own tty, its output comes back, and the restore exits with its status.
+    (runc 1.1.5 needs the caller on a terminal, hence the pty here; pyruntime also proxies
+    pipes, as its `run` does.)"""
+    import fcntl
+    import termios
+    from corehelp import ConsoleSocket
+    bundle.config["process"]["args"] = [
+        "sh", "-c", COUNTER.replace("true", "[ ! -e /tmp/go ]") +
+        "; read line; echo \"got $line on $(tty)\"; exit 5"]
+    bundle.config["process"]["terminal"] = True
+    bundle.write()
+    first = ConsoleSocket()
+    try:
+        cid = runtime.create(bundle, None, "--console-socket", first.path)
+        runtime("start", cid)
+        wait_count_above(bundle, 3)
+        checkpoint(runtime, cid, tmp_path / "img")
+    finally:
+        first.close()
+    frozen = count(bundle)
+    master, peer = os.openpty()
+
+    def on_the_terminal():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    try:
+        proc = subprocess.Popen(runtime.cmd("restore", "--bundle", bundle.path, "--image-path",
+                                            tmp_path / "img", cid),
+                                stdin=peer, stdout=peer, stderr=peer, start_new_session=True,
+                                preexec_fn=on_the_terminal)
+        os.close(peer)
+        peer = -1
+        try:
+            assert frozen < wait_count_above(bundle, frozen, timeout=20) <= frozen + 50
+            assert runtime.state(cid)["status"] == "running"
+            (bundle.rootfs / "tmp" / "go").touch()
+            os.write(master, b"hello\n")
+            assert proc.wait(30) == 5
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the restore, the last holder of the peer, is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        if peer >= 0:
+            os.close(peer)
+    assert b"got hello on /dev/pts/" in out, out
+    assert runtime("state", cid, check=False).returncode == 1  # deleted, as after `run`
+
+
+def test_terminal_restore_with_detach_needs_console_socket(runtime, bundle, tmp_path):
+    from corehelp import ConsoleSocket
+    counter_bundle(bundle)
+    bundle.config["process"]["terminal"] = True
+    bundle.write()
+    first = ConsoleSocket()
+    try:
+        cid = runtime.create(bundle, None, "--console-socket", first.path)
+        runtime("start", cid)
+        wait_count_above(bundle, 3)
+        checkpoint(runtime, cid, tmp_path / "img")
+    finally:
+        first.close()
+    proc = runtime("restore", "--detach", "--bundle", bundle.path, "--image-path",
+                   tmp_path / "img", cid, check=False)
+    assert proc.returncode == 1, proc.stderr
+    if is_pyruntime():
+        assert proc.stderr.strip().endswith("--console-socket is required"), proc.stderr
+    assert runtime("state", cid, check=False).returncode == 1
+
+
 def test_restore_runs_prestart_and_create_runtime_hooks(runtime, bundle, stdio, tmp_path):
     """As runc: at CRIU's setup-namespaces, with the state of the container being restored."""
     from corehelp import host_script
