@@ -28,15 +28,15 @@ def main(opts, ctx):
     if not opts.detach and not opts.no_subreaper:
         import prctl  # the restored tree's orphans come to us while we wait, as with `run`
         prctl.set_child_subreaper(True)
-    pid = restore(ctx.root, opts.container_id, opts, getattr(ctx, "criu", None),
-                  ctx.systemd_cgroup)
+    pid, master = restore(ctx.root, opts.container_id, opts, getattr(ctx, "criu", None),
+                          ctx.systemd_cgroup)
     if opts.detach:
         return 0
     from ..console import exit_code, forward_signals, wait_proxying
     from ..container import delete
     forward_signals(pid)
     try:
-        status = wait_proxying(pid, None)
+        status = wait_proxying(pid, master)
     finally:
         delete(ctx.root, opts.container_id, force=True)
     return exit_code(status)

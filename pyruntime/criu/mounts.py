@@ -57,7 +57,8 @@ def external(cfg, bundle: str, cgroup_paths: dict, cgroup_mode: str) -> list[tup
                 dest = os.path.join(m.destination, name)
                 out.append((in_root(cfg.root_path, dest), path))
         elif is_bind(m):
-            src = m.source if os.path.isabs(m.source) else os.path.join(bundle, m.source)
+            # mount(2) followed a symlink in the source: CRIU must be given where it led
+            src = os.path.realpath(os.path.join(bundle, m.source))
             out.append((in_root(cfg.root_path, m.destination), src))
     if cfg.linux.namespace("user") is not None:  # device nodes are binds of the host's there
         out += [(in_root(cfg.root_path, d.path), d.path) for d in cfg.linux.devices]

@@ -5,7 +5,8 @@ parent is not overmounted), as a sibling of itself (rst_sibling: the init is our
 create's, and is left to our caller when we exit), inside the container's cgroups (the criu
 process is moved there first and cg_root names them), with the external mounts mapped back to
 their host sources, stdio pipes handed over by inherit_fd, prestart/createRuntime hooks at
-"setup-namespaces" and a terminal's new pty master sent to --console-socket."""
+"setup-namespaces" and a terminal's new pty master sent to --console-socket (or, for a
+foreground restore without one, kept for the caller to proxy, as runc does)."""
 from __future__ import annotations
 
 import json
@@ -56,8 +57,10 @@ def check_same_shape(image: str, meta: dict, keys: list[str], terminal: bool) ->
                              f"this config.json {str(terminal).lower()}")
 
 
-def restore(root: str, cid: str, o, criu_flag: str | None, systemd_cgroup: bool) -> int:
-    """Restore; return the init's pid (left running)."""
+def restore(root: str, cid: str, o, criu_flag: str | None,
+            systemd_cgroup: bool) -> tuple[int, int | None]:
+    """Restore; return the init's pid (left running) and, for a terminal restored without
+    --console-socket, the new pty's master."""
     from .. import cgroups
     statemod.check_id(cid)
     criu = swrk.find(criu_flag)
@@ -66,7 +69,7 @@ def restore(root: str, cid: str, o, criu_flag: str | None, systemd_cgroup: bool)
     image = os.path.abspath(o.image_path or "checkpoint")
     descriptors, meta = read_image(image)
     terminal = bool(cfg.process and cfg.process.terminal)
-    if terminal and not o.console_socket:
+    if terminal and not o.console_socket and o.detach:  # nobody would hold the master
         raise RuntimeFailure("process.terminal is true: --console-socket is required")
     if o.lazy_pages:
         swrk.features(criu, lazy_pages=True)
@@ -78,6 +81,7 @@ def restore(root: str, cid: str, o, criu_flag: str | None, systemd_cgroup: bool)
     bound = False
     fds: list[int] = []
     console = None
+    restored: dict[str, int] = {}
     try:
         mgr = cgroups.manager(cfg.linux.cgroups_path, cid, systemd=systemd_cgroup)
         mgr.create()
@@ -147,7 +151,6 @@ def restore(root: str, cid: str, o, criu_flag: str | None, systemd_cgroup: bool)
             except OSError as e:
                 raise RuntimeFailure(f"--console-socket {o.console_socket}: {e.strerror}") \
                     from None
-        restored = {}
 
         def started(criu_pid: int) -> None:
             mgr.add_pid(criu_pid)
@@ -163,9 +166,12 @@ def restore(root: str, cid: str, o, criu_flag: str | None, systemd_cgroup: bool)
                 oci = dict(c.oci_state(), status="created", pid=pid)
                 hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
                 hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
-            elif script == "orphan-pts-master" and passed and console is not None:
-                from ..console import send_master
-                send_master(console, passed[0])
+            elif script == "orphan-pts-master" and passed:
+                if console is not None:
+                    from ..console import send_master
+                    send_master(console, passed[0])
+                elif terminal:
+                    restored["master"] = os.dup(passed[0])  # (swrk closes what it passed)
             elif script == "post-restore":
                 restored["pid"] = pid
                 cleanup.pid = pid
@@ -187,8 +193,10 @@ def restore(root: str, cid: str, o, criu_flag: str | None, systemd_cgroup: bool)
         c.save()
         if o.pid_file:
             write_pid_file(o.pid_file, pid)
-        return pid
+        return pid, restored.pop("master", None)
     except BaseException:
+        if "master" in restored:
+            os.close(restored["master"])
         _drop_root(criu_root, bound)
         bound = False
         cleanup.run()  # (removes the state dir: criu-root must be gone first)
