@@ -3,6 +3,7 @@ missing files), nothing left after kill -9 of any command at any instant plus `d
 parallel creates of one id, and the host's cgroup2 subtree_control left as it was found."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -376,3 +377,20 @@ def test_runc_runs_on_this_host_after_pyruntime(runtime, bundle, tmp_path):
                         str(bundle.path), f"runc-{uuid.uuid4().hex[:8]}"],
                        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert p.returncode == 0 and "runc-ok" in p.stdout, p.stderr
+
+
+def test_prune_drops_users_whose_cgroup_is_gone(tmp_path):
+    """A user recorded for a cgroup that vanished without a release stops holding anything."""
+    from pyruntime.cgroups import delegation
+    record = str(tmp_path / "record.json")
+    gone, live = str(tmp_path / "gone"), str(tmp_path / "live")
+    os.mkdir(live)
+    d = tmp_path / "parent"
+    d.mkdir()
+    (d / "cgroup.subtree_control").write_text("")
+    with open(record, "w") as f:
+        json.dump({str(d): {"hugetlb": [gone], "pids": [gone, live]}}, f)
+    delegation.prune(record)
+    with open(record) as f:
+        assert json.load(f) == {str(d): {"pids": [live]}}
+    assert (d / "cgroup.subtree_control").read_text() == "-hugetlb"  # disabled: nobody needs it

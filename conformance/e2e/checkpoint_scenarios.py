@@ -15,8 +15,14 @@ COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"
 
 
 def _count(read) -> int:
-    text = read().o
-    return int(text) if text.isdigit() else -1
+    """The counter, read through `docker/podman exec`; an exec can fail for a moment right
+    after a start or restore (either runtime), so a few tries before -1."""
+    for _ in range(20):
+        text = read().o
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.1)
+    return -1
 
 
 def _goes_on(read, before: int) -> str:
