@@ -93,6 +93,13 @@ def check_options(m) -> None:
             if not data_unused or m.type in ("cgroup", "cgroup2"):
                 raise ConfigError(f"{m.path}.options[{i}]", opt, "needs a bind mount")
             continue
+        if data_unused and "=" in opt:
+            # Filesystem data (often copied from a tmpfs entry): a bind or cgroup mount passes
+            # none to the kernel, which would ignore it anyway, and runc lets it through.
+            log.warning(f"config.json: {m.path}.options[{i}]: {opt!r} ignored: a "
+                        f"{'cgroup' if m.type in ('cgroup', 'cgroup2') else 'bind'} mount "
+                        "takes no filesystem data")
+            continue
         if data_unused or "=" not in opt and opt.startswith("r") and opt[1:] in _FLAGS:
             raise ConfigError(f"{m.path}.options[{i}]", opt, "is not a mount option")
     if (m.uid_mappings or m.gid_mappings) and not data_unused:

@@ -139,3 +139,17 @@ def test_unknown_data_option_of_a_filesystem_fails(runtime, bundle):
     r = runtime.run(bundle, None, check=False)
     n = len(bundle.config["mounts"]) - 1
     assert_failed(r, f"mounts[{n}].options: 'rrox': tmpfs refused these options")
+
+
+def test_filesystem_data_on_a_bind_is_ignored_with_a_warning(runtime, bundle, tmp_path):
+    """runtime-tools' `mounts` program puts "mode=755" on a bind: the kernel reads no data for a
+    bind and runc lets it through, so pyruntime runs it too, saying what it ignored."""
+    _bind(bundle, tmp_path, "mode=755")
+    bundle.config["process"]["args"] = ["sh", "-c", "grep -c ' /mnt ' /proc/self/mountinfo"]
+    bundle.write()
+    n = len(bundle.config["mounts"]) - 1
+    r = runtime.run(bundle)
+    assert r.stdout.strip() == "1"
+    if is_pyruntime():
+        assert f"config.json: mounts[{n}].options[1]: 'mode=755' ignored: a bind mount takes " \
+               "no filesystem data" in r.stderr
