@@ -368,7 +368,9 @@ def test_setup_processes_are_not_reachable_from_the_container(runtime, bundle):
     rows, reopen = scan_during_frozen_exec(runtime, bundle)
     ours = runtime_procs(rows)
     assert ours, f"the frozen exec was not in view: {rows}"
-    assert reopen == "no-fd"
+    # The scan may catch the exec in its sealed execshim (a memfd that cannot be written) on a
+    # loaded machine: an fd it cannot reopen for writing is as safe as none.
+    assert reopen in ("no-fd", "refused"), reopen
     for r in ours:
         assert (r["readlink"], r["read"], r["rw"], r["maps"], r["maps_rw"], r["root"]) == \
             ("fail",) * 6, r
