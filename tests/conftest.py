@@ -63,7 +63,8 @@ def pytest_configure(config):
 
 # ---------------------------------------------------------------- host hygiene, per session
 
-TEST_CGROUP_PARENT = "pyrt-test"  # tests' cgroupsPath parent: removed at the end of a session
+# tests' cgroupsPath parents, shared by many tests: removed at the end of a session
+TEST_CGROUP_PARENTS = ("pyrt-test", "pyrt-ckpt", "pyrt-hyg-*")
 
 
 def _cgroup2_root_controllers() -> str | None:
@@ -80,8 +81,8 @@ def _cgroup2_root_controllers() -> str | None:
 def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return  # the controller checks, once every worker is done
-    for hier in CGROUP_ROOT.iterdir():
-        parent = hier / TEST_CGROUP_PARENT
+    parents = [p for pattern in TEST_CGROUP_PARENTS for p in CGROUP_ROOT.glob(f"*/{pattern}")]
+    for parent in parents:
         if parent.is_dir():
             for d in sorted(parent.rglob("*"), reverse=True):
                 if d.is_dir():
