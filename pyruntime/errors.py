@@ -5,7 +5,7 @@ Wording follows runc where containerd or Docker match on it (see shared CONTRACT
 """
 from __future__ import annotations
 
-from . import jsonio
+from pyruntime.lean import jsonio
 
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from . import jsonio
+from pyruntime.lean import jsonio
 
 _file = None
 _json = False

@@ -29,7 +29,7 @@ def runtime_binary() -> str:
     """The runtime under test: $PYRUNTIME_TEST_RUNTIME, else pyruntime's launcher.
 
     The variable takes a name on PATH (e.g. runc, to check a test) or a path, such as a launcher
-    written for another interpreter (`python3 -m pyruntime.launcher --python X /path/pyruntime-X`).
+    written for another interpreter (`python3 -m pyruntime.cli.launcher --python X /path/pyruntime-X`).
     """
     name = os.environ.get("PYRUNTIME_TEST_RUNTIME", "pyruntime")
     # pyruntime: the launcher tests/setup.sh installs (what Docker is given), not a

@@ -6,7 +6,7 @@
 
 tests/setup.sh runs `install`; .ci/run runs the lifecycle tests through each launcher; and
 tests/test_pythons.py fails when a listed version has no interpreter or cannot run containers.
-The distribution's build is preferred (see pyruntime/launcher.py), then pyenv's newest patch.
+The distribution's build is preferred (see pyruntime/cli/launcher.py), then pyenv's newest patch.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def install(version: str, python: str) -> None:
         python = sys.executable
     subprocess.run([python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"], check=True,
                    cwd=ROOT)
-    subprocess.run([python, "-m", "pyruntime.launcher", "--python", interpreter(version),
+    subprocess.run([python, "-m", "pyruntime.cli.launcher", "--python", interpreter(version),
                     LAUNCHER.format(version=version)], check=True, cwd=ROOT)
 
 

@@ -13,7 +13,7 @@ bash tests/criu-setup.sh  # checkpoint/restore: a CRIU that passes `criu check` 
 # The CLI starts once per call: compile its bytecode now, and install the fast launcher
 # (no `site`) as /usr/local/bin/pyruntime, the path Docker and containerd are given.
 PYTHONDONTWRITEBYTECODE= python3 -m compileall -q pyruntime >/dev/null
-python3 -m pyruntime.launcher /usr/local/bin/pyruntime  # on the distribution's python3 if it can
+python3 -m pyruntime.cli.launcher /usr/local/bin/pyruntime  # on the distribution's python3 if it can
 # Every Python pyproject.toml lists gets the project and a launcher of its own,
 # /usr/local/bin/pyruntime-3.X: .ci/run runs the lifecycle tests through each.
 python3 tests/pythons.py install

@@ -222,7 +222,7 @@ def dev(rules):
 
 
 def test_device_properties_allow_list():
-    from pyruntime.container import with_default_devices
+    from pyruntime.lifecycle.container import with_default_devices
     rules = with_default_devices({"devices": [{"allow": False, "access": "rwm"}]})["devices"]
     p = dev(rules)
     assert p["DevicePolicy"] == "strict"
@@ -346,7 +346,7 @@ class SystemdContainer:
         # Boot to an empty target: no getty, no host services, up in well under a second.
         (r / "etc" / "systemd" / "system" / "pyruntime-test.target").write_text(
             "[Unit]\nDescription=pyruntime test\n")
-        from pyruntime import capabilities
+        from pyruntime.linux import capabilities
         bnd = capabilities.bounding_set()
         caps = [n for i, n in enumerate(capabilities.NAMES) if bnd >> i & 1]
         cfg = default_config([SYSTEMD, "--unit=pyruntime-test.target", "--log-level=info"])

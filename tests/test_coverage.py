@@ -1,4 +1,4 @@
-"""The coverage table (pyruntime/coverage.py): every config.json property and mount option of
+"""The coverage table (pyruntime/oci/coverage.py): every config.json property and mount option of
 the runtime-spec has a row, features and validate follow it, and a refused field fails
 `create` with its JSON path."""
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pytest
 from conftest import is_pyruntime
 from corehelp import assert_failed
 
-from pyruntime import coverage, mountattr, rootfs
-from pyruntime.coverage import APPLIED, FIELDS, IGNORED, MOUNT_OPTIONS, REFUSED
+from pyruntime.oci import coverage
+from pyruntime.setup import mountattr, rootfs
+from pyruntime.oci.coverage import APPLIED, FIELDS, IGNORED, MOUNT_OPTIONS, REFUSED
 
 SCHEMA = Path(__file__).resolve().parent.parent / "spec" / "config.schema.json"
 # Sections of other platforms: not in our Linux schema, still answered.
@@ -188,7 +189,7 @@ def test_validate_reports_what_create_refuses(runtime, bundle):
 
 @pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's error wording")
 def test_intel_rdt_without_resctrl_is_an_error(runtime, bundle):
-    from pyruntime.config import resctrl_mounted
+    from pyruntime.oci.config import resctrl_mounted
     if resctrl_mounted():
         pytest.skip("this host has resctrl mounted")
     bundle.config["linux"]["intelRdt"] = {"closID": "guaranteed", "l3CacheSchema": "L3:0=ff"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from pyruntime import config as configmod
+from pyruntime.oci import config as configmod
 from pyruntime.criu import mounts
 
 

@@ -235,7 +235,7 @@ def test_errors(runtime, running, bundle):
 
 def test_sub_cgroups_parses_runcs_forms():
     from pyruntime.errors import RuntimeFailure
-    from pyruntime.exec import sub_cgroups
+    from pyruntime.lifecycle.exec import sub_cgroups
     assert sub_cgroups(["sub"]) == {"": "sub"}
     assert sub_cgroups(["memory:a", "cpu,cpuacct:/b"]) == {"memory": "a", "cpu": "/b",
                                                           "cpuacct": "/b"}

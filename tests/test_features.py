@@ -22,7 +22,7 @@ def features() -> dict:
 
 
 def test_valid_against_schema(features):
-    from pyruntime.validate import validate_features
+    from pyruntime.oci.validate import validate_features
     assert validate_features(features) == []
 
 
@@ -58,7 +58,7 @@ def test_mount_options_only_what_works(features):
     opts = set(features["mountOptions"])
     assert {"ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "rprivate", "rslave",
             "strictatime", "relatime", "nosymfollow", "remount"} <= opts
-    from pyruntime import mountattr, rootfs
+    from pyruntime.setup import mountattr, rootfs
     for opt in opts:
         flags, prop, data = rootfs.parse_options([opt])
         assert data == [], f"{opt} would be passed to mount(2) as data"
@@ -102,7 +102,7 @@ def test_annotations(features):
 
 def test_fast_and_no_jsonschema():
     """dockerd calls it at start-up; it must not pay for jsonschema."""
-    code = ("import sys, io, contextlib; from pyruntime.commands import features as f; "
+    code = ("import sys, io, contextlib; from pyruntime.cli.commands import features as f; "
             "f.main(None, None); assert 'jsonschema' not in sys.modules, 'jsonschema imported'")
     proc = subprocess.run(["python3", "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr

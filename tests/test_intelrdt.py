@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pyruntime import intelrdt
+from pyruntime.linux import intelrdt
 from pyruntime.errors import RuntimeFailure
 
 

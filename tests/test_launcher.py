@@ -1,4 +1,4 @@
-"""The launcher script (pyruntime/launcher.py): which interpreter it runs, and that what it writes
+"""The launcher script (pyruntime/cli/launcher.py): which interpreter it runs, and that what it writes
 works. Every other test goes through the launcher tests/setup.sh installed."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pyruntime import launcher
+from pyruntime.cli import launcher
 
 DISTRO_PYTHON = "/usr/bin/python%d.%d" % sys.version_info[:2]
 

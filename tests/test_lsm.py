@@ -7,7 +7,7 @@ import pytest
 
 from conftest import is_pyruntime
 from corehelp import assert_failed
-from pyruntime import lsm
+from pyruntime.linux import lsm
 
 
 def fake_proc(tmp_path, apparmor_dir: bool):

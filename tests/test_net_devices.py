@@ -97,6 +97,6 @@ def test_needs_a_network_namespace(runtime, bundle):
 @pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's import graph")
 def test_pyroute2_only_for_net_devices():
     """The hot path never imports pyroute2 (test_hot_path.py); config parsing neither."""
-    code = ("import sys; from pyruntime import config; "
-            "assert 'pyroute2' not in sys.modules and 'pyruntime.netdev' not in sys.modules")
+    code = ("import sys; from pyruntime.oci import config; "
+            "assert 'pyroute2' not in sys.modules and 'pyruntime.linux.netdev' not in sys.modules")
     subprocess.run(["python3", "-c", code], check=True)

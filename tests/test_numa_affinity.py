@@ -12,7 +12,7 @@ import pytest
 from conftest import is_pyruntime
 from corehelp import assert_failed, parse_status, run_sh
 
-from pyruntime import mempolicy
+from pyruntime.linux import mempolicy
 from pyruntime.errors import ConfigError
 
 

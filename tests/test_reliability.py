@@ -30,7 +30,7 @@ import sys
 sys.path.insert(0, sys.argv[1])
 if sys.argv[2] == "fallback":
     sys.modules["_json"] = None  # as on an interpreter without the accelerator
-from pyruntime import jsonio
+from pyruntime.lean import jsonio
 assert jsonio.FAST == (sys.argv[2] == "fast"), jsonio.FAST
 assert "json" not in sys.modules or sys.argv[2] == "fallback"
 for bad in ['{"a": [1, ', "[" * 100000, '{"a": 1}x', "", "nul", '{"a" 1}', "1" * 5000]:
@@ -64,7 +64,7 @@ def test_jsonio_errors_without_the_json_package(python, mode):
 
 
 def test_state_from_dict_names_the_wrong_field():
-    from pyruntime.state import State
+    from pyruntime.lifecycle.state import State
     with pytest.raises(ValueError, match="pid: str"):
         State.from_dict({"pid": "12"})
     with pytest.raises(ValueError, match="pid: -1 is negative"):  # never kill(-1, ...)

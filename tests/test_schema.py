@@ -1,4 +1,4 @@
-"""Unit tests for spec/*.schema.json and pyruntime.validate: no containers are started."""
+"""Unit tests for spec/*.schema.json and pyruntime.oci.validate: no containers are started."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pyruntime import validate as v
-from pyruntime.commands import validate as validate_cmd
+from pyruntime.oci import validate as v
+from pyruntime.cli.commands import validate as validate_cmd
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
 
@@ -177,7 +177,7 @@ def test_schema_dir_is_found():
 
 
 def test_importing_validate_does_not_import_jsonschema():
-    code = ("import sys, pyruntime.validate, pyruntime.commands.validate; "
+    code = ("import sys, pyruntime.oci.validate, pyruntime.cli.commands.validate; "
             "sys.exit(1 if 'jsonschema' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

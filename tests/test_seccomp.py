@@ -1,4 +1,4 @@
-"""pyruntime.seccomp: filters built with libseccomp, loaded for real in forked children.
+"""pyruntime.seccomp.filter: filters built with libseccomp, loaded for real in forked children.
 
 Each behaviour test forks: the child sets no_new_privs, loads a filter, makes raw syscalls through
 libc's syscall(2) and reports (ret, errno) as JSON through a pipe; the parent reads the report and
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pyruntime import seccomp
+from pyruntime.seccomp import filter as seccomp
 from pyruntime.errors import ConfigError
 
 HERE = Path(__file__).parent
@@ -144,7 +144,7 @@ def test_import_is_cheap():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", "import sys, pyruntime.seccomp; "
+    out = subprocess.run([sys.executable, "-c", "import sys, pyruntime.seccomp.filter; "
                           "print('ctypes' in sys.modules)"],
                          capture_output=True, text=True, check=True,
                          cwd=HERE.parent).stdout.strip()

@@ -6,7 +6,7 @@ view), the test checks that first.
 What they showed on this kernel (6.18) when written:
 - CVE-2019-5736: a container program `#!/proc/self/exe` (or a symlink to it) made the kernel
   run the host's Python inside the container, which kept an fd to the interpreter and, once no
-  host process ran it, reopened it for writing and overwrote it. Fixed by pyruntime.execshim.
+  host process ran it, reopened it for writing and overwrote it. Fixed by pyruntime.setup.execshim.
   The init and an `exec` are non-dumpable Python processes in the container's pid namespace
   while they set up: without CAP_SYS_PTRACE their /proc/<pid>/{exe,map_files,root} are
   refused. With CAP_SYS_PTRACE (and CAP_SYS_ADMIN) a container process can open the host
@@ -78,7 +78,7 @@ def host_binaries_unchanged():
 
 def all_host_caps() -> list[str]:
     """Every capability in our bounding set (this host lacks CAP_SYS_RESOURCE)."""
-    from pyruntime.capabilities import NAMES
+    from pyruntime.linux.capabilities import NAMES
     bnd = int(parse_status(Path("/proc/self/status").read_text())["CapBnd"], 16)
     return [n for i, n in enumerate(NAMES) if bnd >> i & 1]
 
@@ -193,7 +193,7 @@ def interp_copy(runtime, tmp_path):
     copy = d / os.path.basename(HOST_PYTHON)
     shutil.copy2(HOST_PYTHON, copy)
     launcher = str(d / "pyruntime")
-    from pyruntime import launcher as launcher_mod
+    from pyruntime.cli import launcher as launcher_mod
     launcher_mod.write(launcher, str(copy))  # this interpreter's site dirs: python-prctl
     runtime.binary = launcher
     return str(copy)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pyruntime import syscalls
+from pyruntime.linux import syscalls
 
 
 def test_numbers_follow_the_machine():
@@ -30,6 +30,6 @@ def test_an_unknown_architecture_is_a_clear_error_not_a_wrong_syscall():
 
 
 def test_one_libc_handle():
-    from pyruntime import seccomp
+    from pyruntime.seccomp import filter as seccomp
     from pyruntime.cgroups import bpf  # noqa: F401  (loads no libc of its own)
     assert seccomp._libc() is syscalls.libc()

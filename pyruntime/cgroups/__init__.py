@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pyruntime.errors import RuntimeFailure
 
-from .common import Layout, detect
-from .manager import Manager, build
+from pyruntime.cgroups.common import Layout, detect
+from pyruntime.cgroups.manager import Manager, build
 
 __all__ = ["Layout", "Manager", "detect", "manager", "manager_from_state", "update"]
 
@@ -25,7 +25,7 @@ def manager(cgroups_path: str | None, container_id: str, *, systemd: bool = Fals
             layout: Layout | None = None) -> Manager:
     """The manager of one container's cgroup. `layout` (from detect()) pins the mount layout."""
     if systemd:
-        from . import systemd as driver  # only --systemd-cgroup pays for it
+        from pyruntime.cgroups import systemd as driver  # only --systemd-cgroup pays for it
         return driver.build(cgroups_path, container_id, layout)
     if cgroups_path is not None and not isinstance(cgroups_path, str):
         raise RuntimeFailure(f"linux.cgroupsPath: {cgroups_path!r} is not a string")

@@ -103,7 +103,7 @@ def program(rules) -> bytes:
 # ---------------------------------------------------------------- bpf(2)
 
 def _bpf(cmd: int, attr: bytes) -> tuple[int, bytes]:
-    from ..syscalls import libc, nr
+    from pyruntime.linux.syscalls import libc, nr
     try:
         number = nr("bpf")
     except OSError as e:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import fcntl
 import os
 
-from pyruntime import jsonio
+from pyruntime.lean import jsonio
 from pyruntime.errors import RuntimeFailure
 
-from .common import read_or, write
+from pyruntime.cgroups.common import read_or, write
 
 RECORD = "/run/pyruntime-cgroup2-enabled.json"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pyruntime.errors import RuntimeFailure
 
-from .common import write
+from pyruntime.cgroups.common import write
 
 
 class Rule:

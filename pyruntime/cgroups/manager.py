@@ -12,9 +12,9 @@ import time
 
 from pyruntime.errors import RuntimeFailure
 
-from . import devices as _devices
-from . import v1, v2
-from .common import Fields, Layout, clean_path, default_layout, hugepage_sizes, read_or, write
+from pyruntime.cgroups import devices as _devices
+from pyruntime.cgroups import v1, v2
+from pyruntime.cgroups.common import Fields, Layout, clean_path, default_layout, hugepage_sizes, read_or, write
 
 # v1 controller name -> its cgroup v2 name
 _V2_NAME = {"blkio": "io"}
@@ -85,7 +85,7 @@ class Manager:
                 for nd in new:
                     v1.init_cpuset(nd)
         if "" in self.dirs and self.unified_mount:
-            from . import delegation  # enabled only while a container of ours needs them
+            from pyruntime.cgroups import delegation  # enabled only while a container of ours needs them
             delegation.acquire(self.unified_mount, self.dirs[""])
         self._v2ctl = None
 
@@ -121,7 +121,7 @@ class Manager:
             raise RuntimeFailure(f"cgroups: unable to remove {', '.join(left)}: still in use")
         self.created = []
         if "" in self.dirs and self.unified_mount:
-            from . import delegation
+            from pyruntime.cgroups import delegation
             delegation.release(self.dirs[""])
 
     # ------------------------------------------------------------ processes
@@ -133,7 +133,7 @@ class Manager:
         return self._unique_dirs()[0]
 
     def pids(self) -> list[int]:
-        from .common import walk_procs
+        from pyruntime.cgroups.common import walk_procs
         d = self._procs_dir()
         return sorted(set(walk_procs(d))) if os.path.isdir(d) else []
 
@@ -231,7 +231,7 @@ class Manager:
         if "" not in self.dirs:
             raise RuntimeFailure("linux.resources.devices: the devices cgroup controller is not "
                                  "available on this host")
-        from . import bpf  # only v2 hosts pay for ctypes
+        from pyruntime.cgroups import bpf  # only v2 hosts pay for ctypes
         d = self.dirs[""]
         try:
             old = bpf.attached_ids(d)
@@ -245,7 +245,7 @@ class Manager:
     def detach_devices_program(self) -> None:
         info = self.extra.pop("devices_bpf", None)
         if info and "" in self.dirs:
-            from . import bpf
+            from pyruntime.cgroups import bpf
             bpf.detach(self.dirs[""], info)
 
     # ------------------------------------------------------------ stats
@@ -283,7 +283,7 @@ class Manager:
     @classmethod
     def from_state(cls, d: dict) -> "Manager":
         if cls is Manager and "systemd" in (d.get("extra") or {}):
-            from .systemd import SystemdManager  # the unit's name is in extra
+            from pyruntime.cgroups.systemd import SystemdManager  # the unit's name is in extra
             cls = SystemdManager
         return cls(d["dirs"], d["mode"], d.get("unified_mount"), d.get("created"),
                    d.get("extra"))

@@ -10,7 +10,7 @@ import re
 
 from pyruntime.errors import RuntimeFailure
 
-from .manager import Manager
+from pyruntime.cgroups.manager import Manager
 
 
 def container_manager(c) -> Manager:

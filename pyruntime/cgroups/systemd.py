@@ -24,9 +24,9 @@ import time
 
 from pyruntime.errors import RuntimeFailure
 
-from . import v1, v2
-from .common import Fields, Layout, default_layout, shares_to_weight, swap_to_v2, write
-from .manager import Manager, _makedirs
+from pyruntime.cgroups import v1, v2
+from pyruntime.cgroups.common import Fields, Layout, default_layout, shares_to_weight, swap_to_v2, write
+from pyruntime.cgroups.manager import Manager, _makedirs
 
 DEFAULT_SLICE = "system.slice"
 DEFAULT_PREFIX = "pyruntime"
@@ -216,7 +216,7 @@ def resource_properties(resources: dict | None, *, unified: bool, version=lambda
     r = Fields(resources, "linux.resources", update)
     props: list = []
     if not update and resources.get("devices") is not None:
-        from . import devices
+        from pyruntime.cgroups import devices
         props += device_properties(devices.parse(resources["devices"]))
     mem, cpu, pids = r.sub("memory"), r.sub("cpu"), r.sub("pids")
     limit = mem.int("limit", lo=-1)

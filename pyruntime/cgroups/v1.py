@@ -8,7 +8,7 @@ import time
 
 from pyruntime.errors import RuntimeFailure
 
-from .common import Fields, device_entries, exists, read, read_int, read_kv, read_or, write
+from pyruntime.cgroups.common import Fields, device_entries, exists, read, read_int, read_kv, read_or, write
 
 
 def _errno_of(e: RuntimeFailure):

@@ -6,7 +6,7 @@ import time
 
 from pyruntime.errors import RuntimeFailure
 
-from .common import (Fields, blkio_to_io_weight, device_entries, exists, read, read_int,
+from pyruntime.cgroups.common import (Fields, blkio_to_io_weight, device_entries, exists, read, read_int,
                      read_kv, read_or, shares_to_weight, swap_to_v2, write)
 
 

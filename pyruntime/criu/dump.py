@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 
-from .. import config as configmod
-from ..errors import RuntimeFailure
-from ..state import Container
-from . import mounts, rpc, swrk
+from pyruntime.oci import config as configmod
+from pyruntime.errors import RuntimeFailure
+from pyruntime.lifecycle.state import Container
+from pyruntime.criu import mounts, rpc, swrk
 
 DESCRIPTORS = "descriptors.json"  # runc's name: the init's fds 0-2 as /proc showed them
 META = "pyruntime-checkpoint.json"  # what the restore checks the image against
@@ -103,7 +103,7 @@ def checkpoint(root: str, cid: str, o, criu_flag: str | None) -> None:
     finally:
         c.unlock()
     if destroy:  # CRIU killed the tree; as runc, the container goes (poststop hooks run)
-        from ..container import delete
+        from pyruntime.lifecycle.container import delete
         delete(root, cid, force=True)
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 
-from ..errors import RuntimeFailure
-from ..rootfs import parse_options
-from .. import syscalls as sc
+from pyruntime.errors import RuntimeFailure
+from pyruntime.setup.rootfs import parse_options
+from pyruntime.linux import syscalls as sc
 
 
 def in_root(root: str, path: str) -> str:

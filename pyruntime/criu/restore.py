@@ -13,11 +13,13 @@ import json
 import os
 import socket
 
-from .. import config as configmod, hooks, state as statemod, syscalls as sc
-from ..container import _Cleanup, _owner, with_default_devices, write_pid_file
-from ..errors import RuntimeFailure
-from ..state import Container, State
-from . import dump, mounts, rpc, swrk
+from pyruntime.oci import config as configmod
+from pyruntime.lifecycle import hooks, state as statemod
+from pyruntime.linux import syscalls as sc
+from pyruntime.lifecycle.container import _Cleanup, _owner, with_default_devices, write_pid_file
+from pyruntime.errors import RuntimeFailure
+from pyruntime.lifecycle.state import Container, State
+from pyruntime.criu import dump, mounts, rpc, swrk
 
 
 def read_image(image: str) -> tuple[list, dict]:
@@ -61,7 +63,7 @@ def restore(root: str, cid: str, o, criu_flag: str | None,
             systemd_cgroup: bool) -> tuple[int, int | None]:
     """Restore; return the init's pid (left running) and, for a terminal restored without
     --console-socket, the new pty's master."""
-    from .. import cgroups
+    from pyruntime import cgroups
     statemod.check_id(cid)
     criu = swrk.find(criu_flag)
     bundle = os.path.abspath(o.bundle or ".")
@@ -88,7 +90,7 @@ def restore(root: str, cid: str, o, criu_flag: str | None,
         cleanup.cgroup = mgr
         ext = mounts.external(cfg, bundle, mgr.paths, mgr.mode)
         check_same_shape(image, meta, [k for k, _ in ext], terminal)
-        from ..records import asdict
+        from pyruntime.lean.records import asdict
         c.state = State(id=cid, bundle=bundle, rootfs=cfg.root_path,
                         created=statemod.now_rfc3339(), annotations=cfg.annotations,
                         owner=_owner(), oci_version=cfg.oci_version, cgroup=mgr.to_state(),
@@ -168,7 +170,7 @@ def restore(root: str, cid: str, o, criu_flag: str | None,
                 hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
             elif script == "orphan-pts-master" and passed:
                 if console is not None:
-                    from ..console import send_master
+                    from pyruntime.linux.console import send_master
                     send_master(console, passed[0])
                 elif terminal:
                     restored["master"] = os.dup(passed[0])  # (swrk closes what it passed)
@@ -289,7 +291,7 @@ def make_mountpoints(cfg, bundle: str) -> None:
 
 
 def _make_mountpoints_here(cfg, bundle: str) -> None:
-    from ..rootfs import fdpath, make_path
+    from pyruntime.setup.rootfs import fdpath, make_path
     sc.unshare(sc.CLONE_NEWNS)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     tmpfs = [m.destination.rstrip("/") + "/" for m in cfg.mounts if m.type == "tmpfs"]

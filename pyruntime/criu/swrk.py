@@ -11,8 +11,8 @@ import os
 import shutil
 import socket
 
-from ..errors import RuntimeFailure
-from . import rpc
+from pyruntime.errors import RuntimeFailure
+from pyruntime.criu import rpc
 
 _BUF = 10 * 4096
 

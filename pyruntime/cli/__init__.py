@@ -1,0 +1,1 @@
+"""The command line in runc's shape: the entry point, option parsing, one module per command."""

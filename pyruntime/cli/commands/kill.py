@@ -1,0 +1,13 @@
+"""kill sends the specified signal (default: SIGTERM) to the container's init process"""
+from pyruntime.lifecycle.container import kill, parse_signal
+
+
+def configure(p):
+    p.add_argument("--all", "-a", action="store_true", help="signal every process in the container")
+    p.add_argument("container_id")
+    p.add_argument("signal", nargs="?", default="SIGTERM")
+
+
+def main(opts, ctx):
+    kill(ctx.root, opts.container_id, parse_signal(opts.signal), opts.all)
+    return 0

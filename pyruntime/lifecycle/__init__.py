@@ -1,0 +1,1 @@
+"""The container lifecycle: create, start, kill, delete, exec, state, hooks, the channel."""

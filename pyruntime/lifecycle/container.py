@@ -1,0 +1,608 @@
+"""The runtime side of the lifecycle: create, start, kill, delete (the CLI commands are thin
+wrappers over these)."""
+from __future__ import annotations
+
+import os
+import pwd
+import select
+
+from pyruntime.lean import signal, socket
+from pyruntime.lifecycle import hooks, state as statemod
+from pyruntime import log
+from pyruntime.errors import ConfigError, ContainerNotFound, RuntimeFailure
+from pyruntime.lifecycle.state import Container, State, StateCorrupt
+
+
+# ---------------------------------------------------------------- create
+
+def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
+           console_socket: str | None = None, no_pivot: bool = False, no_new_keyring: bool = False,
+           preserve_fds: int = 0, systemd_cgroup: bool = False,
+           console: socket.socket | None = None) -> Container:
+    """Set the container up and leave its init blocked on exec.fifo; return its Container."""
+    from pyruntime.lean.records import asdict
+    from pyruntime.oci import config as configmod  # create-only: start/kill/delete never parse a config
+    statemod.check_id(cid)
+    bundle = os.path.abspath(bundle)
+    cfg = configmod.load(bundle)
+    log.debug(f"create {cid}: {bundle}/config.json loaded")
+    if cfg.process and cfg.process.capabilities:
+        from pyruntime.linux import capabilities
+        capabilities.check_grantable(cfg.process.capabilities, "process.capabilities")
+    _maybe_seal(cfg)
+    from pyruntime import cgroups
+    mgr = cgroups.manager(cfg.linux.cgroups_path, cid, systemd=systemd_cgroup)
+    c = Container.new(root, cid)
+    cleanup = _Cleanup(c)
+    try:
+        # The first save is the intent log: the cgroup dirs this create is about to make are on
+        # disk before any exists, so `delete --force` after a kill at any instant finds them.
+        c.state = State(id=cid, bundle=bundle, rootfs=cfg.root_path, created=statemod.now_rfc3339(),
+                        annotations=cfg.annotations, owner=_owner(), oci_version=cfg.oci_version,
+                        hooks={k: [asdict(h) for h in cfg.hooks.get(k, [])]
+                               for k in ("poststart", "poststop") if cfg.hooks.get(k)},
+                        no_pid_ns=cfg.linux.namespace("pid") is None, use_systemd=systemd_cgroup,
+                        config_process=cfg.raw.get("process") or {}, seccomp=cfg.linux.seccomp or {},
+                        memory_policy=list(cfg.linux.memory_policy or ()),
+                        cgroup=dict(mgr.to_state(), created=mgr.planned()))
+        c.save()
+        try:
+            os.mkfifo(c.fifo, 0o600)
+            os.chown(c.fifo, *_root_ids(cfg.linux))  # the init reopens it as the container's root
+        except OSError as e:
+            raise statemod.os_failure("cannot create", e) from None
+        log.debug(f"state dir {c.dir} and its exec.fifo made")
+        init_pid = _spawn_init(c, cfg, cleanup, mgr, bundle, console_socket, console, no_pivot,
+                               no_new_keyring, preserve_fds)
+        if pid_file:
+            write_pid_file(pid_file, init_pid)
+        return c
+    except BaseException:
+        cleanup.run()
+        raise
+    finally:
+        c.unlock()
+
+
+def _maybe_seal(cfg) -> None:
+    """The init can only be reached during setup by processes already in the pid namespace it
+    joins (a pod's, or the host's): if those may hold CAP_SYS_PTRACE, run from a sealed copy of
+    the interpreter (see sealed.py). We cannot know their capabilities, so any joined pid
+    namespace outside a user namespace counts."""
+    from pyruntime.setup import sealed
+    linux = cfg.linux
+    pid_ns = linux.namespace("pid")
+    if sealed.active() or linux.namespace("user") or (pid_ns and not pid_ns.path):
+        return
+    sealed.reexec()
+
+
+class _Cleanup:
+    """Undo a half-done create: nothing may be left behind (process, cgroup, state dir)."""
+
+    def __init__(self, c: Container):
+        self.c, self.pid, self.cgroup = c, 0, None
+
+    def run(self) -> None:
+        if self.pid:
+            _kill_and_wait(self.pid, self.c.state.init_start if self.c.state else 0)
+        if self.cgroup is not None:
+            try:
+                self.cgroup.destroy()
+            except (OSError, RuntimeFailure) as e:
+                log.warning(f"cleaning up the cgroup: {e}")
+        _remove_intel_rdt(self.c)
+        try:
+            self.c.remove()
+        except RuntimeFailure as e:  # the create's own error is the one to report
+            log.warning(f"cleaning up the state dir: {e}")
+
+
+def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socket, console,
+                no_pivot, no_new_keyring, preserve_fds) -> int:
+    from pyruntime.linux import namespaces
+    from pyruntime.lifecycle.channel import Channel
+    from pyruntime.setup.init import InitArgs, bootstrap
+    linux = cfg.linux
+    if linux.resources.get("unified") and mgr.mode != "v2":
+        raise ConfigError("linux.resources.unified", linux.resources["unified"],
+                          "is an invalid configuration here: it needs a cgroup v2 host, this "
+                          "one is cgroup v1 (or hybrid), as runc refuses it")
+    cleanup.cgroup = mgr
+    mgr.create()
+    log.debug(f"cgroup made: {sorted(set(mgr.paths.values()))}")
+    _check_existing_cgroup(mgr)
+    c.state.cgroup = mgr.to_state()
+    seccomp_prog = listener = None
+    if linux.seccomp:
+        from pyruntime.seccomp import filter as seccomp
+        seccomp_prog = seccomp.compile(linux.seccomp,
+                                       cache_dir=os.path.join(c.root, seccomp.CACHE_SUBDIR))
+        log.debug("seccomp filter compiled")
+    ns_fds = namespaces.open_paths(linux)
+    console_sock = None
+    fifo_fd = -1
+    bind_sources: dict = {}
+    try:
+        _open_idmapped(cfg, bundle)
+        if linux.namespace("user"):
+            from pyruntime.setup.rootfs import open_bind_sources
+            bind_sources = open_bind_sources(cfg, bundle)
+        if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
+            listener = seccomp.connect_listener(linux.seccomp["listenerPath"])
+        if cfg.process and cfg.process.terminal and console is not None:
+            console_sock = socket.socket(fileno=os.dup(console.fileno()))
+        elif cfg.process and cfg.process.terminal:
+            if not console_socket:
+                raise RuntimeFailure("process.terminal is true: --console-socket is required")
+            try:
+                console_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                console_sock.connect(console_socket)
+            except OSError as e:
+                raise RuntimeFailure(f"--console-socket {console_socket}: {e.strerror}") from None
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
+        args = InitArgs(cfg=cfg, container_id=c.id, bundle=bundle, fifo_fd=fifo_fd, ns_fds=ns_fds,
+                        console_sock=console_sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
+                        preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
+                        seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources,
+                        caller_waits=console is not None)
+        log.debug("nsexec container setup: forking the bootstrap child", stage=0)
+        pid = os.fork()
+        if pid == 0:
+            parent_sock.close()
+            c.unlock()  # our copy of the lock fd would hold the flock for the init's lifetime
+            bootstrap(Channel(child_sock), args)
+            os._exit(1)  # not reached
+    finally:
+        for _, fd in ns_fds:
+            os.close(fd)
+        for m in cfg.mounts:  # the init has its copies
+            if m.idmap_fd >= 0:
+                os.close(m.idmap_fd)
+                m.idmap_fd = -1
+        if fifo_fd >= 0:
+            os.close(fifo_fd)
+        for fd in bind_sources.values():
+            os.close(fd)
+        if listener is not None:
+            listener.close()
+        if console_sock is not None:
+            console_sock.close()
+    child_sock.close()
+    chan = Channel(parent_sock)
+    try:
+        try:
+            mgr.add_pid(pid)
+            log.debug(f"bootstrap child {pid} put in the cgroup")
+            mgr.apply(with_default_devices(linux.resources, {d.path for d in linux.devices}))
+            log.debug("cgroup resources applied")
+            c.state.cgroup = mgr.to_state()
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        chan.send("go")
+        msg = chan.recv()
+        if msg["type"] == "userns":
+            namespaces.write_id_maps(pid, linux.uid_mappings, linux.gid_mappings)
+            log.debug("user namespace: uid and gid maps written")
+            chan.send("mapped")
+            msg = chan.recv()
+        if msg["type"] != "pid":
+            raise RuntimeFailure(f"protocol error: unexpected {msg['type']!r}")
+        init_pid = msg["pid"]
+        log.debug(f"init forked: pid {init_pid}")
+        os.waitpid(pid, 0)  # the bootstrap child is done; the init is reparented to our caller
+        cleanup.pid = init_pid
+        st = c.state
+        st.pid, st.init_start = init_pid, statemod.proc_start_time(init_pid) or 0
+        st.status = "creating"
+        c.save()
+        if linux.net_devices:  # before the hooks: prestart may configure them
+            from pyruntime.linux import netdev
+            netdev.move(linux.net_devices, init_pid)
+        if linux.intel_rdt is not None:
+            from pyruntime.linux import intelrdt
+            st.intel_rdt = intelrdt.apply(linux.intel_rdt, c.id, init_pid)
+            c.save()
+        chan.recv("hooks")
+        oci = dict(c.oci_state(), status="created", pid=init_pid)
+        log.debug("init's mounts are ready: running the prestart and createRuntime hooks")
+        hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
+        hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
+        chan.send("hooks-done", state=oci)
+        chan.recv("created")
+        st.status = "created"
+        c.save()
+        log.debug(f"container {c.id} created: its init waits on exec.fifo")
+        return init_pid
+    except RuntimeFailure as e:
+        _reap_quietly(pid)
+        if isinstance(e, ConfigError):
+            raise
+        # runc's wording for what fails once the container process exists: Docker and
+        # containerd show it, and people search for it
+        raise RuntimeFailure(f"unable to start container process: {e}") from None
+    except BaseException:
+        _reap_quietly(pid)
+        raise
+    finally:
+        parent_sock.close()
+
+
+def _open_idmapped(cfg, bundle: str) -> None:
+    """Idmapped mounts are made here, on the host, for the init to move into place."""
+    from pyruntime.setup import mountattr
+    for m in cfg.mounts:
+        if mountattr.wants_idmap(m):
+            source = m.source if os.path.isabs(m.source) else os.path.join(bundle, m.source)
+            m.idmap_fd = mountattr.open_idmapped(m, source, cfg.linux)
+
+
+# What every container may use whatever its config says (runc's AllowedDevices, in its order):
+# mknod of anything (the node is useless without an allow rule), the standard nodes, ptys and
+# tun. Not /dev/console (5:1): a terminal's console is a pty bound there, allowed as 136:*.
+# A standard node's rule goes with its path: runc drops it when linux.devices names that path.
+DEFAULT_DEVICE_RULES = [
+    (None, {"allow": True, "type": "c", "access": "m"}),
+    (None, {"allow": True, "type": "b", "access": "m"}),
+    *((path, {"allow": True, "type": "c", "major": ma, "minor": mi, "access": "rwm"})
+      for path, ma, mi in (("/dev/null", 1, 3), ("/dev/random", 1, 8), ("/dev/full", 1, 7),
+                           ("/dev/tty", 5, 0), ("/dev/zero", 1, 5), ("/dev/urandom", 1, 9),
+                           (None, 136, None), (None, 5, 2), (None, 10, 200))),
+]
+
+
+def with_default_devices(resources: dict, device_paths=()) -> dict:
+    """The device cgroup rules: the config's, then the defaults. linux.devices only makes
+    nodes: access to them is what linux.resources.devices allows, so a node the config
+    denies stays denied (as with runc), and so does a standard node that linux.devices
+    redefines (device_paths)."""
+    rules = resources.get("devices")
+    if rules is not None and not isinstance(rules, list):
+        raise RuntimeFailure(f"config.json: linux.resources.devices: {rules!r} must be an array")
+    rules = list(rules or [])
+    rules += [{k: v for k, v in r.items() if v is not None}
+              for path, r in DEFAULT_DEVICE_RULES if path is None or path not in device_paths]
+    return dict(resources, devices=rules)
+
+
+def _root_ids(linux) -> tuple[int, int]:
+    """The host uid and gid of the container's root (itself, without a user namespace)."""
+    def host_id(maps):
+        for m in maps:
+            if m["containerID"] == 0:
+                return m["hostID"]
+        return 0
+    return host_id(linux.uid_mappings), host_id(linux.gid_mappings)
+
+
+def _reap_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def _check_existing_cgroup(mgr) -> None:
+    """A cgroupsPath may name a cgroup that exists already (runc's rules): a frozen one
+    would freeze the init mid-setup, so it is refused; one with processes in it is shared,
+    which is allowed, with a warning."""
+    try:
+        frozen = mgr.state() == "frozen"
+    except RuntimeFailure:
+        frozen = False  # no freezer on this host
+    if frozen:
+        raise RuntimeFailure("container's cgroup unexpectedly frozen: thaw it or use another "
+                             "cgroupsPath")
+    n = len(mgr.pids())
+    if n:
+        log.warning(f"container's cgroup is not empty: {n} process(es) found")
+
+
+def _owner() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.rename(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise RuntimeFailure(f"--pid-file {path}: {e.strerror.lower()}") from None
+
+
+def _kill_and_wait(pid: int, start: int, timeout: float = 10.0) -> None:
+    """SIGKILL a process that is not our child and wait for it to die (pidfd: no pid reuse)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return
+    try:
+        if statemod.proc_start_time(pid) not in (start, None) and start:
+            return
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+
+
+# ---------------------------------------------------------------- start
+
+def start(root: str, cid: str) -> None:
+    c = Container.load(root, cid, lock=True)
+    try:
+        status = c.status()
+        if status != "created":
+            if status == "stopped":
+                raise RuntimeFailure(f"cannot start a container that has stopped: {cid}")
+            raise RuntimeFailure(f"cannot start an already running container: {cid} is {status}")
+        log.debug(f"start {cid}: opening exec.fifo")
+        try:
+            fd = os.open(c.fifo, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise RuntimeFailure(f"cannot start an already running container: {cid}") from None
+        try:
+            data = b""
+            while chunk := os.read(fd, 4096):  # EOF comes with the init's execve
+                data += chunk
+        finally:
+            os.close(fd)
+        os.unlink(c.fifo)
+        if data.startswith(b"0") and b"E" not in data:
+            oci = c.oci_state()
+            hooks.run_warn("poststart", [h for h in c.state.hooks.get("poststart", [])],
+                           dict(oci, status="running", pid=c.state.pid), log.warning)
+            return
+        msg = data.split(b"E", 1)[1].decode(errors="replace") if b"E" in data else \
+            "the container init exited before it could start the process"
+        raise RuntimeFailure(msg)
+    finally:
+        c.unlock()
+
+
+# ---------------------------------------------------------------- kill
+
+SIGNAMES = {name[3:]: getattr(signal, name) for name in dir(signal)
+            if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(signal, name), int)}
+
+
+def parse_signal(text: str) -> int:
+    t = text.upper()
+    if t.lstrip("-").isdigit():
+        n = int(t)
+        if 0 <= n < 65:  # 0 checks that the process exists, as kill(2) does
+            return n
+        raise RuntimeFailure("unable to signal init: invalid argument")  # kill(2)'s EINVAL, as runc
+    else:
+        if t.startswith("SIG"):
+            t = t[3:]
+        if t in SIGNAMES:
+            return int(SIGNAMES[t])
+    raise RuntimeFailure(f"invalid signal: {text}")
+
+
+def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
+    c = Container.load(root, cid)
+    status = c.status()
+    if all_processes:
+        pids = _cgroup_pids(c)
+        if not pids and status in ("stopped",):
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if status == "paused" and sig == signal.SIGKILL:
+            _thaw(c)
+        return
+    if status in ("stopped", "creating") and not (status == "creating" and c.state.pid):
+        raise RuntimeFailure("container not running")
+    _signal_init(c, sig)
+    if status == "paused" and sig == signal.SIGKILL:
+        _thaw(c)  # a frozen (v1) task dies only once thawed; runc thaws for SIGKILL only
+
+
+def _signal_init(c: Container, sig: int) -> None:
+    try:
+        pidfd = os.pidfd_open(c.state.pid)
+    except ProcessLookupError:
+        raise RuntimeFailure("container not running") from None
+    try:
+        if statemod.proc_start_time(c.state.pid) != c.state.init_start:
+            raise RuntimeFailure("container not running")
+        signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        raise RuntimeFailure("container not running") from None
+    finally:
+        os.close(pidfd)
+
+
+def _cgroup_pids(c: Container) -> list[int]:
+    if c.state.cgroup:
+        from pyruntime import cgroups
+        try:
+            return cgroups.manager_from_state(c.state.cgroup).pids()
+        except (OSError, RuntimeFailure):
+            pass
+    return [c.state.pid] if c.init_alive() else []
+
+
+def _thaw(c: Container) -> None:
+    from pyruntime import cgroups
+    try:
+        cgroups.manager_from_state(c.state.cgroup).thaw()
+    except (OSError, RuntimeFailure):
+        pass
+
+
+# ---------------------------------------------------------------- delete
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    try:
+        c = Container.load(root, cid, lock=True)
+    except (ContainerNotFound, StateCorrupt) as e:
+        if force:
+            _clean_without_state(root, cid)
+            return
+        if isinstance(e, StateCorrupt):
+            raise RuntimeFailure(f"{e} (delete --force cleans it up)") from None
+        raise
+    try:
+        status = c.status()
+        if status != "stopped" and not force:
+            raise RuntimeFailure(f"cannot delete container {cid} that is not stopped: {status} "
+                                 "(container still running; use --force)")
+        if status == "paused":
+            _thaw(c)
+        if status != "stopped" and c.state.pid:
+            _kill_and_wait(c.state.pid, c.state.init_start)
+        oci = dict(c.oci_state(), status="stopped")
+        mgr = _manager(c.state.cgroup)
+        if mgr is not None:
+            _empty_cgroup(mgr)  # what outlived the init: an exec caught mid-way, a shared pid ns
+            _destroy_cgroup(mgr, cid)
+        _remove_intel_rdt(c)
+        c.remove()
+        hooks.run_warn("poststop", c.state.hooks.get("poststop", []), oci, log.warning)
+    finally:
+        c.unlock()
+
+
+def _manager(record: dict):
+    if not record:
+        return None
+    from pyruntime import cgroups
+    return cgroups.manager_from_state(record)
+
+
+def _empty_cgroup(mgr, timeout: float = 5.0) -> None:
+    """SIGKILL every process in the cgroup until none is left (a frozen one dies once thawed)."""
+    import time
+    deadline = time.monotonic() + timeout
+    thawed = False
+    while True:
+        try:
+            pids = mgr.pids()
+        except (OSError, RuntimeFailure):
+            return
+        if not pids or time.monotonic() > deadline:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not thawed:
+            thawed = True
+            try:
+                mgr.thaw()
+            except (OSError, RuntimeFailure):
+                pass
+        time.sleep(0.005)
+
+
+def _destroy_cgroup(mgr, cid: str) -> None:
+    try:
+        mgr.destroy()
+    except (OSError, RuntimeFailure) as e:
+        log.warning(f"removing the cgroup of {cid}: {e}")
+
+
+def _remove_intel_rdt(c: Container) -> None:
+    if c.state and c.state.intel_rdt:
+        from pyruntime.linux import intelrdt
+        try:
+            intelrdt.remove(c.state.intel_rdt)
+        except OSError as e:
+            log.warning(f"removing the resctrl groups of {c.id}: {e.strerror}")
+
+
+def _clean_without_state(root: str, cid: str) -> None:
+    """delete --force of a state dir whose state file is missing (a create killed before its
+    first save) or unreadable: remove what may be there from what can still be known. The
+    cgroup comes from whichever state file parses (the intent log), else from the id (the
+    default cgroupsPath); its processes are the container's, the init among them."""
+    try:
+        statemod.check_id(cid)
+    except RuntimeFailure:
+        return
+    d = os.path.join(root, cid)
+    ours = {statemod.STATE_FILE, statemod.FIFO, f".{statemod.STATE_FILE}.tmp"}
+    try:
+        if not set(os.listdir(d)) <= ours:
+            return  # another runtime's dir (runc shares Docker's root): not ours to clean
+    except OSError:
+        return
+    c = Container(root, cid)
+    try:
+        c.lock()  # a create still running holds it until it is done
+    except ContainerNotFound:
+        return
+    try:
+        try:
+            c.state = c._read()
+        except (ContainerNotFound, StateCorrupt):
+            pass
+        else:
+            c.unlock()
+            return delete(root, cid, force=True)  # its create finished meanwhile
+        records = []
+        for name in (statemod.STATE_FILE, f".{statemod.STATE_FILE}.tmp"):
+            partial = _partial_state(os.path.join(d, name))
+            if partial.get("pid") and partial.get("init_start"):
+                _kill_and_wait(partial["pid"], partial["init_start"])
+            if partial.get("cgroup"):
+                records.append(partial["cgroup"])
+        from pyruntime import cgroups
+        try:
+            derived = cgroups.manager(None, cid)
+            derived.created = list(derived.paths.values())
+            records.append(derived.to_state())
+        except (OSError, RuntimeFailure):
+            pass
+        for record in records:
+            try:
+                mgr = cgroups.manager_from_state(record)
+            except (KeyError, TypeError, AttributeError, RuntimeFailure):
+                continue
+            _empty_cgroup(mgr)
+            _destroy_cgroup(mgr, cid)
+        statemod.remove_dir(d)
+    finally:
+        c.unlock()
+
+
+def _partial_state(path: str) -> dict:
+    """The fields of a damaged state file that still have the right type."""
+    from pyruntime.lean import jsonio
+    try:
+        with open(path, "rb") as f:
+            data = jsonio.load(f)
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out = {}
+    for k in ("pid", "init_start", "cgroup"):
+        try:
+            State.from_dict({k: data[k]})
+            out[k] = data[k]
+        except (KeyError, ValueError, TypeError):
+            pass
+    return out

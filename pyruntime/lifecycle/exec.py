@@ -1,0 +1,336 @@
+"""`exec`: start another process inside a running container.
+
+Like the init, but joining instead of creating: a bootstrap child enters every namespace of
+the container's init through /proc/<pid>/ns/* (user first, mount last), after the parent has
+put it into the container's cgroup, and forks once so that the process lands inside the pid
+namespace; that grandchild finishes the process (console, cwd, user, capabilities, seccomp)
+and calls execve. The channel is close-on-exec, so its EOF tells the parent execve happened.
+"""
+from __future__ import annotations
+
+import os
+
+import prctl
+
+from pyruntime.lean import signal, socket
+from pyruntime.lean import jsonio
+from pyruntime.oci import config as configmod
+from pyruntime.linux import console, namespaces
+from pyruntime import log
+from pyruntime.setup import process
+from pyruntime.lifecycle.channel import TRACE, Channel
+from pyruntime.errors import RuntimeFailure
+from pyruntime.lifecycle.state import Container
+
+
+def joinable_namespaces(pid: int) -> list[tuple[str, int]]:
+    """Open the init's namespaces that differ from ours (joining our own would be a no-op, and
+    for the user namespace an error)."""
+    opened = []
+    try:
+        for kind in namespaces.JOIN_ORDER:
+            name = namespaces.PROC_NAME[kind]
+            theirs = f"/proc/{pid}/ns/{name}"
+            try:
+                if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                    continue
+                opened.append((kind, os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)))
+            except FileNotFoundError:
+                continue  # a namespace type this kernel lacks
+    except BaseException:
+        for _, fd in opened:
+            os.close(fd)
+        raise
+    return opened
+
+
+def build_process(c: Container, process_json: dict | None, args: list[str], *, cwd=None,
+                  env=(), user=None, additional_gids=(), caps=(), no_new_privs=False,
+                  tty=False, apparmor=None, process_label=None) -> configmod.Process:
+    """The process to run: --process's JSON, or the container's own process with the CLI's
+    overrides (as runc's exec builds it)."""
+    if process_json is not None:
+        return configmod.parse_process(configmod.Reader(process_json, "", "process.json"))
+    base = dict(c.state.config_process or {})
+    base["args"] = list(args)
+    base["terminal"] = bool(tty)
+    if cwd:
+        base["cwd"] = cwd
+    if env:
+        merged = {e.split("=", 1)[0]: e for e in base.get("env", [])}
+        merged.update({e.split("=", 1)[0]: e for e in env})
+        base["env"] = list(merged.values())
+    if user is not None:
+        uid, _, gid = user.partition(":")
+        try:
+            base["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+        except ValueError:
+            raise RuntimeFailure(f"--user {user!r}: want uid[:gid] (numbers)") from None
+    if additional_gids:
+        base.setdefault("user", {})["additionalGids"] = [int(g) for g in additional_gids]
+    if caps:
+        c_ = {k: list(v) for k, v in (base.get("capabilities") or {}).items()}
+        for kind in ("bounding", "effective", "permitted"):
+            c_[kind] = list(dict.fromkeys(c_.get(kind, []) + list(caps)))
+        base["capabilities"] = c_
+    if no_new_privs:
+        base["noNewPrivileges"] = True
+    if apparmor:
+        base["apparmorProfile"] = apparmor
+    if process_label:
+        base["selinuxLabel"] = process_label
+    if not base.get("args"):
+        raise RuntimeFailure("exec: no command given (args or --process)")
+    return configmod.parse_process(configmod.Reader(base, "process"))
+
+
+def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket=None,
+                 console_sock: socket.socket | None = None, pid_file=None, preserve_fds=0,
+                 ignore_paused=False, cgroup=None) -> int:
+    """Start proc in the container; return its host pid once it has called execve."""
+    c = Container.load(root, cid)
+    status = c.status()
+    if status == "stopped":
+        raise RuntimeFailure("cannot exec in a stopped container: container not running")
+    if status == "paused" and not ignore_paused:
+        raise RuntimeFailure("cannot exec in a paused container (use --ignore-paused to override)")
+    from pyruntime.linux.lsm import apparmor_enabled
+    if proc.apparmor_profile and not apparmor_enabled():
+        raise RuntimeFailure(f"process.apparmorProfile: {proc.apparmor_profile!r} cannot be applied: "
+                             "AppArmor is not enabled on this host")
+    if proc.capabilities:
+        from pyruntime.linux import capabilities
+        capabilities.check(proc.capabilities, "process.capabilities")
+        capabilities.check_grantable(proc.capabilities, "process.capabilities")
+    seccomp_prog = notify = None
+    if c.state.seccomp:
+        from pyruntime.seccomp import filter as seccomp
+        seccomp_prog = seccomp.compile(c.state.seccomp,
+                                       cache_dir=os.path.join(root, seccomp.CACHE_SUBDIR))
+        if c.state.seccomp.get("listenerPath"):
+            # connected here: the process cannot reach the host's path once it is inside
+            notify = (seccomp.connect_listener(c.state.seccomp["listenerPath"]),
+                      dict(c.oci_state(), status="running"),
+                      c.state.seccomp.get("listenerMetadata", ""))
+    init_pid = c.state.pid
+    _maybe_seal(c, init_pid)
+    ns_fds = joinable_namespaces(init_pid)
+    if not c.init_alive():
+        for _, fd in ns_fds:
+            os.close(fd)
+        raise RuntimeFailure("container not running")
+    in_user_ns = any(kind == "user" for kind, _ in ns_fds)
+    sock = None
+    try:
+        if proc.terminal:
+            if console_sock is not None:
+                sock = socket.socket(fileno=os.dup(console_sock.fileno()))
+            elif console_socket:
+                try:
+                    sock = console.connect(console_socket)
+                except OSError as e:
+                    raise RuntimeFailure(f"--console-socket {console_socket}: {e.strerror}") from None
+            else:
+                raise RuntimeFailure("process.terminal is true: --console-socket is required")
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if c.state.memory_policy:  # set on ourselves: the fork and the process inherit it
+            from pyruntime.linux import mempolicy
+            mempolicy.apply(tuple(c.state.memory_policy))
+        log.debug(f"exec in {cid}: nsexec container setup: forking the bootstrap child", stage=0)
+        pid = os.fork()
+        if pid == 0:
+            parent_sock.close()
+            _bootstrap(Channel(child_sock), ns_fds, proc, sock, in_user_ns, seccomp_prog,
+                       preserve_fds, notify)
+    finally:
+        for _, fd in ns_fds:
+            os.close(fd)
+        if sock is not None:
+            sock.close()
+        if notify is not None:
+            notify[0].close()
+    child_sock.close()
+    chan = Channel(parent_sock)
+    try:
+        _set_affinity(pid, proc, "initial")
+        _join_cgroup(c, pid, cgroup)
+        if c.state.intel_rdt:
+            from pyruntime.linux import intelrdt
+            intelrdt.join(c.state.intel_rdt, pid)
+        log.debug(f"bootstrap child {pid} put in the container's cgroup")
+        chan.send("go")
+        exec_pid = chan.recv("pid")["pid"]
+        log.debug(f"process forked in the container: pid {exec_pid}")
+        os.waitpid(pid, 0)
+        # EOF (the channel is close-on-exec) means execve succeeded; a message is a failure.
+        data = parent_sock.recv(1 << 16)
+        if data:
+            raise RuntimeFailure(jsonio.loads(data).get("msg", "exec failed"))
+    except BaseException:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        raise
+    finally:
+        parent_sock.close()
+    if pid_file:
+        from pyruntime.lifecycle.container import write_pid_file
+        try:
+            write_pid_file(pid_file, exec_pid)
+        except RuntimeFailure:
+            # nobody would know the process's pid: it must not run on (runc kills it too)
+            try:
+                os.kill(exec_pid, signal.SIGKILL)
+                os.waitpid(exec_pid, 0)  # our child when we are its subreaper (no --detach)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            raise
+    return exec_pid
+
+
+def _set_affinity(pid: int, proc, which: str) -> None:
+    """process.execCPUAffinity: `initial` for the time before the cgroup move (which may reset
+    it to the cgroup's cpuset), `final` for the process itself."""
+    cpus = (proc.exec_cpu_affinity or {}).get(which)
+    if cpus:
+        try:
+            os.sched_setaffinity(pid, cpus)
+        except OSError as e:
+            raise RuntimeFailure(f"process.execCPUAffinity.{which}: {e.strerror} (CPUs "
+                                 f"{sorted(cpus)} not available?)") from None
+
+
+def _maybe_seal(c: Container, init_pid: int) -> None:
+    """The container's processes see ours while it sets up: if they may hold CAP_SYS_PTRACE
+    outside a user namespace, run from a sealed copy of the interpreter (see sealed.py)."""
+    from pyruntime.setup import sealed
+    caps = (c.state.config_process or {}).get("capabilities") or {}
+    if not sealed.needed(caps.values()):
+        return
+    try:
+        if os.stat(f"/proc/{init_pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
+            return
+    except OSError:
+        return
+    sealed.reexec()
+
+
+def _join_cgroup(c: Container, pid: int, subs: list[str] | None) -> None:
+    if not c.state.cgroup:
+        return
+    from pyruntime import cgroups
+    mgr = cgroups.manager_from_state(c.state.cgroup)
+    if not subs:
+        mgr.add_pid(pid)
+        return
+    dirs = dict(mgr.paths)
+    for ctrl, sub in sub_cgroups(subs).items():
+        for key in (dirs if ctrl == "" else [ctrl]):
+            if key not in dirs:
+                raise RuntimeFailure(f"--cgroup: unknown controller {ctrl}")
+            top = dirs[key]
+            target = os.path.normpath(os.path.join(top, sub.lstrip("/")))
+            if target != top and not target.startswith(top + "/"):
+                raise RuntimeFailure(f"--cgroup: {sub} is not a sub cgroup path")
+            dirs[key] = target
+    for d in dict.fromkeys(dirs.values()):  # one write per hierarchy, in order
+        try:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        except OSError as e:
+            raise RuntimeFailure(f"error adding pid {pid} to cgroups: {d}/cgroup.procs: "
+                                 f"{e.strerror.lower()}") from None
+
+
+def sub_cgroups(args: list[str]) -> dict[str, str]:
+    """runc's --cgroup values: one bare "path" for every hierarchy, or any number of
+    "ctrl[,ctrl...]:path" -> {controller (or ""): path}."""
+    out = {}
+    for a in args:
+        parts = a.split(":")
+        if len(parts) > 2:
+            raise RuntimeFailure(f"invalid --cgroup argument: {a}")
+        if len(parts) == 1:
+            if len(args) != 1:
+                raise RuntimeFailure(f"invalid --cgroup argument: {a} (missing <controller>: "
+                                     "prefix)")
+            out[""] = a
+        else:
+            for ctrl in parts[0].split(","):
+                out[ctrl] = parts[1]
+    return out
+
+
+def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, preserve_fds,
+               notify) -> None:
+    try:
+        prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
+        chan.recv("go")
+        log.debug(f"nsexec container setup: joining {[k for k, _ in ns_fds]} namespaces", stage=1)
+        namespaces.join(ns_fds)
+        # The child shares our channel: it waits for our "pid", which we hand it too (inside
+        # the pid namespace it cannot learn its host pid, which a seccomp agent is told).
+        hold_r, hold_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(hold_w)
+            host_pid = int(os.read(hold_r, 32) or 0)
+            os.close(hold_r)
+            _finish(chan, proc, sock, in_user_ns, seccomp_prog, preserve_fds, notify, host_pid)
+        chan.send("pid", pid=pid)
+        os.write(hold_w, str(pid).encode())
+        os._exit(0)
+    except BaseException as e:
+        _fail(chan, e)
+
+
+def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds, notify,
+            host_pid: int) -> None:
+    try:
+        log.debug("child process in init(): inside the container's namespaces")
+        if proc.terminal:
+            master, peer = console.open_pty()
+            console.give_to(peer, proc.user.uid)
+            if proc.console_size:
+                console.set_size(peer, *proc.console_size)
+            console.send_master(sock, master)
+            os.close(master)
+            sock.close()
+            console.make_controlling(peer)
+            os.close(peer)
+        process.enter_cwd(proc.cwd)
+        env = process.build_env(proc, preserve_fds)
+        path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
+        process.set_oom_score_adj(proc.oom_score_adj)
+        process.set_scheduling(proc)
+        _set_affinity(0, proc, "final")
+        log.debug("setns_init: about to exec: rlimits, user, capabilities, seccomp, execve "
+                  "(the channel's close on execve signals completion)")
+        keep, on_notify_fd = (chan.sock.fileno(),), None
+        if notify is not None:
+            listener, state, metadata = notify
+            keep += (listener.fileno(),)
+
+            def on_notify_fd(fd: int) -> None:
+                from pyruntime.seccomp import filter as seccomp  # loaded by the parent: no import from the container
+                seccomp.send_state(listener, fd, state, metadata, pid=host_pid)
+        process.finalize_and_exec(
+            proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
+            preserve_fds=preserve_fds, keep=keep, report_fd=chan.sock.fileno(),
+            on_notify_fd=on_notify_fd,
+            encode=lambda m: jsonio.dumps({"type": "error", "msg": m}).encode())
+    except BaseException as e:
+        _fail(chan, e)
+
+
+def _fail(chan: Channel, e: BaseException) -> None:
+    if TRACE:
+        TRACE.print_exception(e)
+    msg = str(e) if isinstance(e, RuntimeFailure) else f"exec: {e}"
+    try:
+        chan.send("error", msg=msg)
+    except OSError:
+        pass
+    os._exit(1)

@@ -1,0 +1,1 @@
+"""The kernel interfaces: the syscall layer, namespaces, capabilities, console, LSMs, devices."""

@@ -1,0 +1,194 @@
+"""The container's terminal: a pty from its own devpts, handed to --console-socket."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import stat
+import struct
+import sys
+import termios
+
+from pyruntime.lean import signal, socket
+from pyruntime.linux import syscalls as sc
+from pyruntime.errors import RuntimeFailure
+
+TIOCGPTPEER = 0x5441
+TIOCSPTLCK = 0x40045431
+TIOCSCTTY = 0x540E
+
+
+def open_pty() -> tuple[int, int]:
+    """A master/peer pair from the container's /dev/ptmx (call after pivot_root)."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    return master, peer
+
+
+def give_to(peer: int, uid: int) -> None:
+    """The pty belongs to the process's user, or it could not use its own terminal (as with
+    runc: the uid only; the group is devpts's gid= option, the tty group)."""
+    if not uid:
+        return
+    try:
+        os.fchown(peer, uid, -1)
+    except OSError as e:
+        # the uid is not mapped in the container's user namespace (EINVAL), or the pty's
+        # owner is not (EPERM): the process then gets the pty as it is, as runc leaves it
+        if e.errno not in (errno.EINVAL, errno.EPERM):
+            raise
+
+
+def set_size(fd: int, height: int, width: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+
+def bind_console(peer: int) -> None:
+    """Bind the pty peer on /dev/console (which must exist as a plain file first). A symlink
+    the rootfs put there is replaced, never followed (CVE-2025-52565: it would take the bind
+    elsewhere, e.g. over /proc/sys/kernel/core_pattern)."""
+    from pyruntime.setup.rootfs import fdpath, make_path
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        dev = make_path(root, "/dev")
+    finally:
+        os.close(root)
+    try:
+        try:
+            if stat.S_ISLNK(os.stat("console", dir_fd=dev, follow_symlinks=False).st_mode):
+                os.unlink("console", dir_fd=dev)
+        except FileNotFoundError:
+            pass
+        try:
+            os.close(os.open("console", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW |
+                             os.O_CLOEXEC, 0o600, dir_fd=dev))
+        except FileExistsError:
+            pass
+        fd = sc.openat2(dev, "console", os.O_PATH | os.O_CLOEXEC,
+                        sc.RESOLVE_NO_SYMLINKS | sc.RESOLVE_BENEATH)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+                raise RuntimeFailure("/dev/console in the container is not a file or a device")
+            sc.mount(fdpath(peer), fdpath(fd), None, sc.MS_BIND)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dev)
+
+
+def make_controlling(peer: int) -> None:
+    if os.getsid(0) != os.getpid():  # the init already leads a session (init._init)
+        os.setsid()
+    fcntl.ioctl(peer, TIOCSCTTY, 0)
+    for i in range(3):
+        os.dup2(peer, i)
+
+
+def send_master(sock: socket.socket, master: int) -> None:
+    """One message: the pty's name as payload, the master as the only SCM_RIGHTS fd."""
+    name = os.readlink(f"/proc/self/fd/{master}").encode()
+    # (struct, not array: array imports collections, ~3 ms of each exec and run)
+    sock.sendmsg([name], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", master))])
+
+
+def connect(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    return s
+
+
+# ---------------------------------------------------------------- foreground `run` and `exec`
+
+# Signals a foreground `run`/`exec` passes on to the container process, as runc's proxy does.
+FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT, signal.SIGTSTP)
+
+
+def forward_signals(pid: int) -> None:
+    for sig in FORWARDED:
+        signal.signal(sig, lambda s, _f: _forward(pid, s))
+
+
+def _forward(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def receive_master(sock):
+    size = struct.calcsize("i")
+    _, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(size))
+    sock.close()
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS and len(data) >= size:
+            return struct.unpack("i", data[:size])[0]
+    return None
+
+
+def exit_code(status):
+    """runc's convention: the exit status, or 128+n for a death by signal n."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def wait_proxying(pid, master):
+    """Wait for the init; with a terminal, copy stdin -> pty and pty -> stdout meanwhile."""
+    if master is None:
+        while True:
+            try:
+                wpid, status = os.waitpid(pid, 0)
+            except InterruptedError:
+                continue
+            if wpid == pid:
+                return status
+    import termios
+    import tty
+    saved = None
+    if os.isatty(0):
+        saved = termios.tcgetattr(0)
+        tty.setraw(0)
+    pidfd = os.pidfd_open(pid)
+    watch = [pidfd, master, 0]
+    try:
+        while True:
+            ready, _, _ = select.select(watch, [], [])
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    data = b""
+                if data:
+                    os.write(1, data)
+                else:
+                    watch.remove(master)
+            if 0 in ready:
+                data = os.read(0, 65536)
+                if data:
+                    os.write(master, data)
+                else:
+                    watch.remove(0)
+            if pidfd in ready:
+                break
+        while True:  # drain what the process wrote before it exited
+            r, _, _ = select.select([master], [], [], 0.05)
+            if not r:
+                break
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            os.write(1, data)
+        return os.waitpid(pid, 0)[1]
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        os.close(pidfd)
+        os.close(master)
+        sys.stdout.flush()

@@ -1,0 +1,1 @@
+"""The OCI documents: config.json parsed into records, schema validation, defaults, coverage."""

@@ -1,0 +1,1 @@
+"""linux.seccomp: the filter (libseccomp through ctypes) and the notify agent's socket."""
