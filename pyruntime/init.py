@@ -36,6 +36,7 @@ class InitArgs:
     bind_sources: dict  # mount index -> detached copy of its source, made before a user ns
     caller_waits: bool  # `run` in the foreground: it holds its stderr until the end anyway
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
+    rootless: bool = False
 
 
 def bootstrap(chan: Channel, a: InitArgs) -> None:
@@ -49,9 +50,14 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
                       stage=1)
         namespaces.join(a.ns_fds)
         if namespaces.new_flags(linux, ("user",)):
+            if a.rootless:
+                # an unprivileged parent (and newuidmap, which checks who owns us) can write
+                # our /proc/<pid>/*_map only while we are dumpable: just for the mapping, as runc
+                prctl.set_dumpable(True)
             sc.unshare(sc.CLONE_NEWUSER)
             chan.send("userns")
             chan.recv("mapped")
+            prctl.set_dumpable(False)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
         flags = namespaces.new_flags(linux) & ~sc.CLONE_NEWUSER

@@ -1,0 +1,144 @@
+"""Rootless mode: what changes when the runtime runs without the host's root (as runc's).
+
+`--rootless auto` (the default) means rootless when the effective uid is not 0, or when it is
+0 inside a user namespace whose root is not the host's root. Rootless changes three things:
+the default `--root` ($XDG_RUNTIME_DIR/pyruntime), the cgroups (only those the user was
+delegated; none at all is fine when the config sets no resources) and the device cgroup rules
+(none: the kernel refuses them unprivileged, and the user namespace already stops mknod).
+Kept small: every command pays for its import.
+"""
+from __future__ import annotations
+
+import os
+
+from .errors import RuntimeFailure
+
+HOST_ROOT_MAP = "0 0 4294967295"
+
+
+def resolve(flag: str | bool) -> bool:
+    """The --rootless flag's value as a decision."""
+    if isinstance(flag, bool):
+        return flag
+    value = flag.lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    if value != "auto":
+        raise RuntimeFailure(f"invalid --rootless value {flag!r}: want true, false or auto")
+    return os.geteuid() != 0 or in_foreign_userns()
+
+
+def in_foreign_userns(uid_map: str = "/proc/self/uid_map") -> bool:
+    """True inside a user namespace whose root is not the host's root (the initial user
+    namespace maps the whole id range onto itself)."""
+    try:
+        with open(uid_map) as f:
+            lines = f.read().split("\n")
+    except OSError:
+        return False
+    lines = [" ".join(ln.split()) for ln in lines if ln.strip()]
+    return lines != [HOST_ROOT_MAP]
+
+
+def default_root(environ=os.environ) -> str:
+    """runc's rule: $XDG_RUNTIME_DIR when it is set and we are not the host's root (root in
+    a user namespace counts as not, unless $USER says root)."""
+    xdg = environ.get("XDG_RUNTIME_DIR")
+    if xdg and (os.geteuid() != 0 or (in_foreign_userns() and environ.get("USER") != "root")):
+        return os.path.join(xdg, "pyruntime")
+    return "/run/pyruntime"
+
+
+# ---------------------------------------------------------------- cgroups
+
+def without_unset(resources: dict | None) -> dict:
+    """linux.resources as rootless mode applies it: no device rules, and none of the zero or
+    empty values callers send for "no limit" (runc's Go fields treat 0 as unset too), so that
+    only real limits ask for a delegated cgroup."""
+    def prune(v):
+        if isinstance(v, dict):
+            out = {k: p for k, p in ((k, prune(x)) for k, x in v.items()) if p is not None}
+            return out or None
+        if isinstance(v, list):  # entries stay whole: a device's minor 0 is not "unset"
+            return [x for x in v if prune(x) is not None] or None
+        return None if v in (None, False, 0, "") else v
+    return prune({k: v for k, v in (resources or {}).items() if k != "devices"}) or {}
+
+
+def writable_cgroup(d: str) -> str | None:
+    """None if the user may make (or use) cgroup dir `d`, else the dir that stops it: the
+    nearest existing one (the cgroup itself when it exists, whose cgroup.procs must be ours)."""
+    p = d
+    while not os.path.isdir(p):
+        p = os.path.dirname(p)
+    if p == d:
+        target = os.path.join(d, "cgroup.procs")
+        return None if os.access(target, os.W_OK) else d
+    return None if os.access(p, os.W_OK | os.X_OK) else p
+
+
+def restrict(mgr, resources: dict):
+    """The cgroup manager for rootless mode: the hierarchies the user may write, and a note
+    of the others, so that a limit needing one of them names the dir and how to delegate it.
+    With none writable and no limits asked, no cgroup at all (NoCgroup)."""
+    keep, refused = {}, {}
+    for ctrl, d in mgr.dirs.items():
+        blocker = writable_cgroup(d)
+        if blocker is None:
+            keep[ctrl] = d
+        else:
+            refused[ctrl] = blocker
+    if not keep:
+        if resources:
+            first = next(iter(refused.values()), "/sys/fs/cgroup")
+            raise RuntimeFailure(delegation_hint("linux.resources", first))
+        return NoCgroup(mgr.mode)
+    mgr.dirs = keep
+    mgr.undelegated = refused
+    if "" not in keep:
+        mgr.unified_mount = None  # not ours to enable controllers in
+    return mgr
+
+
+def delegation_hint(field: str, blocker: str) -> str:
+    uid = os.geteuid()
+    return (f"{field}: rootless mode needs a cgroup delegated to uid {uid}, and {blocker} is not "
+            f"writable: delegate it (as root: mkdir a cgroup there and chown -R {uid} it, on "
+            "cgroup2 with the controllers in its parent's cgroup.subtree_control), point "
+            "linux.cgroupsPath into it, or drop linux.resources")
+
+
+class NoCgroup:
+    """Stands in for a cgroup manager when rootless mode has no cgroup to use."""
+    paths: dict = {}
+    dirs: dict = {}
+    created: list = []
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def create(self) -> None:
+        pass
+
+    def add_pid(self, pid: int) -> None:
+        pass
+
+    def apply(self, resources, update: bool = False) -> None:
+        pass
+
+    def planned(self) -> list:
+        return []
+
+    def to_state(self) -> dict:
+        return {}
+
+    def pids(self) -> list:
+        return []
+
+    def state(self) -> str:
+        raise RuntimeFailure("cgroups: rootless container without a cgroup")
+
+    def destroy(self) -> None:
+        pass
