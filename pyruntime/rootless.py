@@ -91,10 +91,7 @@ def restrict(mgr, resources: dict):
         else:
             refused[ctrl] = blocker
     if not keep:
-        if resources:
-            first = next(iter(refused.values()), "/sys/fs/cgroup")
-            raise RuntimeFailure(delegation_hint("linux.resources", first))
-        return NoCgroup(mgr.mode)
+        return NoCgroup(mgr.mode, refused)
     mgr.dirs = keep
     mgr.undelegated = refused
     if "" not in keep:
@@ -116,8 +113,8 @@ class NoCgroup:
     dirs: dict = {}
     created: list = []
 
-    def __init__(self, mode: str):
-        self.mode = mode
+    def __init__(self, mode: str, undelegated: dict):
+        self.mode, self.undelegated = mode, undelegated
 
     def create(self) -> None:
         pass
@@ -126,7 +123,11 @@ class NoCgroup:
         pass
 
     def apply(self, resources, update: bool = False) -> None:
-        pass
+        if resources:  # a limit with nowhere to go: the manager's check names the controller
+            from .cgroups.manager import Manager
+            m = Manager({}, self.mode, None)
+            m.undelegated = self.undelegated or {"": "/sys/fs/cgroup"}
+            m.apply(resources, update)
 
     def planned(self) -> list:
         return []
@@ -142,3 +143,23 @@ class NoCgroup:
 
     def destroy(self) -> None:
         pass
+
+
+def pid_namespace_members(init_pid: int, proc: str = "/proc") -> list[int]:
+    """The processes of a container that has no cgroup: those in its init's pid namespace
+    (just the init when it shares the host's: nothing else tells its processes apart)."""
+    try:
+        ns = os.readlink(f"{proc}/{init_pid}/ns/pid")
+        if ns == os.readlink(f"{proc}/self/ns/pid"):
+            return [init_pid]
+    except OSError:
+        return [init_pid]
+    out = []
+    for name in os.listdir(proc):
+        if name.isdigit():
+            try:
+                if os.readlink(f"{proc}/{name}/ns/pid") == ns:
+                    out.append(int(name))
+            except OSError:
+                pass
+    return sorted(out)
