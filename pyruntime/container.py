@@ -458,6 +458,9 @@ def _signal_init(c: Container, sig: int) -> None:
 
 
 def _cgroup_pids(c: Container) -> list[int]:
+    if not c.state.cgroup and c.init_alive():  # rootless without a cgroup
+        from .rootless import pid_namespace_members
+        return pid_namespace_members(c.state.pid)
     if c.state.cgroup:
         from . import cgroups
         try:

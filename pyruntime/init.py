@@ -111,7 +111,9 @@ def _init(chan: Channel, a: InitArgs) -> None:
     # A session of its own, as runc's init: CRIU refuses a tree whose session leader is
     # outside the container (unless --shell-job), and a terminal needs it for TIOCSCTTY.
     os.setsid()
-    in_user_ns = linux.namespace("user") is not None
+    # rootless without a user namespace in the config: the caller's own is not the host's
+    # (podman runs us inside its namespace), and there mknod fails just the same
+    in_user_ns = linux.namespace("user") is not None or a.rootless
     new_mount_ns = bool(namespaces.new_flags(linux, ("mount",))) or bool(
         linux.namespace("mount") and linux.namespace("mount").path)
     if namespaces.new_flags(linux, ("network",)):

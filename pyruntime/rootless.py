@@ -94,8 +94,9 @@ def restrict(mgr, resources: dict):
         return NoCgroup(mgr.mode, refused)
     mgr.dirs = keep
     mgr.undelegated = refused
-    if "" not in keep:
-        mgr.unified_mount = None  # not ours to enable controllers in
+    # Enabling cgroup2 controllers is the delegating admin's part (and the host-wide record of
+    # what pyruntime enabled lives in /run): a rootless create uses what it was given.
+    mgr.unified_mount = None
     return mgr
 
 

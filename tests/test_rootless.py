@@ -181,8 +181,28 @@ def _as_user(cmd: list[str]) -> list[str]:
 
 
 def _user_pids() -> list[int]:
-    out = subprocess.run(["ps", "-u", USER, "-o", "pid="], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    """The user's processes that descend from this test process (the user may run others
+    meanwhile: the e2e stage's rootless podman keeps a pause process)."""
+    parents, owners = {}, {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                st = Path(f"/proc/{name}/status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":\t", 1) for line in st.splitlines() if ":\t" in line)
+            parents[int(name)] = int(fields.get("PPid", "0"))
+            owners[int(name)] = int(fields.get("Uid", "0").split()[0])
+    me, out = os.getpid(), []
+    for pid, uid in owners.items():
+        if uid != PW.pw_uid or pid == me:
+            continue
+        p = parents.get(pid, 0)
+        while p > 1 and p != me:
+            p = parents.get(p, 0)
+        if p == me:
+            out.append(pid)
+    return out
 
 
 class UserRuntime:
@@ -199,6 +219,7 @@ class UserRuntime:
         self.ids: list[str] = []
         self.config = rootless_config(["true"])
         self.path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+        self.launcher_prefix: list[str] = []
 
     @property
     def state_dir(self) -> Path:
@@ -215,7 +236,8 @@ class UserRuntime:
                "XDG_RUNTIME_DIR": str(self.xdg)}
         kw.setdefault("capture_output", True)
         kw.setdefault("stdin", subprocess.DEVNULL)
-        proc = subprocess.run(_as_user([self.launcher, *global_args, *map(str, args)]),
+        proc = subprocess.run(_as_user([*self.launcher_prefix, self.launcher, *global_args,
+                                        *map(str, args)]),
                               cwd=self.bundle, env=env, text=True, timeout=timeout, **kw)
         if check and proc.returncode != 0:
             raise AssertionError(f"{args[0]} failed rc={proc.returncode}\nstdout: {proc.stdout}\n"
@@ -455,3 +477,18 @@ def test_systemd_cgroup_is_refused_in_rootless_mode(user_rt):
     user_rt.write(rootless_config(["true"]))
     p = user_rt("run", user_rt.new_id(), check=False, global_args=("--systemd-cgroup",))
     _fails_cleanly(user_rt, p, "--systemd-cgroup is not supported in rootless mode")
+
+
+@needs_user
+def test_root_of_a_user_namespace_is_rootless_too(user_rt):
+    """As podman runs the runtime: euid 0 inside a user namespace the user made, with no user
+    namespace in the config. auto must see rootless mode (devices bound, not mknod'ed; the
+    default --root under $XDG_RUNTIME_DIR)."""
+    cfg = rootless_config(["sh", "-c", "id -u; echo x > /dev/null && head -c 3 /dev/zero | wc -c"])
+    cfg["linux"]["namespaces"] = [ns for ns in cfg["linux"]["namespaces"] if ns["type"] != "user"]
+    del cfg["linux"]["uidMappings"], cfg["linux"]["gidMappings"]
+    user_rt.write(cfg)
+    user_rt.launcher_prefix = ["unshare", "--user", "--map-root-user", "--"]
+    p = user_rt("run", user_rt.new_id())
+    assert p.stdout.split() == ["0", "3"], p.stdout
+    assert user_rt.state_dir.is_dir()
