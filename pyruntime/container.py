@@ -36,6 +36,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         if systemd_cgroup:
             raise RuntimeFailure("--systemd-cgroup is not supported in rootless mode (the user's "
                                  "systemd is not driven yet): use the cgroupfs driver")
+        rl.check_config(cfg)
         resources = rl.without_unset(resources)
     mgr = cgroups.manager(cfg.linux.cgroups_path, cid, systemd=systemd_cgroup)
     if rootless:

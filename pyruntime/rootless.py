@@ -51,6 +51,30 @@ def default_root(environ=os.environ) -> str:
     return "/run/pyruntime"
 
 
+def check_config(cfg) -> None:
+    """What rootless mode can tell is impossible before anything is made."""
+    from .errors import ConfigError
+    from .idmap_helpers import can_write_directly
+    from .mountattr import wants_idmap
+    linux, proc = cfg.linux, cfg.process
+    for i, m in enumerate(cfg.mounts):
+        if wants_idmap(m):
+            raise ConfigError(f"mounts[{i}]", m.destination, "is an idmapped mount: making one "
+                              "needs the host's root, which rootless mode has not")
+    if linux.net_devices:
+        raise ConfigError("linux.netDevices", list(linux.net_devices), "cannot be moved in "
+                          "rootless mode: that needs CAP_NET_ADMIN on the host")
+    if linux.intel_rdt is not None:
+        raise ConfigError("linux.intelRdt", linux.intel_rdt, "needs the host's root (resctrl): not "
+                          "available in rootless mode")
+    gids = proc.user.additional_gids if proc and proc.user else None
+    if gids and linux.namespace("user") and linux.gid_mappings and \
+            can_write_directly(linux.gid_mappings, os.getegid()):
+        raise ConfigError("process.user.additionalGids", gids,
+                          "cannot be set: a gid map of the caller's own gid alone denies "
+                          "setgroups (map more gids, through newgidmap, to use them)")
+
+
 # ---------------------------------------------------------------- cgroups
 
 def without_unset(resources: dict | None) -> dict:

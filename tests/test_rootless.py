@@ -492,3 +492,22 @@ def test_root_of_a_user_namespace_is_rootless_too(user_rt):
     p = user_rt("run", user_rt.new_id())
     assert p.stdout.split() == ["0", "3"], p.stdout
     assert user_rt.state_dir.is_dir()
+
+
+@needs_user
+def test_additional_gids_need_a_gid_map_through_newgidmap(user_rt):
+    cfg = rootless_config(["true"])
+    cfg["process"]["user"]["additionalGids"] = [5]
+    user_rt.write(cfg)
+    p = user_rt("run", user_rt.new_id(), check=False)
+    _fails_cleanly(user_rt, p, "process.user.additionalGids: [5] cannot be set", "newgidmap")
+
+
+@needs_user
+def test_idmapped_mount_is_refused(user_rt):
+    cfg = rootless_config(["true"])
+    cfg["mounts"].append({"destination": "/mnt", "type": "bind", "source": "rootfs/etc",
+                          "options": ["bind", "idmap"]})
+    user_rt.write(cfg)
+    p = user_rt("run", user_rt.new_id(), check=False)
+    _fails_cleanly(user_rt, p, 'mounts[6]: "/mnt" is an idmapped mount', "host's root")
