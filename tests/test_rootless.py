@@ -411,6 +411,10 @@ def test_delegated_cgroup_gets_limits_and_pauses(user_rt, delegated):
     init = user_rt.state(cid)["pid"]
     cg = Path(f"/proc/{init}/cgroup").read_text()
     assert f"pids:/{name}/{cid}\n" in cg and f"freezer:/{name}/{cid}\n" in cg, cg
+    cg = user_rt("exec", cid, "cat", "/proc/self/cgroup").stdout  # exec joins it too
+    assert f"pids:/{name}/{cid}\n" in cg, cg
+    user_rt("update", "--pids-limit", "41", cid)
+    assert (pids_dir / cid / "pids.max").read_text().strip() == "41"
     user_rt("pause", cid)
     assert user_rt.state(cid)["status"] == "paused"
     assert (freezer_dir / cid / "freezer.state").read_text().strip() == "FROZEN"
