@@ -219,7 +219,8 @@ class UserRuntime:
         self.ids: list[str] = []
         self.config = rootless_config(["true"])
         self.path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-        self.launcher_prefix: list[str] = []
+        self.launcher_prefix: list[str] = []  # run as the user, before the launcher
+        self.root_prefix: list[str] = []  # run as root, before setpriv
 
     @property
     def state_dir(self) -> Path:
@@ -236,8 +237,9 @@ class UserRuntime:
                "XDG_RUNTIME_DIR": str(self.xdg)}
         kw.setdefault("capture_output", True)
         kw.setdefault("stdin", subprocess.DEVNULL)
-        proc = subprocess.run(_as_user([*self.launcher_prefix, self.launcher, *global_args,
-                                        *map(str, args)]),
+        proc = subprocess.run([*self.root_prefix, *_as_user([*self.launcher_prefix,
+                                                             self.launcher, *global_args,
+                                                             *map(str, args)])],
                               cwd=self.bundle, env=env, text=True, timeout=timeout, **kw)
         if check and proc.returncode != 0:
             raise AssertionError(f"{args[0]} failed rc={proc.returncode}\nstdout: {proc.stdout}\n"
@@ -515,3 +517,42 @@ def test_idmapped_mount_is_refused(user_rt):
     user_rt.write(cfg)
     p = user_rt("run", user_rt.new_id(), check=False)
     _fails_cleanly(user_rt, p, 'mounts[6]: "/mnt" is an idmapped mount', "host's root")
+
+
+@needs_user
+def test_delegated_cgroup2_subtree(user_rt):
+    """A cgroup2 subtree owned by the user (here the hybrid host's cgroup2 mount). The kernel
+    lets a process move between cgroup2 cgroups only with write access to their common
+    ancestor, so the caller sits inside the subtree, as a systemd user session does."""
+    unified = CGROUP_ROOT / "unified"
+    if not (unified / "cgroup.procs").exists():
+        unified = CGROUP_ROOT
+    if not (unified / "cgroup.subtree_control").exists():
+        pytest.skip("no cgroup2 mount on this host")
+    name = f"pyrt-rl-{os.urandom(3).hex()}"
+    top = unified / name
+    top.mkdir()
+    session = top / "session"
+    try:
+        session.mkdir()
+        subprocess.run(["chown", "-R", f"{USER}:{USER}", str(top)], check=True)
+        cid = user_rt.new_id()
+        cfg = rootless_config(["true"])
+        cfg["linux"]["cgroupsPath"] = f"/{name}/{cid}"
+        user_rt.write(cfg)
+        p = user_rt("run", cid, check=False)  # from outside the subtree: the kernel says no
+        _fails_cleanly(user_rt, p, "cannot add pid", f"{top}/{cid}: Permission denied",
+                       "run from inside the delegated subtree")
+        assert not (top / cid).exists()
+        user_rt.root_prefix = ["sh", "-c", f'echo 0 > {session}/cgroup.procs && exec "$@"', "sh"]
+        cid = user_rt.new_id()
+        cfg = rootless_config(["sh", "-c", "grep ^0:: /proc/self/cgroup"])
+        cfg["linux"]["cgroupsPath"] = f"/{name}/{cid}"
+        user_rt.write(cfg)
+        p = user_rt("run", cid)
+        assert p.stdout == f"0::/{name}/{cid}\n", p.stdout
+        assert not (top / cid).exists()  # delete removed it
+    finally:
+        for d in sorted((p for p in top.iterdir() if p.is_dir()), reverse=True):
+            d.rmdir()
+        top.rmdir()
