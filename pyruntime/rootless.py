@@ -57,6 +57,10 @@ def check_config(cfg) -> None:
     from .idmap_helpers import can_write_directly
     from .mountattr import wants_idmap
     linux, proc = cfg.linux, cfg.process
+    if linux.namespace("user") is None and os.geteuid() != 0:
+        raise ConfigError("linux.namespaces", [ns.type for ns in linux.namespaces],
+                          "has no user namespace: a rootless container needs one (with the "
+                          "caller's ids in linux.uidMappings/gidMappings)")
     for i, m in enumerate(cfg.mounts):
         if wants_idmap(m):
             raise ConfigError(f"mounts[{i}]", m.destination, "is an idmapped mount: making one "

@@ -566,3 +566,13 @@ def test_delegated_cgroup2_subtree(user_rt):
         for d in sorted((p for p in top.iterdir() if p.is_dir()), reverse=True):
             d.rmdir()
         top.rmdir()
+
+
+@needs_user
+def test_no_user_namespace_is_refused(user_rt):
+    cfg = rootless_config(["true"])
+    cfg["linux"]["namespaces"] = [ns for ns in cfg["linux"]["namespaces"] if ns["type"] != "user"]
+    del cfg["linux"]["uidMappings"], cfg["linux"]["gidMappings"]
+    user_rt.write(cfg)
+    p = user_rt("run", user_rt.new_id(), check=False)
+    _fails_cleanly(user_rt, p, "linux.namespaces", "a rootless container needs one")
