@@ -576,3 +576,15 @@ def test_no_user_namespace_is_refused(user_rt):
     user_rt.write(cfg)
     p = user_rt("run", user_rt.new_id(), check=False)
     _fails_cleanly(user_rt, p, "linux.namespaces", "a rootless container needs one")
+
+
+@needs_user
+def test_spec_rootless_then_run(user_rt):
+    """The issue's first try: `spec --rootless`, then `run` with the default --root."""
+    (user_rt.bundle / "config.json").unlink(missing_ok=True)
+    user_rt("spec", "--rootless")
+    cfg = json.loads((user_rt.bundle / "config.json").read_text())
+    cfg["process"].update(terminal=False, args=["sh", "-c", "id -u; cat /proc/self/uid_map"])
+    user_rt.write(cfg)
+    p = user_rt("run", user_rt.new_id())
+    assert [" ".join(ln.split()) for ln in p.stdout.splitlines()] == ["0", f"0 {PW.pw_uid} 1"]
