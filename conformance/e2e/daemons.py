@@ -21,7 +21,7 @@ import threading
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
-PACKAGES = ["docker.io", "containerd", "podman", "busybox-static", "runc"]
+PACKAGES = ["docker.io", "containerd", "podman", "busybox-static", "runc", "uidmap"]
 BRIDGE = "pye2e0"
 BRIDGE_CIDR = "10.213.77.1/24"
 # What the daemons and tools create outside their configured roots (hard-coded paths): the

@@ -860,6 +860,34 @@ def _(c: Ctx):
             f"{norm_pts(r2.o) or r2.e} | stop rc={r3.rc} rm rc={r4.rc}")
 
 
+@scenario("podman rootless run --runtime", group="podman", expect="rc=0 out=hi left=[]")
+def _(c: Ctx):
+    """`podman run --rm` as an unprivileged user (tests/setup.sh's pyrt-rootless): podman
+    runs the runtime as root of its own user namespace, with vfs storage (rootless_user.py)."""
+    import pwd
+    import shutil
+    import rootless_user
+    try:
+        pwd.getpwnam(rootless_user.USER)
+    except KeyError:
+        raise Fail(f"no user {rootless_user.USER}: run tests/setup.sh") from None
+    pm = rootless_user.RootlessPodman(f"pyrt-e2e-rootless-{c.rt.short}-")
+    c.cleanups.append(pm.close)
+    runtime = c.rt.path
+    if c.rt.name == "pyruntime":
+        runtime = rootless_user.user_launcher(c.rt.path, pm.dir)
+    tar = os.path.join(pm.dir, "busybox.tar")
+    shutil.copy(c.h.images["podman-tar"], tar)
+    os.chmod(tar, 0o644)
+    img = "localhost/e2e-rootless:latest"
+    r0 = c.cmd(pm.argv(runtime, "import", tar, img), timeout=120)
+    if r0.rc:
+        raise Fail(f"podman import as {rootless_user.USER}: rc={r0.rc} {r0.e[-300:]}")
+    r = c.cmd(pm.argv(runtime, "run", "--rm", "--network", "none", *PODMAN_RUN, img,
+                      "echo", "hi"), timeout=120)
+    return f"rc={r.rc} out={r.o or r.e[-300:]} left={pm.left_in_runtime_dirs()}"
+
+
 # ===================================================================== the tutorial
 # Docker's "Get started" part 2/3 flow, on a python3 base image made offline from the host's
 # Debian python3.11 (images.python_tar). The first scenario starts the web app; the others use it.

@@ -360,3 +360,11 @@ def prime_attach_lock() -> None:
         except OSError:
             pass
     _thread.start_new_thread(move_to_where_we_are, ())
+
+
+def delegation_hint(field: str, blocker: str) -> str:
+    uid = os.geteuid()
+    return (f"{field}: rootless mode needs a cgroup delegated to uid {uid}, and {blocker} is not "
+            f"writable: delegate it (as root: mkdir a cgroup there and chown -R {uid} it, on "
+            "cgroup2 with the controllers in its parent's cgroup.subtree_control), point "
+            "linux.cgroupsPath into it, or drop linux.resources")

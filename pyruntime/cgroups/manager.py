@@ -28,6 +28,7 @@ class Manager:
         self.unified_mount = unified_mount
         self.created = list(created or [])   # dirs we made (only these are removed)
         self.extra = dict(extra or {})       # e.g. the attached device BPF program
+        self.undelegated: dict[str, str] = {}  # rootless: controller -> the dir we may not write
         self._v2ctl: set[str] | None = None
 
     # ------------------------------------------------------------ paths
@@ -58,6 +59,11 @@ class Manager:
 
     def _need(self, ctrl: str, field: str):
         w = self.where(ctrl)
+        if w is None and self.undelegated:
+            from pyruntime.cgroups.common import delegation_hint
+            blocker = self.undelegated.get(ctrl) or self.undelegated.get("") or \
+                next(iter(self.undelegated.values()))
+            raise RuntimeFailure(delegation_hint(field, blocker))
         if w is None:
             name = _V2_NAME.get(ctrl, ctrl) if self.mode == "v2" else ctrl
             raise RuntimeFailure(f"{field}: the {name} cgroup controller is not available on "
@@ -94,8 +100,11 @@ class Manager:
             try:
                 write(d, "cgroup.procs", pid, "cgroups")
             except RuntimeFailure as e:
+                why = getattr(e.__cause__, "errno", None) == errno.EACCES and \
+                    d == self.dirs.get("") and " (a cgroup2 move needs write access to the " \
+                    "common ancestor: run from inside the delegated subtree)" or ""
                 raise RuntimeFailure(f"cgroups: cannot add pid {pid} to {d}: "
-                                     f"{getattr(e.__cause__, 'strerror', e)}") from None
+                                     f"{getattr(e.__cause__, 'strerror', e)}{why}") from None
 
     def destroy(self) -> None:
         # (an attached device filter goes away with its cgroup: no need to detach it)

@@ -16,7 +16,8 @@ from pyruntime.cgroups.manager import Manager
 def container_manager(c) -> Manager:
     """The cgroup manager saved in a Container's state."""
     if not c.state.cgroup:
-        raise RuntimeFailure(f"container {c.id} has no cgroup")
+        raise RuntimeFailure(f"container {c.id} has no cgroup (a rootless container gets one "
+                             "only where a cgroup was delegated to its user)")
     return Manager.from_state(c.state.cgroup)
 
 

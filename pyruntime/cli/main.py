@@ -39,8 +39,8 @@ MOVE_A_CHILD_INTO_A_CGROUP = ("create", "run", "exec")
 
 
 class Context:
-    """The global flags, as the commands see them."""
-    root = "/run/pyruntime"
+    """The global flags, as the commands see them (rootless: resolved to a bool)."""
+    root = ""
     log: str | None = None
     log_format = "text"
     debug = False
@@ -79,6 +79,10 @@ def _split_global(argv: list[str]) -> tuple[Context, list[str]]:
         i += 1
     if ctx.log_format not in ("text", "json"):
         raise RuntimeFailure(f"invalid --log-format {ctx.log_format!r}: want text or json")
+    from pyruntime.lifecycle import rootless
+    ctx.rootless = rootless.resolve(ctx.rootless)
+    if not ctx.root:
+        ctx.root = rootless.default_root()
     return ctx, argv[i:]
 
 
@@ -86,9 +90,11 @@ GLOBAL_HELP = [
     ("--debug", "enable debug logging"),
     ("--log value", "set the log file to write runtime logs to (default: stderr)"),
     ("--log-format value", "set the log format ('text' (default), or 'json')"),
-    ("--root value", 'root directory for storage of container state (default: "/run/pyruntime")'),
+    ("--root value", 'root directory for storage of container state (default: "/run/pyruntime", '
+                     'or "$XDG_RUNTIME_DIR/pyruntime" for a rootless caller)'),
     ("--systemd-cgroup", "enable systemd cgroup support: cgroupsPath is slice:prefix:name"),
-    ("--rootless value", "ignore cgroup permission errors ('true', 'false', or 'auto')"),
+    ("--rootless value", "rootless mode: only delegated cgroups, no device rules, id maps "
+                         "through newuidmap ('true', 'false', or 'auto' (default))"),
     ("--help, -h", "show help"),
     ("--version, -v", "print the version"),
 ]

@@ -18,7 +18,7 @@ from pyruntime.lifecycle.state import Container, State, StateCorrupt
 def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
            console_socket: str | None = None, no_pivot: bool = False, no_new_keyring: bool = False,
            preserve_fds: int = 0, systemd_cgroup: bool = False,
-           console: socket.socket | None = None) -> Container:
+           console: socket.socket | None = None, rootless: bool = False) -> Container:
     """Set the container up and leave its init blocked on exec.fifo; return its Container."""
     from pyruntime.lean.records import asdict
     from pyruntime.oci import config as configmod  # create-only: start/kill/delete never parse a config
@@ -31,7 +31,18 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         capabilities.check_grantable(cfg.process.capabilities, "process.capabilities")
     _maybe_seal(cfg)
     from pyruntime import cgroups
+    resources = cfg.linux.resources
+    if rootless:
+        from pyruntime.lifecycle import rootless as rl
+        if systemd_cgroup:
+            raise RuntimeFailure("--systemd-cgroup is not supported in rootless mode (the user's "
+                                 "systemd is not driven yet): use the cgroupfs driver")
+        rl.check_config(cfg)
+        resources = rl.without_unset(resources)
     mgr = cgroups.manager(cfg.linux.cgroups_path, cid, systemd=systemd_cgroup)
+    if rootless:
+        from pyruntime.cgroups.rootless import restrict
+        mgr = restrict(mgr, resources)
     c = Container.new(root, cid)
     cleanup = _Cleanup(c)
     try:
@@ -44,16 +55,23 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
                         no_pid_ns=cfg.linux.namespace("pid") is None, use_systemd=systemd_cgroup,
                         config_process=cfg.raw.get("process") or {}, seccomp=cfg.linux.seccomp or {},
                         memory_policy=list(cfg.linux.memory_policy or ()),
-                        cgroup=dict(mgr.to_state(), created=mgr.planned()))
+                        cgroup=dict(mgr.to_state(), created=mgr.planned()) if mgr.dirs else {})
         c.save()
         try:
             os.mkfifo(c.fifo, 0o600)
-            os.chown(c.fifo, *_root_ids(cfg.linux))  # the init reopens it as the container's root
+            try:
+                os.chown(c.fifo, *_root_ids(cfg.linux))  # the init reopens it as container root
+            except PermissionError:
+                if not rootless:
+                    raise
+                # a container root that is a subordinate id of ours: the init reopens the
+                # fifo through its O_PATH fd, so only the mode stands in its way (runc's 0622)
+                os.chmod(c.fifo, 0o622)
         except OSError as e:
             raise statemod.os_failure("cannot create", e) from None
         log.debug(f"state dir {c.dir} and its exec.fifo made")
         init_pid = _spawn_init(c, cfg, cleanup, mgr, bundle, console_socket, console, no_pivot,
-                               no_new_keyring, preserve_fds)
+                               no_new_keyring, preserve_fds, rootless, resources)
         if pid_file:
             write_pid_file(pid_file, init_pid)
         return c
@@ -99,7 +117,7 @@ class _Cleanup:
 
 
 def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socket, console,
-                no_pivot, no_new_keyring, preserve_fds) -> int:
+                no_pivot, no_new_keyring, preserve_fds, rootless=False, resources=None) -> int:
     from pyruntime.linux import namespaces
     from pyruntime.lifecycle.channel import Channel
     from pyruntime.setup.init import InitArgs, bootstrap
@@ -125,7 +143,9 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
     bind_sources: dict = {}
     try:
         _open_idmapped(cfg, bundle)
-        if linux.namespace("user"):
+        # (rootless: open_tree needs the host's CAP_SYS_ADMIN; the init binds by path, as
+        # the user, from inside the user namespace it owns)
+        if linux.namespace("user") and not rootless:
             from pyruntime.setup.rootfs import open_bind_sources
             bind_sources = open_bind_sources(cfg, bundle)
         if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
@@ -146,7 +166,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                         console_sock=console_sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
                         preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
                         seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources,
-                        caller_waits=console is not None)
+                        caller_waits=console is not None, rootless=rootless)
         log.debug("nsexec container setup: forking the bootstrap child", stage=0)
         pid = os.fork()
         if pid == 0:
@@ -175,7 +195,10 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         try:
             mgr.add_pid(pid)
             log.debug(f"bootstrap child {pid} put in the cgroup")
-            mgr.apply(with_default_devices(linux.resources, {d.path for d in linux.devices}))
+            if rootless:  # no device rules: the kernel refuses them to an unprivileged user
+                mgr.apply(resources)
+            else:
+                mgr.apply(with_default_devices(linux.resources, {d.path for d in linux.devices}))
             log.debug("cgroup resources applied")
             c.state.cgroup = mgr.to_state()
         except BaseException:
@@ -185,7 +208,11 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         chan.send("go")
         msg = chan.recv()
         if msg["type"] == "userns":
-            namespaces.write_id_maps(pid, linux.uid_mappings, linux.gid_mappings)
+            if rootless:
+                from pyruntime.linux import idmap
+                idmap.write_maps(pid, linux.uid_mappings, linux.gid_mappings)
+            else:
+                namespaces.write_id_maps(pid, linux.uid_mappings, linux.gid_mappings)
             log.debug("user namespace: uid and gid maps written")
             chan.send("mapped")
             msg = chan.recv()
@@ -434,6 +461,9 @@ def _signal_init(c: Container, sig: int) -> None:
 
 
 def _cgroup_pids(c: Container) -> list[int]:
+    if not c.state.cgroup and c.init_alive():  # rootless without a cgroup
+        from pyruntime.lifecycle.rootless import pid_namespace_members
+        return pid_namespace_members(c.state.pid)
     if c.state.cgroup:
         from pyruntime import cgroups
         try:

@@ -39,6 +39,7 @@ class InitArgs:
     bind_sources: dict  # mount index -> detached copy of its source, made before a user ns
     caller_waits: bool  # `run` in the foreground: it holds its stderr until the end anyway
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
+    rootless: bool = False
 
 
 def bootstrap(chan: Channel, a: InitArgs) -> None:
@@ -52,9 +53,14 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
                       stage=1)
         namespaces.join(a.ns_fds)
         if namespaces.new_flags(linux, ("user",)):
+            if a.rootless:
+                # an unprivileged parent (and newuidmap, which checks who owns us) can write
+                # our /proc/<pid>/*_map only while we are dumpable: just for the mapping, as runc
+                prctl.set_dumpable(True)
             sc.unshare(sc.CLONE_NEWUSER)
             chan.send("userns")
             chan.recv("mapped")
+            prctl.set_dumpable(False)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
         flags = namespaces.new_flags(linux) & ~sc.CLONE_NEWUSER
@@ -108,7 +114,9 @@ def _init(chan: Channel, a: InitArgs) -> None:
     # A session of its own, as runc's init: CRIU refuses a tree whose session leader is
     # outside the container (unless --shell-job), and a terminal needs it for TIOCSCTTY.
     os.setsid()
-    in_user_ns = linux.namespace("user") is not None
+    # rootless without a user namespace in the config: the caller's own is not the host's
+    # (podman runs us inside its namespace), and there mknod fails just the same
+    in_user_ns = linux.namespace("user") is not None or a.rootless
     new_mount_ns = bool(namespaces.new_flags(linux, ("mount",))) or bool(
         linux.namespace("mount") and linux.namespace("mount").path)
     if namespaces.new_flags(linux, ("network",)):

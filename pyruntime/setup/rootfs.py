@@ -284,7 +284,14 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
                     raise
                 # sysfs can't be mounted without owning the network namespace: bind the host's.
                 sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
-                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | (flags & sc.MS_RDONLY))
+                # the remount goes to the new mount (our fd is the dir below it), and must
+                # repeat the flags the kernel locked on the host's (remount_bind)
+                bound = open_in_root(root_fd, m.destination)
+                try:
+                    remount_bind(fdpath(bound), flags & (sc.MS_RDONLY | sc.MS_NOSUID |
+                                                          sc.MS_NODEV | sc.MS_NOEXEC))
+                finally:
+                    os.close(bound)
             else:
                 if below >= 0:
                     _copy_up(below, root_fd, m.destination, flags & ro_later)

@@ -20,5 +20,5 @@ def main(opts, ctx):
     create(ctx.root, opts.container_id, opts.bundle, pid_file=opts.pid_file,
            console_socket=opts.console_socket, no_pivot=opts.no_pivot,
            no_new_keyring=opts.no_new_keyring, preserve_fds=opts.preserve_fds,
-           systemd_cgroup=ctx.systemd_cgroup)
+           systemd_cgroup=ctx.systemd_cgroup, rootless=ctx.rootless)
     return 0

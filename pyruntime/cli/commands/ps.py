@@ -17,6 +17,9 @@ def configure(p):
 
 
 def container_pids(c) -> list[int]:
+    if not c.state.cgroup:  # rootless without a delegated cgroup: its pid namespace's members
+        from pyruntime.lifecycle.rootless import pid_namespace_members
+        return pid_namespace_members(c.state.pid) if c.init_alive() else []
     m = container_manager(c)
     try:
         return m.pids()

@@ -26,7 +26,7 @@ def main(opts, ctx):
     c = create(ctx.root, opts.container_id, opts.bundle, pid_file=opts.pid_file,
                console_socket=opts.console_socket, console=theirs, no_pivot=opts.no_pivot,
                no_new_keyring=opts.no_new_keyring, preserve_fds=opts.preserve_fds,
-               systemd_cgroup=ctx.systemd_cgroup)
+               systemd_cgroup=ctx.systemd_cgroup, rootless=ctx.rootless)
     if theirs is not None:
         theirs.close()
     if opts.no_subreaper:
