@@ -12,36 +12,11 @@ import stat
 
 from pyruntime import log
 from pyruntime.linux import lsm, syscalls as sc
+from pyruntime.oci.mounts import PROPAGATION, parse_options, recursive
 from pyruntime.setup import mountattr
 from pyruntime.errors import ConfigError, RuntimeFailure
 
 _IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
-
-# option -> (clear, set) flags
-_FLAGS = {
-    "defaults": (0, 0), "ro": (0, sc.MS_RDONLY), "rw": (sc.MS_RDONLY, 0),
-    "suid": (sc.MS_NOSUID, 0), "nosuid": (0, sc.MS_NOSUID), "dev": (sc.MS_NODEV, 0),
-    "nodev": (0, sc.MS_NODEV), "exec": (sc.MS_NOEXEC, 0), "noexec": (0, sc.MS_NOEXEC),
-    "sync": (0, sc.MS_SYNCHRONOUS), "async": (sc.MS_SYNCHRONOUS, 0),
-    "dirsync": (0, sc.MS_DIRSYNC), "remount": (0, sc.MS_REMOUNT), "mand": (0, sc.MS_MANDLOCK),
-    "nomand": (sc.MS_MANDLOCK, 0), "atime": (sc.MS_NOATIME, 0), "noatime": (0, sc.MS_NOATIME),
-    "diratime": (sc.MS_NODIRATIME, 0), "nodiratime": (0, sc.MS_NODIRATIME),
-    "bind": (0, sc.MS_BIND), "rbind": (0, sc.MS_BIND | sc.MS_REC),
-    "relatime": (0, sc.MS_RELATIME), "norelatime": (sc.MS_RELATIME, 0),
-    "strictatime": (0, sc.MS_STRICTATIME), "nostrictatime": (sc.MS_STRICTATIME, 0),
-    "lazytime": (0, sc.MS_LAZYTIME), "nolazytime": (sc.MS_LAZYTIME, 0),
-    "nosymfollow": (0, sc.MS_NOSYMFOLLOW), "symfollow": (sc.MS_NOSYMFOLLOW, 0),
-    "silent": (0, sc.MS_SILENT), "loud": (sc.MS_SILENT, 0),
-    "iversion": (0, sc.MS_I_VERSION), "noiversion": (sc.MS_I_VERSION, 0),
-}
-PROPAGATION = {
-    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
-    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
-    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
-    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
-}
-# Options applied apart from mount(2)'s flags (mountattr.py).
-_SPECIAL = {"tmpcopyup", "idmap", "ridmap"}
 
 DEFAULT_DEVICES = [  # name, major, minor
     ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
@@ -59,54 +34,6 @@ def remount_bind(target: str, flags: int) -> None:
     (nosuid/nodev/noexec inherited in a user namespace), or it fails with EPERM."""
     locked = os.statvfs(target).f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | locked)
-
-
-def parse_options(options: list[str]) -> tuple[int, int, list[str]]:
-    """-> (flags, propagation flags, data options)."""
-    flags, prop, data = 0, 0, []
-    for opt in options:
-        if opt in _FLAGS:
-            clear, set_ = _FLAGS[opt]
-            flags = (flags & ~clear) | set_
-        elif opt in PROPAGATION:
-            prop |= PROPAGATION[opt]
-        elif opt in mountattr.RECURSIVE or opt in _SPECIAL or opt.startswith("x-"):
-            continue  # x-*: mount(8) keeps these for userspace tools, the kernel never sees them
-        else:
-            data.append(opt)
-    return flags, prop, data
-
-
-def check_options(m) -> None:
-    """Refuse what the runtime would not apply: an option unknown to a bind or cgroup mount
-    (whose data the kernel never reads), tmpcopyup off a tmpfs, idmaps off a bind. A new filesystem's other
-    options are its data: the kernel checks those."""
-    data_unused = m.type in ("bind", "cgroup", "cgroup2") or "bind" in m.options \
-        or "rbind" in m.options
-    for i, opt in enumerate(m.options):
-        if opt in _FLAGS or opt in PROPAGATION or opt in mountattr.RECURSIVE or \
-                opt.startswith("x-"):
-            continue
-        if opt == "tmpcopyup":
-            if m.type != "tmpfs":
-                raise ConfigError(f"{m.path}.options[{i}]", opt, "needs a tmpfs mount")
-            continue
-        if opt in ("idmap", "ridmap"):
-            if not data_unused or m.type in ("cgroup", "cgroup2"):
-                raise ConfigError(f"{m.path}.options[{i}]", opt, "needs a bind mount")
-            continue
-        if data_unused and "=" in opt:
-            # Filesystem data (often copied from a tmpfs entry): a bind or cgroup mount passes
-            # none to the kernel, which would ignore it anyway, and runc lets it through.
-            log.warning(f"config.json: {m.path}.options[{i}]: {opt!r} ignored: a "
-                        f"{'cgroup' if m.type in ('cgroup', 'cgroup2') else 'bind'} mount "
-                        "takes no filesystem data")
-            continue
-        if data_unused or "=" not in opt and opt.startswith("r") and opt[1:] in _FLAGS:
-            raise ConfigError(f"{m.path}.options[{i}]", opt, "is not a mount option")
-    if (m.uid_mappings or m.gid_mappings) and not data_unused:
-        raise ConfigError(f"{m.path}.uidMappings", m.uid_mappings or m.gid_mappings,
-                          "needs a bind mount (idmapped mounts are binds)")
 
 
 def fdpath(fd: int) -> str:
@@ -301,7 +228,7 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
 
 
 def _set_recursive(m, root_fd: int) -> None:
-    attrs = mountattr.recursive(m.options)
+    attrs = recursive(m.options)
     if attrs:
         fd = open_in_root(root_fd, m.destination)  # the new mount, not what it covers
         try:
