@@ -7,11 +7,12 @@ import os
 import stat
 
 from pyruntime.linux import syscalls as sc
+from pyruntime.linux.syscalls import SYS, Sys
 
 
-def apply_recursive(fd: int, attrs: tuple[int, int]) -> None:
+def apply_recursive(fd: int, attrs: tuple[int, int], sys: Sys = SYS) -> None:
     """Set the attributes on the mount at O_PATH `fd` and every mount below it."""
-    sc.mount_setattr(fd, "", sc.AT_EMPTY_PATH | sc.AT_RECURSIVE, attrs[0], attrs[1])
+    sys.mount_setattr(fd, "", sc.AT_EMPTY_PATH | sc.AT_RECURSIVE, attrs[0], attrs[1])
 
 
 def supported() -> bool:
