@@ -56,7 +56,10 @@ def set_personality(personality: dict | None, sys: Sys = SYS) -> None:
     domain = personality.get("domain")
     if domain not in domains:
         raise RuntimeFailure(f"linux.personality.domain: {domain!r} is not LINUX or LINUX32")
-    sys.personality(domains[domain])
+    try:
+        sys.personality(domains[domain])
+    except OSError as e:
+        raise RuntimeFailure(f"linux.personality.domain: {domain}: {e.strerror}") from None
 
 
 def set_scheduling(proc, sys: Sys = SYS) -> None:
@@ -79,7 +82,10 @@ def set_scheduling(proc, sys: Sys = SYS) -> None:
         cls = classes.get(prio.get("class"))
         if cls is None:
             raise RuntimeFailure(f"process.ioPriority.class: {prio.get('class')!r} is not an I/O class")
-        sys.ioprio_set(1, 0, cls << 13 | int(prio.get("priority", 0)))
+        try:
+            sys.ioprio_set(1, 0, cls << 13 | int(prio.get("priority", 0)))
+        except OSError as e:
+            raise RuntimeFailure(f"process.ioPriority: {e.strerror}") from None
 
 
 def lookup_executable(arg0: str, env: list[str]) -> str:

@@ -66,7 +66,7 @@ class RecordingSys:
         self.calls.append((name, args + ((kwargs,) if kwargs else ())))
         for failing, err, when in self._failures:
             if failing == name and (when is None or when(*args, **kwargs)):
-                raise OSError(err, os.strerror(err))
+                raise OSError(err, self._strerror(name, args, err))
         if name in self._answers:
             return self._answers[name](*args, **kwargs)
         if name == "close":
@@ -83,6 +83,14 @@ class RecordingSys:
         if name == "readlink":
             raise OSError(22, os.strerror(22))  # EINVAL: not a symlink
         return None
+
+    @staticmethod
+    def _strerror(name: str, args: tuple, err: int) -> str:
+        """As the real layer words it: syscalls.py's own calls name themselves and their
+        arguments, the os module's give the bare strerror."""
+        if getattr(getattr(Sys, name), "__module__", "") == Sys.__module__:
+            return f"{name}({', '.join(map(repr, args))}): {os.strerror(err)}"
+        return os.strerror(err)
 
     def _path(self, path: str, dir_fd: int = -100, **_) -> str:
         if isinstance(dir_fd, int) and dir_fd in self.paths and not path.startswith("/"):
