@@ -88,8 +88,8 @@ def is_bind(m) -> bool:
 
 def check_options(m) -> None:
     """Refuse what the runtime would not apply: an option unknown to a bind or cgroup mount
-    (whose data the kernel never reads), tmpcopyup off a tmpfs, idmaps off a bind. A new filesystem's other
-    options are its data: the kernel checks those."""
+    (whose data the kernel never reads), tmpcopyup off a tmpfs, idmaps off a bind. A new
+    filesystem's other options are its data: the kernel checks those."""
     data_unused = m.type in ("cgroup", "cgroup2") or is_bind(m)
     for i, opt in enumerate(m.options):
         if opt in FLAGS or opt in PROPAGATION or opt in RECURSIVE or opt.startswith("x-"):

@@ -82,7 +82,8 @@ def test_mount_id_mappings_are_parsed_with_the_config():
     assert m.uid_mappings == [{"containerID": 0, "hostID": 1000, "size": 10}]
     assert m.gid_mappings == []
     with pytest.raises(ConfigError) as e:
-        mount(2, type="bind", source="/x", gidMappings=[{"containerID": 0, "hostID": -1, "size": 1}])
+        mount(2, type="bind", source="/x",
+              gidMappings=[{"containerID": 0, "hostID": -1, "size": 1}])
     assert str(e.value).startswith("config.json: mounts[2].gidMappings[0].hostID: -1")
     with pytest.raises(ConfigError, match=r"mounts\[0\].uidMappings\[0\].size.*required"):
         mount(type="bind", source="/x", uidMappings=[{"containerID": 0, "hostID": 1}])
