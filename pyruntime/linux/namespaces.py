@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from pyruntime import log
 from pyruntime.linux import syscalls as sc
 from pyruntime.linux.syscalls import SYS, Sys
 from pyruntime.errors import ConfigError, RuntimeFailure
@@ -55,6 +56,24 @@ def join(opened: list[tuple[str, int]], sys: Sys = SYS) -> None:
         except OSError as e:
             raise RuntimeFailure(f"joining the {kind} namespace: {e.strerror}") from None
         sys.close(fd)
+
+
+def enter(linux, opened: list[tuple[str, int]], map_ids, sys: Sys = SYS) -> None:
+    """Join the namespaces given by path, then create the rest: a new user namespace first and
+    alone (map_ids() returns once the parent has written its id maps; we are its root after),
+    then the others at once, so that it owns them."""
+    join(opened, sys)
+    if new_flags(linux, ("user",)):
+        sys.unshare(sc.CLONE_NEWUSER)
+        map_ids()
+        sys.setresgid(0, 0, 0)
+        sys.setresuid(0, 0, 0)
+    flags = new_flags(linux) & ~sc.CLONE_NEWUSER
+    if flags:
+        log.debug(f"nsexec container setup: unsharing namespaces (flags {flags:#x})", stage=1)
+        sys.unshare(flags)
+    if linux.time_offsets and flags & sc.CLONE_NEWTIME:
+        write_time_offsets(linux.time_offsets)
 
 
 def new_flags(linux, kinds=None) -> int:

@@ -302,6 +302,8 @@ class Sys:
     chdir = staticmethod(os.chdir)
     fchdir = staticmethod(os.fchdir)
     chroot = staticmethod(os.chroot)
+    setresuid = staticmethod(os.setresuid)
+    setresgid = staticmethod(os.setresgid)
 
 
 SYS = Sys()

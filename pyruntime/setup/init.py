@@ -13,7 +13,7 @@ import struct
 import prctl
 
 from pyruntime.lean import socket
-from pyruntime.linux import console, namespaces, syscalls as sc
+from pyruntime.linux import console, namespaces
 from pyruntime.linux.syscalls import SYS, Sys
 from pyruntime.lifecycle import hooks
 from pyruntime import log
@@ -47,23 +47,14 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
     try:
         prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
         chan.recv("go")  # the parent has put us in the container's cgroup
-        linux = a.cfg.linux
         if a.ns_fds:
             log.debug(f"nsexec container setup: joining {[k for k, _ in a.ns_fds]} namespaces",
                       stage=1)
-        namespaces.join(a.ns_fds)
-        if namespaces.new_flags(linux, ("user",)):
-            sc.unshare(sc.CLONE_NEWUSER)
+
+        def map_ids() -> None:  # the parent writes a new user namespace's maps
             chan.send("userns")
             chan.recv("mapped")
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-        flags = namespaces.new_flags(linux) & ~sc.CLONE_NEWUSER
-        if flags:
-            log.debug(f"nsexec container setup: unsharing namespaces (flags {flags:#x})", stage=1)
-            sc.unshare(flags)
-        if linux.time_offsets and flags & sc.CLONE_NEWTIME:
-            namespaces.write_time_offsets(linux.time_offsets)
+        namespaces.enter(a.cfg.linux, a.ns_fds, map_ids)
         # The init shares our channel: hold it back until the parent has its pid.
         hold_r, hold_w = os.pipe()
         pid = os.fork()

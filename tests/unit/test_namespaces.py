@@ -83,3 +83,26 @@ def test_a_refused_setns_names_the_namespace():
     assert str(e.value).startswith("joining the network namespace: setns(")
     assert str(e.value).endswith(": Operation not permitted")
     assert len(fake.named("setns")) == 2  # the user namespace was joined, nothing after
+
+
+def test_creation_order_user_namespace_first_and_mapped():
+    """Join what is given by path, then a new user namespace alone, mapped by the parent
+    before we become its root, then the rest at once (owned by it)."""
+    fake = fake_of_types({"/proc/9/ns/net": "network"})
+    cfg = linux(ns("user"), ns("network", "/proc/9/ns/net"), ns("pid"), ns("mount"))
+    namespaces.enter(cfg, namespaces.open_paths(cfg, fake),
+                     lambda: fake.calls.append(("parent writes the maps", ())), fake)
+    assert [c for c in fake.calls if c[0] not in ("open", "ioctl", "close")] == [
+        ("setns", (1000, sc.CLONE_NEWNET)),
+        ("unshare", (sc.CLONE_NEWUSER,)),
+        ("parent writes the maps", ()),
+        ("setresgid", (0, 0, 0)), ("setresuid", (0, 0, 0)),
+        ("unshare", (sc.CLONE_NEWPID | sc.CLONE_NEWNS,)),
+    ]
+
+
+def test_without_a_new_user_namespace_nothing_waits_for_maps():
+    fake = RecordingSys()
+    namespaces.enter(linux(ns("pid"), ns("uts")), [], lambda: pytest.fail("no maps to write"),
+                     fake)
+    assert fake.calls == [("unshare", (sc.CLONE_NEWPID | sc.CLONE_NEWUTS,))]
