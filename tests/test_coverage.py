@@ -14,7 +14,7 @@ from conftest import is_pyruntime
 from corehelp import assert_failed
 
 from pyruntime.oci import coverage
-from pyruntime.setup import mountattr, rootfs
+from pyruntime.setup import mountattr
 from pyruntime.oci.coverage import APPLIED, FIELDS, IGNORED, MOUNT_OPTIONS, REFUSED
 
 SCHEMA = Path(__file__).resolve().parent.parent / "spec" / "config.schema.json"
@@ -91,26 +91,6 @@ def test_rows_are_well_formed(table):
             assert row[2] in coverage.PROBES and row[3] in (REFUSED, IGNORED), key
         if row[0] == IGNORED:  # ignoring needs a reason a reader can check
             assert any(w in row[1] for w in (".md", "mount(8)", "kernel")), key
-
-
-def test_mount_option_rows_match_the_code():
-    handled = set(rootfs._FLAGS) | set(rootfs.PROPAGATION) | set(mountattr.RECURSIVE) | \
-        rootfs._SPECIAL
-    for opt, row in MOUNT_OPTIONS.items():
-        if row[0] == APPLIED:
-            assert opt in handled, f"{opt} is marked applied but rootfs.py does not handle it"
-            flags, prop, data = rootfs.parse_options([opt])
-            assert data == [], f"{opt} would go to mount(2) as filesystem data"
-    assert handled <= MOUNT_OPTIONS.keys()
-
-
-def test_recursive_options_combine_as_the_kernel_wants():
-    s, c = mountattr.recursive(["rro", "rnoatime", "rrw", "rnosuid"])
-    assert s == mountattr.sc.MOUNT_ATTR_NOATIME | mountattr.sc.MOUNT_ATTR_NOSUID
-    assert c == mountattr.sc.MOUNT_ATTR_RDONLY | mountattr.sc.MOUNT_ATTR__ATIME
-    s, c = mountattr.recursive(["rnoatime", "rstrictatime"])
-    assert (s, c) == (mountattr.sc.MOUNT_ATTR_STRICTATIME, mountattr.sc.MOUNT_ATTR__ATIME)
-    assert mountattr.recursive(["ro", "rbind"]) is None
 
 
 def test_host_notes_name_each_field_once():

@@ -58,11 +58,11 @@ def test_mount_options_only_what_works(features):
     opts = set(features["mountOptions"])
     assert {"ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "rprivate", "rslave",
             "strictatime", "relatime", "nosymfollow", "remount"} <= opts
-    from pyruntime.setup import mountattr, rootfs
+    from pyruntime.oci import mounts
     for opt in opts:
-        flags, prop, data = rootfs.parse_options([opt])
+        flags, prop, data = mounts.parse_options([opt])
         assert data == [], f"{opt} would be passed to mount(2) as data"
-        assert flags or prop or opt in mountattr.RECURSIVE or opt in rootfs._SPECIAL or opt in (
+        assert flags or prop or opt in mounts.RECURSIVE or opt in mounts.SPECIAL or opt in (
             "defaults", "rw", "suid", "dev", "exec", "async", "nomand", "atime", "diratime",
             "norelatime", "nostrictatime", "nolazytime", "symfollow", "loud", "noiversion"), opt
 

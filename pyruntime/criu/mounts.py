@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from pyruntime.errors import RuntimeFailure
-from pyruntime.setup.rootfs import parse_options
+from pyruntime.oci.mounts import parse_options
 from pyruntime.linux import syscalls as sc
 
 

@@ -1,10 +1,11 @@
 """Namespaces: the config's types, joining one by path (type-checked), creating the rest."""
 from __future__ import annotations
 
-import fcntl
 import os
 
+from pyruntime import log
 from pyruntime.linux import syscalls as sc
+from pyruntime.linux.syscalls import SYS, Sys
 from pyruntime.errors import ConfigError, RuntimeFailure
 
 FLAGS = {
@@ -20,7 +21,7 @@ JOIN_ORDER = ("user", "pid", "network", "ipc", "uts", "cgroup", "time", "mount")
 NS_GET_NSTYPE = 0xB703
 
 
-def open_paths(linux) -> list[tuple[str, int]]:
+def open_paths(linux, sys: Sys = SYS) -> list[tuple[str, int]]:
     """Open every namespace given by path and check it is of the type the config says."""
     opened = []
     try:
@@ -28,13 +29,13 @@ def open_paths(linux) -> list[tuple[str, int]]:
             if not ns.path:
                 continue
             try:
-                fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = sys.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as e:
                 raise ConfigError(f"linux.namespaces[{i}].path", ns.path,
                                   f"cannot be opened: {e.strerror}") from None
             opened.append((ns.type, fd))
             try:
-                kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+                kind = sys.ioctl(fd, NS_GET_NSTYPE)
             except OSError:
                 kind = None
             if kind != FLAGS[ns.type]:
@@ -42,19 +43,37 @@ def open_paths(linux) -> list[tuple[str, int]]:
                                   f"is not a {ns.type} namespace")
     except BaseException:
         for _, fd in opened:
-            os.close(fd)
+            sys.close(fd)
         raise
     opened.sort(key=lambda t: JOIN_ORDER.index(t[0]))
     return opened
 
 
-def join(opened: list[tuple[str, int]]) -> None:
+def join(opened: list[tuple[str, int]], sys: Sys = SYS) -> None:
     for kind, fd in opened:
         try:
-            sc.setns(fd, FLAGS[kind])
+            sys.setns(fd, FLAGS[kind])
         except OSError as e:
             raise RuntimeFailure(f"joining the {kind} namespace: {e.strerror}") from None
-        os.close(fd)
+        sys.close(fd)
+
+
+def enter(linux, opened: list[tuple[str, int]], map_ids, sys: Sys = SYS) -> None:
+    """Join the namespaces given by path, then create the rest: a new user namespace first and
+    alone (map_ids() returns once the parent has written its id maps; we are its root after),
+    then the others at once, so that it owns them."""
+    join(opened, sys)
+    if new_flags(linux, ("user",)):
+        sys.unshare(sc.CLONE_NEWUSER)
+        map_ids()
+        sys.setresgid(0, 0, 0)
+        sys.setresuid(0, 0, 0)
+    flags = new_flags(linux) & ~sc.CLONE_NEWUSER
+    if flags:
+        log.debug(f"nsexec container setup: unsharing namespaces (flags {flags:#x})", stage=1)
+        sys.unshare(flags)
+    if linux.time_offsets and flags & sc.CLONE_NEWTIME:
+        write_time_offsets(linux.time_offsets)
 
 
 def new_flags(linux, kinds=None) -> int:

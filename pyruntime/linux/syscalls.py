@@ -7,6 +7,7 @@ arguments, so the callers read like the C they replace.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -262,3 +263,47 @@ def set_mempolicy(mode: int, nodemask: int, maxnode: int) -> None:
     _check(_libc.syscall(nr("set_mempolicy"), ctypes.c_int(mode), mask if nodemask else None,
                          ctypes.c_ulong(words * 64 + 1 if nodemask else 0)),
            "set_mempolicy", hex(mode), hex(nodemask))
+
+
+class Sys:
+    """The calls that set a container up, as one object: rootfs, namespaces, process and init
+    take a `sys` (SYS, this real one, by default), so a test can hand them a recording fake
+    (tests/unit/fakes.py) and check what they would do without root or a rootfs. The os
+    functions are here too because their fds and paths come from the calls above: a fake
+    openat2's fd means nothing to the real os.fstat."""
+    mount = staticmethod(mount)
+    umount2 = staticmethod(umount2)
+    pivot_root = staticmethod(pivot_root)
+    openat2 = staticmethod(openat2)
+    open_tree = staticmethod(open_tree)
+    move_mount = staticmethod(move_mount)
+    mount_setattr = staticmethod(mount_setattr)
+    unshare = staticmethod(unshare)
+    setns = staticmethod(setns)
+    sethostname = staticmethod(sethostname)
+    setdomainname = staticmethod(setdomainname)
+    personality = staticmethod(personality)
+    ioprio_set = staticmethod(ioprio_set)
+    join_session_keyring = staticmethod(join_session_keyring)
+    ioctl = staticmethod(fcntl.ioctl)
+    open = staticmethod(os.open)
+    close = staticmethod(os.close)
+    dup2 = staticmethod(os.dup2)
+    stat = staticmethod(os.stat)
+    fstat = staticmethod(os.fstat)
+    statvfs = staticmethod(os.statvfs)
+    readlink = staticmethod(os.readlink)
+    mkdir = staticmethod(os.mkdir)
+    mknod = staticmethod(os.mknod)
+    symlink = staticmethod(os.symlink)
+    unlink = staticmethod(os.unlink)
+    chown = staticmethod(os.chown)
+    chmod = staticmethod(os.chmod)
+    chdir = staticmethod(os.chdir)
+    fchdir = staticmethod(os.fchdir)
+    chroot = staticmethod(os.chroot)
+    setresuid = staticmethod(os.setresuid)
+    setresgid = staticmethod(os.setresgid)
+
+
+SYS = Sys()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from pyruntime.lean import jsonio
+from pyruntime.oci import mounts
 from pyruntime.errors import MISSING, ConfigError, RuntimeFailure
 from pyruntime.lean.records import field, record
 
@@ -301,9 +302,8 @@ def parse(raw, bundle: str) -> Config:
             raise ConfigError("linux.intelRdt", rdt, "cannot be applied: no resctrl filesystem "
                               "is mounted on this host")
         cfg.linux.intel_rdt = rdt
-    from pyruntime.setup.rootfs import check_options  # create imports rootfs anyway
     for m in cfg.mounts:
-        check_options(m)
+        mounts.check_options(m)
     return cfg
 
 
@@ -380,16 +380,18 @@ def _mount(m: Reader) -> Mount:
         m.fail("destination", dest, "must not be empty")
     mt = Mount(destination=dest, type=m.string("type", ""), source=m.string("source", ""),
                options=m.strings("options"), path=m.path,
-               uid_mappings=m.get("uidMappings", list, []), gid_mappings=m.get("gidMappings", list, []))
-    if not mt.type and not _is_bind(mt):
+               uid_mappings=_id_maps(m, "uidMappings"), gid_mappings=_id_maps(m, "gidMappings"))
+    if not mt.type and not mounts.is_bind(mt):
         # mount(2) with no filesystem type: runc and crun fail with ENODEV, at start.
         m.fail("type", m.obj.get("type", MISSING), 'is needed unless the options hold "bind" '
                'or "rbind"')
     return mt
 
 
-def _is_bind(m: Mount) -> bool:
-    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
+def _id_maps(r: Reader, key: str) -> list[dict]:
+    return [{k: mr.integer(k, required=True, lo=0, hi=UINT32) for k in ("containerID", "hostID",
+                                                                        "size")}
+            for mr in r.objects(key)]
 
 
 def _hooks(h: Reader | None) -> dict[str, list[Hook]]:
@@ -449,13 +451,6 @@ def _linux(lr: Reader | None) -> Linux:
     for clock, off in time_offsets.items():
         if clock not in ("monotonic", "boottime"):
             raise ConfigError(f"linux.timeOffsets.{clock}", off, "is not a clock (monotonic, boottime)")
-    idmaps = {}
-    for key in ("uidMappings", "gidMappings"):
-        maps = []
-        for mr in lr.objects(key):
-            maps.append({k: mr.integer(k, required=True, lo=0, hi=UINT32)
-                         for k in ("containerID", "hostID", "size")})
-        idmaps[key] = maps
     pers = lr.child("personality")
     if pers and pers.obj.get("flags"):
         pers.fail("flags", pers.obj["flags"], 'is not supported: config-linux.md says "Currently '
@@ -469,7 +464,8 @@ def _linux(lr: Reader | None) -> Linux:
         from pyruntime.seccomp import filter as seccomp_mod
         seccomp_mod.check(seccomp)
     return Linux(
-        namespaces=namespaces, uid_mappings=idmaps["uidMappings"], gid_mappings=idmaps["gidMappings"],
+        namespaces=namespaces, uid_mappings=_id_maps(lr, "uidMappings"),
+        gid_mappings=_id_maps(lr, "gidMappings"),
         time_offsets=time_offsets, devices=devices, cgroups_path=lr.string("cgroupsPath"),
         resources=lr.get("resources", dict, {}), sysctl=sysctl, seccomp=seccomp,
         rootfs_propagation=prop, masked_paths=lr.strings("maskedPaths"),

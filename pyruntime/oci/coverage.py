@@ -31,7 +31,8 @@ FIELDS: dict[str, tuple] = {
     "mounts[].destination": (APPLIED, "rootfs.mount_one, resolved inside the rootfs"),
     "mounts[].source": (APPLIED, "rootfs.mount_one"),
     "mounts[].type": (APPLIED, "rootfs.mount_one (bind, cgroup and any kernel filesystem)"),
-    "mounts[].options": (APPLIED, "rootfs.parse_options and mountattr.py; see MOUNT_OPTIONS"),
+    "mounts[].options": (APPLIED, "oci/mounts.py reads them, rootfs.py and mountattr.py apply "
+                                    "them; see MOUNT_OPTIONS"),
     "mounts[].uidMappings": (
         APPLIED, "mountattr.open_idmapped: open_tree + mount_setattr(MOUNT_ATTR_IDMAP) in "
         "create, moved into place by the init", "mount_setattr", REFUSED),

@@ -325,7 +325,7 @@ def host_check(bundle_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
     bundle = Path(bundle_dir)
     raw = json.loads((bundle / "config.json").read_bytes())
     problems, warnings = [], []
-    from pyruntime.setup.rootfs import check_options
+    from pyruntime.oci.mounts import check_options
     for i, m in enumerate(raw.get("mounts") or []):  # each mount, not only the first bad one
         try:
             check_options(configmod._mount(configmod.Reader(m, f"mounts[{i}]")))

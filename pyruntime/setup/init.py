@@ -13,7 +13,8 @@ import struct
 import prctl
 
 from pyruntime.lean import socket
-from pyruntime.linux import console, namespaces, syscalls as sc
+from pyruntime.linux import console, namespaces
+from pyruntime.linux.syscalls import SYS, Sys
 from pyruntime.lifecycle import hooks
 from pyruntime import log
 from pyruntime.setup import process, rootfs
@@ -47,28 +48,19 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
     try:
         prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
         chan.recv("go")  # the parent has put us in the container's cgroup
-        linux = a.cfg.linux
         if a.ns_fds:
             log.debug(f"nsexec container setup: joining {[k for k, _ in a.ns_fds]} namespaces",
                       stage=1)
-        namespaces.join(a.ns_fds)
-        if namespaces.new_flags(linux, ("user",)):
+
+        def map_ids() -> None:  # the parent writes a new user namespace's maps
             if a.rootless:
                 # an unprivileged parent (and newuidmap, which checks who owns us) can write
                 # our /proc/<pid>/*_map only while we are dumpable: just for the mapping, as runc
                 prctl.set_dumpable(True)
-            sc.unshare(sc.CLONE_NEWUSER)
             chan.send("userns")
             chan.recv("mapped")
             prctl.set_dumpable(False)
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-        flags = namespaces.new_flags(linux) & ~sc.CLONE_NEWUSER
-        if flags:
-            log.debug(f"nsexec container setup: unsharing namespaces (flags {flags:#x})", stage=1)
-            sc.unshare(flags)
-        if linux.time_offsets and flags & sc.CLONE_NEWTIME:
-            namespaces.write_time_offsets(linux.time_offsets)
+        namespaces.enter(a.cfg.linux, a.ns_fds, map_ids)
         # The init shares our channel: hold it back until the parent has its pid.
         hold_r, hold_w = os.pipe()
         pid = os.fork()
@@ -107,7 +99,7 @@ def _fail(chan: Channel, e: BaseException) -> None:
     os._exit(1)
 
 
-def _init(chan: Channel, a: InitArgs) -> None:
+def _init(chan: Channel, a: InitArgs, sys: Sys = SYS) -> None:
     cfg, linux, proc = a.cfg, a.cfg.linux, a.cfg.process
     log.debug("child process in init(): setting the container up")
     process.die_on_signals()
@@ -124,16 +116,16 @@ def _init(chan: Channel, a: InitArgs) -> None:
 
     # -- the rootfs, while the host's filesystem is still in view
     if new_mount_ns:
-        rootfs.set_root_propagation(linux.rootfs_propagation)
-        rootfs.bind_rootfs(cfg.root_path)
-    root_fd = os.open(cfg.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        rootfs.set_root_propagation(linux.rootfs_propagation, sys)
+        rootfs.bind_rootfs(cfg.root_path, sys)
+    root_fd = sys.open(cfg.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     log.debug(f"init: mounting {len(cfg.mounts)} mounts in {cfg.root_path}")
-    rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths, a.cgroup_mode, a.bind_sources)
+    rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths, a.cgroup_mode, a.bind_sources, sys)
     for fd in a.bind_sources.values():
-        os.close(fd)
+        sys.close(fd)
     log.debug("init: creating devices")
-    rootfs.create_devices(cfg, root_fd, in_user_ns)
-    os.close(root_fd)
+    rootfs.create_devices(cfg, root_fd, in_user_ns, sys)
+    sys.close(root_fd)
     process.set_oom_score_adj(proc.oom_score_adj if proc else None)
 
     # -- hooks that run before the root switch: prestart and createRuntime in the runtime's
@@ -150,45 +142,45 @@ def _init(chan: Channel, a: InitArgs) -> None:
     # -- switch root
     log.debug("init: switching root" + (" (--no-pivot)" if a.no_pivot else ""))
     if a.no_pivot:
-        rootfs.move_root(cfg.root_path)
+        rootfs.move_root(cfg.root_path, sys)
     elif new_mount_ns:
-        rootfs.pivot(cfg.root_path)
+        rootfs.pivot(cfg.root_path, sys)
     else:
-        os.chroot(cfg.root_path)  # sharing the host's mount namespace: never pivot it
-        os.chdir("/")
-    rootfs.reopen_dev_null()
+        sys.chroot(cfg.root_path)  # sharing the host's mount namespace: never pivot it
+        sys.chdir("/")
+    rootfs.reopen_dev_null(sys)
     if proc and proc.terminal:
         setup_terminal(proc, a.console_sock)
     if new_mount_ns:
-        rootfs.set_rootfs_propagation(linux.rootfs_propagation)
-    rootfs.readonly_dev(cfg)
+        rootfs.set_rootfs_propagation(linux.rootfs_propagation, sys)
+    rootfs.readonly_dev(cfg, sys)
     if cfg.root_readonly:
-        rootfs.readonly_root()
+        rootfs.readonly_root(sys)
 
     # -- the rest of the environment, in runc's order
     log.debug("init: hostname, sysctls, read-only and masked paths, personality, keyring")
     if cfg.hostname is not None and linux.namespace("uts"):
-        sc.sethostname(cfg.hostname)
+        sys.sethostname(cfg.hostname)
     if cfg.domainname is not None and linux.namespace("uts"):
-        sc.setdomainname(cfg.domainname)
+        sys.setdomainname(cfg.domainname)
     for key, value in linux.sysctl.items():
         write_sysctl(key, value)
-    rootfs.readonly_paths(linux.readonly_paths)
-    rootfs.mask_paths(linux.masked_paths)
-    process.set_personality(linux.personality)
+    rootfs.readonly_paths(linux.readonly_paths, sys)
+    rootfs.mask_paths(linux.masked_paths, sys)
+    process.set_personality(linux.personality, sys)
     if linux.memory_policy:
         from pyruntime.linux import mempolicy
         mempolicy.apply(linux.memory_policy)
     if not a.no_new_keyring:
         try:
-            sc.join_session_keyring(f"_ses.{a.container_id}")
+            sys.join_session_keyring(f"_ses.{a.container_id}")
         except OSError:
             pass  # no keyring support (ENOSYS) or not allowed here: runc goes on too
     if proc is None:
         out = _wait_for_start(chan, fifo, let_go_of_stderr=True)  # nothing to exec
         _start_container_hooks(cfg, state, out)()
         os._exit(0)
-    process.set_scheduling(proc)
+    process.set_scheduling(proc, sys)
     process.enter_cwd(proc.cwd)
     env = process.build_env(proc, a.preserve_fds)
     path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])

@@ -1,48 +1,18 @@
 """Mount options the kernel's mount(2) flags cannot express: the recursive `r*` attributes
 (mount_setattr(2) with AT_RECURSIVE, so every submount of an rbind gets them: a plain `ro`
-remount covers only the top mount) and tmpcopyup."""
+remount covers only the top mount; oci/mounts.py reads them), tmpcopyup and idmapped mounts."""
 from __future__ import annotations
 
 import os
 import stat
 
 from pyruntime.linux import syscalls as sc
-
-_ATIME = sc.MOUNT_ATTR__ATIME
-# option -> (attributes to set, attributes to clear). The atime modes are one field, so each
-# atime option clears the whole field; "back to the default" (ratime, rnorelatime,
-# rnostrictatime) is relatime, the kernel's default for a new mount.
-RECURSIVE = {
-    "rro": (sc.MOUNT_ATTR_RDONLY, 0), "rrw": (0, sc.MOUNT_ATTR_RDONLY),
-    "rnosuid": (sc.MOUNT_ATTR_NOSUID, 0), "rsuid": (0, sc.MOUNT_ATTR_NOSUID),
-    "rnodev": (sc.MOUNT_ATTR_NODEV, 0), "rdev": (0, sc.MOUNT_ATTR_NODEV),
-    "rnoexec": (sc.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, sc.MOUNT_ATTR_NOEXEC),
-    "rnosymfollow": (sc.MOUNT_ATTR_NOSYMFOLLOW, 0), "rsymfollow": (0, sc.MOUNT_ATTR_NOSYMFOLLOW),
-    "rnodiratime": (sc.MOUNT_ATTR_NODIRATIME, 0), "rdiratime": (0, sc.MOUNT_ATTR_NODIRATIME),
-    "rnoatime": (sc.MOUNT_ATTR_NOATIME, _ATIME), "rstrictatime": (sc.MOUNT_ATTR_STRICTATIME, _ATIME),
-    "rrelatime": (sc.MOUNT_ATTR_RELATIME, _ATIME), "ratime": (sc.MOUNT_ATTR_RELATIME, _ATIME),
-    "rnorelatime": (sc.MOUNT_ATTR_RELATIME, _ATIME),
-    "rnostrictatime": (sc.MOUNT_ATTR_RELATIME, _ATIME),
-}
+from pyruntime.linux.syscalls import SYS, Sys
 
 
-def recursive(options: list[str]) -> tuple[int, int] | None:
-    """(attr_set, attr_clr) of the recursive options in `options`, the last one winning, or
-    None when there are none."""
-    set_, clr, seen = 0, 0, False
-    for opt in options:
-        if opt in RECURSIVE:
-            seen = True
-            s, c = RECURSIVE[opt]
-            set_, clr = (set_ & ~c) | s, (clr & ~s) | c
-    if clr & _ATIME:  # the kernel takes the atime field cleared whole or not at all
-        clr |= _ATIME
-    return (set_, clr) if seen else None
-
-
-def apply_recursive(fd: int, attrs: tuple[int, int]) -> None:
+def apply_recursive(fd: int, attrs: tuple[int, int], sys: Sys = SYS) -> None:
     """Set the attributes on the mount at O_PATH `fd` and every mount below it."""
-    sc.mount_setattr(fd, "", sc.AT_EMPTY_PATH | sc.AT_RECURSIVE, attrs[0], attrs[1])
+    sys.mount_setattr(fd, "", sc.AT_EMPTY_PATH | sc.AT_RECURSIVE, attrs[0], attrs[1])
 
 
 def supported() -> bool:
@@ -109,8 +79,8 @@ def open_idmapped(m, source: str, linux) -> int:
     runc 1.2 and crun do. Made by `create` on the host: idmapping a filesystem needs
     CAP_SYS_ADMIN in the user namespace that owns it; the init moves it into place."""
     from pyruntime.errors import RuntimeFailure
-    uids = _maps(m.uid_mappings, f"{m.path}.uidMappings") or linux.uid_mappings
-    gids = _maps(m.gid_mappings, f"{m.path}.gidMappings") or linux.gid_mappings
+    uids = m.uid_mappings or linux.uid_mappings
+    gids = m.gid_mappings or linux.gid_mappings
     if not uids or not gids:
         raise RuntimeFailure(f"{m.path}: an idmapped mount needs uidMappings and gidMappings, "
                              "on the mount or in linux (a user namespace)")
@@ -133,13 +103,6 @@ def open_idmapped(m, source: str, linux) -> int:
         return tree
     finally:
         os.close(userns)
-
-
-def _maps(maps: list, path: str) -> list[dict]:
-    from pyruntime.oci.config import UINT32, Reader
-    readers = (Reader(e, f"{path}[{i}]") for i, e in enumerate(maps))
-    return [{k: r.integer(k, required=True, lo=0, hi=UINT32) for k in ("containerID", "hostID",
-                                                                       "size")} for r in readers]
 
 
 def _userns_fd(uids: list[dict], gids: list[dict]) -> int:

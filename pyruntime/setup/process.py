@@ -9,7 +9,8 @@ import stat
 import prctl
 
 from pyruntime.lean import signal
-from pyruntime.linux import capabilities, lsm, syscalls as sc
+from pyruntime.linux import capabilities, lsm
+from pyruntime.linux.syscalls import SYS, Sys
 from pyruntime.setup import execshim
 from pyruntime.errors import RuntimeFailure
 
@@ -48,17 +49,20 @@ def set_oom_score_adj(value: int | None) -> None:
         raise RuntimeFailure(f"process.oomScoreAdj: {value}: {e.strerror}") from None
 
 
-def set_personality(personality: dict | None) -> None:
+def set_personality(personality: dict | None, sys: Sys = SYS) -> None:
     if not personality:
         return
     domains = {"LINUX": 0x0000, "LINUX32": 0x0008}
     domain = personality.get("domain")
     if domain not in domains:
         raise RuntimeFailure(f"linux.personality.domain: {domain!r} is not LINUX or LINUX32")
-    sc.personality(domains[domain])
+    try:
+        sys.personality(domains[domain])
+    except OSError as e:
+        raise RuntimeFailure(f"linux.personality.domain: {domain}: {e.strerror}") from None
 
 
-def set_scheduling(proc) -> None:
+def set_scheduling(proc, sys: Sys = SYS) -> None:
     sched = proc.scheduler
     if sched:
         policies = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
@@ -78,7 +82,10 @@ def set_scheduling(proc) -> None:
         cls = classes.get(prio.get("class"))
         if cls is None:
             raise RuntimeFailure(f"process.ioPriority.class: {prio.get('class')!r} is not an I/O class")
-        sc.ioprio_set(1, 0, cls << 13 | int(prio.get("priority", 0)))
+        try:
+            sys.ioprio_set(1, 0, cls << 13 | int(prio.get("priority", 0)))
+        except OSError as e:
+            raise RuntimeFailure(f"process.ioPriority: {e.strerror}") from None
 
 
 def lookup_executable(arg0: str, env: list[str]) -> str:
