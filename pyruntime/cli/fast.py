@@ -111,14 +111,13 @@ def _one_id(args):
 
 
 def _flags(args, known):
-    """(flags seen, positionals): flags only from `known` (runc's -flag spelling too)."""
+    """(flags seen, positionals): flags only from `known`, as spelt there."""
     seen, pos = set(), []
     for a in args:
         if a.startswith("-"):
-            name = a.lstrip("-")
-            if name not in known or a.startswith("---"):
+            if a not in known:
                 raise Fallback
-            seen.add(known[name])
+            seen.add(known[a])
         else:
             pos.append(a)
     return seen, pos
@@ -340,7 +339,7 @@ def _kill(ctx, args):
 
 
 def _delete(ctx, args):
-    flags, pos = _flags(args, {"force": "force", "f": "force"})
+    flags, pos = _flags(args, {"--force": "force", "-force": "force", "-f": "force"})
     if len(pos) != 1:
         raise Fallback
     cid = pos[0]
@@ -410,13 +409,12 @@ def _remove_cgroups(cg):
 
 
 def _list(ctx, args):
-    known = {"quiet": "quiet", "q": "quiet"}
     fmt = "table"
     rest = []
     i = 0
-    while i < len(args):  # --format/-f VALUE, or =VALUE
-        name, eq, value = args[i].lstrip("-").partition("=")
-        if args[i].startswith("-") and not args[i].startswith("---") and name in ("format", "f"):
+    while i < len(args):  # --format/-f VALUE, or --format=VALUE
+        name, eq, value = args[i].partition("=")
+        if name in ("--format", "-format", "-f") and not (eq and name == "-f"):
             if not eq:
                 i += 1
                 value = args[i]
@@ -426,7 +424,7 @@ def _list(ctx, args):
         else:
             rest.append(args[i])
         i += 1
-    flags, pos = _flags(rest, known)
+    flags, pos = _flags(rest, {"--quiet": "quiet", "-quiet": "quiet", "-q": "quiet"})
     if pos:
         raise Fallback
     root = ctx.root
