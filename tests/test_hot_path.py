@@ -249,12 +249,55 @@ def test_lean_falls_back_with_the_full_paths_errors(runtime, bundle):
     assert set(os.listdir(runtime.root)) <= {cid, ".cache"}
 
 
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own lean path")
+def test_lean_reads_the_init_by_pid_and_start_time(runtime):
+    """A state naming a live process of ours: with its start time it is our init (created,
+    and start blocks on exec.fifo until interrupted: 130 as the full path); with another
+    start time the pid was recycled (stopped, pid 0), on both paths."""
+    import shutil
+    import signal
+    from pyruntime.lifecycle.state import proc_start_time
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        start = proc_start_time(sleeper.pid)
+        d = runtime.root / "fake"
+        d.mkdir(parents=True)
+        os.mkfifo(d / "exec.fifo")
+        for init_start, status in ((start, "created"), (start + 1, "stopped")):
+            (d / "pyruntime.json").write_text(json.dumps(
+                {"id": "fake", "pid": sleeper.pid, "init_start": init_start,
+                 "status": "created", "owner": "root"}))
+            lean, full = call(runtime, "state", "fake"), call(runtime, "state", "fake", lean=False)
+            assert_lean(lean[3], "state")
+            assert lean[:3] == full[:3]
+            st = json.loads(lean[1])
+            assert (st["status"], st["pid"]) == (status, sleeper.pid if status == "created" else 0)
+        (d / "pyruntime.json").write_text(json.dumps(
+            {"id": "fake", "pid": sleeper.pid, "init_start": start, "status": "created"}))
+        for lean in (True, False):
+            env = {k: v for k, v in os.environ.items() if k != "PYRUNTIME_NO_LEAN"}
+            if not lean:
+                env["PYRUNTIME_NO_LEAN"] = "1"
+            p = subprocess.Popen(runtime.cmd("start", "fake"), env=env, stderr=subprocess.PIPE)
+            time.sleep(1)
+            assert p.poll() is None  # blocked on the fifo, as the full path
+            p.send_signal(signal.SIGINT)
+            assert (p.wait(10), p.stderr.read()) == (130, b""), lean
+            p.stderr.close()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        shutil.rmtree(runtime.root / "fake", ignore_errors=True)
+
+
 def test_the_lean_path_shares_the_full_codes_constants():
     from pyruntime.cgroups import delegation
     from pyruntime.cli import fast
-    from pyruntime.cli.main import Context
+    from pyruntime.cli import main
     assert fast.CGROUP2_RECORD == delegation.RECORD
-    assert fast.Ctx.root == Context.root
+    assert fast.Ctx.root == main.Context.root
+    assert set(fast.GLOBAL_VALUE_FLAGS) == main.GLOBAL_VALUE_FLAGS
+    assert set(fast.GLOBAL_BOOL_FLAGS) == main.GLOBAL_BOOL_FLAGS
 
 
 # ---------------------------------------------------------------- jsonio

@@ -18,11 +18,12 @@ import sys
 
 from pyruntime.lifecycle import layout
 
-# pyruntime.cgroups.delegation.RECORD (a test keeps them equal): while it exists, a delete
-# may have to release cgroup2 controllers: the full code's job.
+# Copies of what modules that import os define (a test keeps them equal):
+# pyruntime.cgroups.delegation.RECORD: while it exists, a delete may have to release cgroup2
+# controllers (the full code's job); cli/main.py's global flags.
 CGROUP2_RECORD = "/run/pyruntime-cgroup2-enabled.json"
-_GLOBAL_VALUE = ("root", "log", "log-format", "rootless", "criu")
-_GLOBAL_BOOL = ("debug", "systemd-cgroup")
+GLOBAL_VALUE_FLAGS = ("root", "log", "log-format", "rootless", "criu")
+GLOBAL_BOOL_FLAGS = ("debug", "systemd-cgroup")
 
 
 class Fallback(Exception):
@@ -39,6 +40,8 @@ def run():
     """The launcher's entry: the lean path, else the full CLI's run()."""
     try:
         code = main(sys.argv[1:])
+    except KeyboardInterrupt:
+        code = 130  # as the full CLI
     except Exception:  # never a traceback from here: whatever it was, the full path decides
         code = None
     if code is None:
@@ -85,10 +88,10 @@ def _split(argv):
         if not arg.startswith("-") or arg == "-":
             break
         name, eq, value = arg.lstrip("-").partition("=")
-        if name in _GLOBAL_BOOL:
+        if name in GLOBAL_BOOL_FLAGS:
             if not eq or value.lower() not in ("false", "0"):
                 raise Fallback  # --debug, --systemd-cgroup
-        elif name in _GLOBAL_VALUE:
+        elif name in GLOBAL_VALUE_FLAGS:
             if not eq:
                 i += 1
                 value = argv[i]  # IndexError: falls back
