@@ -159,6 +159,9 @@ def test_lean_outputs_equal_the_full_paths(runtime, bundle, tmp_path, global_arg
             if step[0] == "start":
                 assert json.loads(call(runtime, "state", cid)[1])["status"] == "running"
         assert results[0] == results[1] == (0, "", ""), step
+        if step[0] == "kill":  # the reads below must not race the deaths
+            for cid in twins:
+                _wait_stopped(runtime, cid)
         for args in reads[1:]:
             assert call(runtime, *args, global_args=g)[:3] == \
                 call(runtime, *args, lean=False, global_args=g)[:3], args
