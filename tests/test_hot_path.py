@@ -3,8 +3,10 @@ on what the hot path imports: no timing here (bench/ measures speed), only which
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -46,10 +48,272 @@ def test_the_lifecycle_imports_nothing_heavy(runtime, bundle):
                  ("delete", "--force", cid)):
         rc, mods = imported_by("--root", str(runtime.root), *args)
         assert rc == 0, args
-        assert "pyruntime.cli.main" in mods  # the probe works
+        assert "pyruntime.cli.fast" in mods  # the probe works
         assert not mods & HEAVY, (args[0], sorted(mods & HEAVY))
         if args[0] not in ("create", "exec"):  # only a process that sets one up needs prctl
             assert not mods & {"prctl", "_prctl"}, args[0]
+
+
+# ---------------------------------------------------------------- the lean path (cli/fast.py)
+
+LEAN = {"pyruntime", "pyruntime.cli", "pyruntime.cli.fast", "pyruntime.lifecycle",
+        "pyruntime.lifecycle.layout"}
+
+
+def _interpreter() -> str:
+    with open(runtime_binary()) as f:
+        return f.readline()[2:].split()[0]
+
+
+def _interpreter_facts() -> tuple[set[str], set[str]]:
+    """(what the bare interpreter imports at start, its builtin modules)."""
+    code = "import sys; print(' '.join(sys.builtin_module_names))"
+    p = subprocess.run([_interpreter(), "-IS", "-X", "importtime", "-c", code],
+                       capture_output=True, text=True, check=True)
+    start = {line.rsplit("|", 1)[1].strip() for line in p.stderr.splitlines()
+             if line.startswith("import time:") and "|" in line} - {"imported package"}
+    return start, set(p.stdout.split())
+
+
+def call(runtime, *args, lean=True, global_args=()):
+    """(rc, stdout, stderr, modules imported) of a CLI call; lean=False: the full path."""
+    env = dict(os.environ)
+    env.pop("PYRUNTIME_NO_LEAN", None)
+    if not lean:
+        env["PYRUNTIME_NO_LEAN"] = "1"
+    p = subprocess.run([_interpreter(), "-IS", "-X", "importtime", runtime.binary,
+                        *runtime.cmd(*args, global_args=global_args)[1:]],
+                       capture_output=True, stdin=subprocess.DEVNULL, env=env, timeout=30)
+    err = p.stderr.decode(errors="replace").splitlines(keepends=True)
+    mods = {line.rsplit("|", 1)[1].strip() for line in err
+            if line.startswith("import time:") and "|" in line} - {"imported package"}
+    return (p.returncode, p.stdout.decode(),
+            "".join(line for line in err if not line.startswith("import time:")), mods)
+
+
+def assert_lean(mods, what) -> None:
+    """Only builtins, the lean path's own modules, and fcntl/_json where a build has them as
+    shared C extensions (pyenv's); never the full CLI."""
+    start, builtin = _interpreter_facts()
+    extensions = {"fcntl", "_json"} - builtin
+    assert "pyruntime.cli.main" not in mods, f"{what}: fell back to the full path"
+    assert mods - start - LEAN <= builtin | extensions, (what, sorted(mods - start - LEAN - builtin))
+
+
+def _cgroups_of(cid: str) -> list[str]:
+    return [os.path.join(dp, d) for h in ("/sys/fs/cgroup",) for dp, ds, _ in os.walk(h)
+            for d in ds if d == cid]
+
+
+def _wait_stopped(runtime, cid):
+    from conftest import reap_zombies
+    deadline = time.monotonic() + 10
+    while json.loads(call(runtime, "state", cid)[1])["status"] != "stopped":
+        assert time.monotonic() < deadline
+        reap_zombies()
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own lean path")
+def test_lean_lifecycle_imports_only_builtins(runtime, bundle):
+    bundle.config["process"]["args"] = ["sleep", "30"]
+    bundle.write()
+    cid = runtime.create(bundle)
+    assert _cgroups_of(cid)
+    for args in (("state", cid), ("list",), ("start", cid), ("state", cid),
+                 ("list", "--format", "json"), ("list", "-q"), ("kill", cid, "KILL")):
+        rc, out, err, mods = call(runtime, *args)
+        assert (rc, err) == (0, ""), args
+        assert_lean(mods, args)
+    _wait_stopped(runtime, cid)
+    rc, out, err, mods = call(runtime, "delete", cid)
+    assert (rc, out, err) == (0, "", "")
+    assert_lean(mods, "delete")
+    assert not (runtime.root / cid).exists()
+    assert _cgroups_of(cid) == []  # every dir the full code removes
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own lean path")
+@pytest.mark.parametrize("global_args", [(), ("--log-format", "json")])
+def test_lean_outputs_equal_the_full_paths(runtime, bundle, tmp_path, global_args):
+    """Read-only commands on one container, both paths; start/kill/delete on twins."""
+    bundle.config["process"]["args"] = ["sleep", "30"]
+    bundle.config["annotations"] = {"org.example/a": "1", "b": "two words"}
+    bundle.write()
+    log = tmp_path / "log"
+    g = ("--log", str(log), *global_args)
+    twins = [runtime.create(bundle), runtime.create(bundle)]
+    reads = [("state", twins[0]), ("list",), ("list", "-q"), ("list", "--format=json"),
+             ("list", "-f", "table"), ("list", "-format", "json", "-quiet")]
+    for args in reads:
+        lean, full = call(runtime, *args, global_args=g), \
+            call(runtime, *args, lean=False, global_args=g)
+        assert_lean(lean[3], args)
+        assert lean[:3] == full[:3] and lean[0] == 0, args
+    for step in (("start",), ("kill", "KILL")):
+        results = []
+        for cid, lean in zip(twins, (True, False)):
+            rc, out, err, mods = call(runtime, *step[:1], cid, *step[1:], lean=lean, global_args=g)
+            assert ("pyruntime.cli.main" not in mods) is lean
+            results.append((rc, out, err))
+            if step[0] == "start":
+                assert json.loads(call(runtime, "state", cid)[1])["status"] == "running"
+        assert results[0] == results[1] == (0, "", ""), step
+        if step[0] == "kill":  # the reads below must not race the deaths
+            for cid in twins:
+                _wait_stopped(runtime, cid)
+        for args in reads[1:]:
+            assert call(runtime, *args, global_args=g)[:3] == \
+                call(runtime, *args, lean=False, global_args=g)[:3], args
+    results = []
+    for cid, lean in zip(twins, (True, False)):
+        _wait_stopped(runtime, cid)
+        assert call(runtime, "state", cid, global_args=g)[:3] == \
+            call(runtime, "state", cid, lean=False, global_args=g)[:3]
+        rc, out, err, mods = call(runtime, "delete", cid, lean=lean, global_args=g)
+        assert ("pyruntime.cli.main" not in mods) is lean
+        results.append((rc, out, err, (runtime.root / cid).exists(), _cgroups_of(cid)))
+    assert results[0] == results[1] == (0, "", "", False, [])
+    assert log.read_text() == ""
+
+
+def _hook(path) -> list[dict]:
+    return [{"path": "/bin/sh", "args": ["sh", "-c", f"echo ran >> {path}"]}]
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own lean path")
+def test_lean_falls_back_for_hooks(runtime, bundle, tmp_path):
+    bundle.config["process"]["args"] = ["sleep", "30"]
+    bundle.config["hooks"] = {"poststart": _hook(tmp_path / "poststart"),
+                              "poststop": _hook(tmp_path / "poststop")}
+    bundle.write()
+    cid = runtime.create(bundle)
+    assert_lean(call(runtime, "state", cid)[3], "state of a container with hooks")
+    rc, out, err, mods = call(runtime, "start", cid)
+    assert (rc, err, "pyruntime.cli.main" in mods) == (0, "", True)
+    assert (tmp_path / "poststart").read_text() == "ran\n"
+    assert_lean(call(runtime, "kill", cid, "9")[3], "kill of a container with hooks")
+    _wait_stopped(runtime, cid)
+    rc, out, err, mods = call(runtime, "delete", cid)
+    assert (rc, err, "pyruntime.cli.main" in mods) == (0, "", True)
+    assert (tmp_path / "poststop").read_text() == "ran\n"
+    assert _cgroups_of(cid) == []
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own lean path")
+def test_lean_falls_back_for_a_paused_container(runtime, bundle):
+    bundle.config["process"]["args"] = ["sleep", "30"]
+    bundle.write()
+    cid = runtime.create(bundle)
+    runtime("start", cid)
+    runtime("pause", cid)
+    for args in (("state", cid), ("list", "--format", "json"), ("delete", cid)):
+        lean, full = call(runtime, *args), call(runtime, *args, lean=False)
+        assert "pyruntime.cli.main" in lean[3], args
+        assert lean[:3] == full[:3], args
+    assert json.loads(call(runtime, "state", cid)[1])["status"] == "paused"
+    rc, out, err, mods = call(runtime, "kill", cid, "KILL")  # the full code thaws it too
+    assert (rc, err, "pyruntime.cli.main" in mods) == (0, "", True)
+    _wait_stopped(runtime, cid)
+    assert call(runtime, "delete", cid)[:3] == (0, "", "")
+    assert _cgroups_of(cid) == []
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own lean path")
+def test_lean_falls_back_with_the_full_paths_errors(runtime, bundle):
+    """Unknown ids, damaged or missing state files, refusals, unknown flags: the full path's
+    exact error lines and exit codes."""
+    bundle.config["process"]["args"] = ["sleep", "30"]
+    bundle.write()
+    cid = runtime.create(bundle)
+    runtime.root.mkdir(exist_ok=True)
+    (runtime.root / "corrupt").mkdir()
+    (runtime.root / "corrupt" / "pyruntime.json").write_text('{"pid": "x"}')
+    (runtime.root / "nofile").mkdir()
+    (runtime.root / "bad").mkdir()
+    (runtime.root / "bad" / "pyruntime.json").write_text('{"pid": 1} trailing')
+    cases = [(cmd, x) for cmd in ("state", "start", "kill", "delete")
+             for x in ("nope", "corrupt", "nofile", "bad", "../x", "")]
+    cases += [("kill", cid, "NOSUCH"), ("kill", cid, "99"), ("kill", cid, "SIG_DFL"),
+              ("delete", cid), ("start", cid, "extra"), ("state", "--nope", cid),
+              ("list", "--format", "yaml"), ("list", "extra"), ("list", "-f=json"),
+              ("list", "--f", "json"), ("delete", "--f", cid), ("list",)]
+    for args in cases:
+        lean, full = call(runtime, *args), call(runtime, *args, lean=False)
+        assert "pyruntime.cli.main" in lean[3], args
+        assert lean[:3] == full[:3], args
+        assert lean[0] != 0 or args[0] == "list", args  # list of a damaged root: full path
+    for g in (("--debug",), ("--systemd-cgroup",), ("--nope",), ("--log-format", "xml")):
+        lean, full = call(runtime, "state", cid, global_args=g), \
+            call(runtime, "state", cid, lean=False, global_args=g)
+        assert "pyruntime.cli.main" in lean[3] and lean[:3] == full[:3], g
+    for d in ("corrupt", "nofile", "bad"):
+        assert call(runtime, "delete", "--force", d)[0] == 0
+    assert set(os.listdir(runtime.root)) <= {cid, ".cache"}
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own lean path")
+def test_lean_reads_the_init_by_pid_and_start_time(runtime):
+    """A state naming a live process of ours: with its start time it is our init (created,
+    and start blocks on exec.fifo until interrupted: 130 as the full path); with another
+    start time the pid was recycled (stopped, pid 0), on both paths."""
+    import shutil
+    import signal
+    from pyruntime.lifecycle.state import proc_start_time
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        start = proc_start_time(sleeper.pid)
+        d = runtime.root / "fake"
+        d.mkdir(parents=True)
+        os.mkfifo(d / "exec.fifo")
+        for init_start, status in ((start, "created"), (start + 1, "stopped")):
+            (d / "pyruntime.json").write_text(json.dumps(
+                {"id": "fake", "pid": sleeper.pid, "init_start": init_start,
+                 "status": "created", "owner": "root"}))
+            lean, full = call(runtime, "state", "fake"), call(runtime, "state", "fake", lean=False)
+            assert_lean(lean[3], "state")
+            assert lean[:3] == full[:3]
+            st = json.loads(lean[1])
+            assert (st["status"], st["pid"]) == (status, sleeper.pid if status == "created" else 0)
+        (d / "pyruntime.json").write_text(json.dumps(
+            {"id": "fake", "pid": sleeper.pid, "init_start": start, "status": "created"}))
+        for lean in (True, False):
+            env = {k: v for k, v in os.environ.items() if k != "PYRUNTIME_NO_LEAN"}
+            if not lean:
+                env["PYRUNTIME_NO_LEAN"] = "1"
+            p = subprocess.Popen(runtime.cmd("start", "fake"), env=env, stderr=subprocess.PIPE)
+            time.sleep(1)
+            assert p.poll() is None  # blocked on the fifo, as the full path
+            p.send_signal(signal.SIGINT)
+            assert (p.wait(10), p.stderr.read()) == (130, b""), lean
+            p.stderr.close()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        shutil.rmtree(runtime.root / "fake", ignore_errors=True)
+
+
+def test_the_lean_path_shares_the_full_codes_constants():
+    from pyruntime.cgroups import delegation
+    from pyruntime.cli import fast
+    from pyruntime.cli import main
+    from pyruntime.lifecycle import rootless
+    assert fast.CGROUP2_RECORD == delegation.RECORD
+    assert fast.Ctx.root == rootless.default_root({})  # the root's when no XDG_RUNTIME_DIR
+    assert set(fast.GLOBAL_VALUE_FLAGS) == main.GLOBAL_VALUE_FLAGS
+    assert set(fast.GLOBAL_BOOL_FLAGS) == main.GLOBAL_BOOL_FLAGS
+
+
+def test_the_lean_path_leaves_an_xdg_default_root_to_the_full_code(monkeypatch):
+    """rootless.default_root may pick $XDG_RUNTIME_DIR/pyruntime; only an explicit --root
+    (what Docker, containerd and podman pass) stays on the lean path."""
+    import posix
+    from pyruntime.cli import fast
+    monkeypatch.setitem(posix.environ, b"XDG_RUNTIME_DIR", b"/run/user/1000")
+    with pytest.raises(fast.Fallback):
+        fast._split(["state", "x"])
+    ctx, name, _ = fast._split(["--root", "/run/r", "state", "x"])
+    assert (ctx.root, name) == ("/run/r", "state")
 
 
 # ---------------------------------------------------------------- jsonio

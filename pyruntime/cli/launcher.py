@@ -31,7 +31,7 @@ import sys
 sys.path.insert(0, {path!r})
 sys.path += {site!r}
 try:
-    from pyruntime.cli.main import run
+    from pyruntime.cli.fast import run  # start/state/kill/delete/list without os, else main's
 except ImportError as e:
     sys.stderr.write(f"pyruntime: {{sys.executable}} cannot import {{e.name}}: reinstall pyruntime "
                      f"for this interpreter or rewrite this launcher\\n")

@@ -48,7 +48,8 @@ def default_root(environ=os.environ) -> str:
     xdg = environ.get("XDG_RUNTIME_DIR")
     if xdg and (os.geteuid() != 0 or (in_foreign_userns() and environ.get("USER") != "root")):
         return os.path.join(xdg, "pyruntime")
-    return "/run/pyruntime"
+    from pyruntime.lifecycle.layout import DEFAULT_ROOT
+    return DEFAULT_ROOT
 
 
 def check_config(cfg) -> None:

@@ -13,11 +13,8 @@ import time
 
 from pyruntime.lean import jsonio
 from pyruntime.errors import ContainerNotFound, RuntimeFailure
-
-STATE_FILE = "pyruntime.json"
-FIFO = "exec.fifo"
-_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
-NAME_MAX = 255  # the id names the state dir (and the default cgroup): one file name
+from pyruntime.lifecycle.layout import (FIFO, ID_CHARS as _ID_CHARS, NAME_MAX, STATE_FIELDS,
+                                        STATE_FILE, STATE_TMP, check_state, start_time)
 
 
 def check_id(cid: str) -> None:
@@ -46,23 +43,7 @@ class State:
     """What pyruntime.json holds. A plain class, not a dataclass: `state`, `kill`, `start` and
     `delete` read it on every call and the dataclasses import alone costs more than they do."""
 
-    FIELDS = {
-        "id": "", "bundle": "", "rootfs": "", "created": "",
-        "pid": 0,
-        "init_start": 0,        # /proc/<pid>/stat starttime of the init, in clock ticks
-        "status": "creating",   # as last written; see Container.status() for the live value
-        "annotations": {},
-        "owner": "",
-        "cgroup": {},           # the cgroup manager's to_state()
-        "hooks": {},            # poststart/poststop, kept for start and delete
-        "config_process": {},   # defaults for `exec`
-        "seccomp": {},          # applied to `exec`'d processes too
-        "no_pid_ns": False,     # shares a pid ns: kill --all must walk the cgroup
-        "use_systemd": False,
-        "intel_rdt": {},        # intelrdt.apply()'s groups, for exec and delete
-        "memory_policy": [],    # linux.memoryPolicy as (mode | flags, node mask), for exec
-        "oci_version": "1.3.0",
-    }
+    FIELDS = STATE_FIELDS
     __slots__ = tuple(FIELDS)
 
     def __init__(self, **fields):
@@ -80,28 +61,7 @@ class State:
     def from_dict(cls, data) -> "State":
         """A State from what a state file held; ValueError names the first field that is wrong
         (the file may have been damaged: every command that reads it relies on these types)."""
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        for name, value in data.items():
-            default = cls.FIELDS.get(name)
-            if default is None:
-                raise ValueError(f"{name}: unknown field")
-            if type(value) is not type(default):
-                raise ValueError(f"{name}: {type(value).__name__} where "
-                                 f"{type(default).__name__} belongs")
-        for name in ("pid", "init_start"):
-            if data.get(name, 0) < 0:
-                raise ValueError(f"{name}: {data[name]} is negative")
-        cg = data.get("cgroup") or {}
-        if cg:
-            dirs, created = cg.get("dirs"), cg.get("created", [])
-            if not isinstance(cg.get("mode"), str) or not isinstance(dirs, dict) or \
-                    not all(isinstance(v, str) and v.startswith("/") for v in dirs.values()) or \
-                    not isinstance(created, list) or \
-                    not all(isinstance(v, str) and v.startswith("/") for v in created) or \
-                    not isinstance(cg.get("extra", {}), dict) or \
-                    not isinstance(cg.get("unified_mount", ""), (str, type(None))):
-                raise ValueError("cgroup: not a cgroup record")
+        check_state(data)
         return cls(**data)
 
 
@@ -117,10 +77,7 @@ def proc_start_time(pid: int) -> int | None:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
+    return start_time(stat)
 
 
 class Container:
@@ -195,7 +152,7 @@ class Container:
             self._lock_fd = None
 
     def save(self) -> None:
-        tmp = os.path.join(self.dir, f".{STATE_FILE}.tmp")
+        tmp = os.path.join(self.dir, STATE_TMP)
         try:
             with open(tmp, "w") as f:
                 jsonio.dump(self.state.to_dict(), f)
@@ -254,7 +211,7 @@ def remove_dir(d: str) -> None:
     """Remove a state dir: our files in it, the state file first (from then on no command sees
     the container, whatever a kill leaves for the next `delete --force`), then the dir. A dir
     holding files we did not write (runc's, in Docker's shared root) stays: ENOTEMPTY."""
-    for name in (STATE_FILE, FIFO, f".{STATE_FILE}.tmp"):
+    for name in (STATE_FILE, FIFO, STATE_TMP):
         try:
             os.unlink(os.path.join(d, name))
         except FileNotFoundError:
