@@ -95,7 +95,8 @@ class Manager:
                 write(d, "cgroup.procs", pid, "cgroups")
             except RuntimeFailure as e:
                 raise RuntimeFailure(f"cgroups: cannot add pid {pid} to {d}: "
-                                     f"{getattr(e.__cause__, 'strerror', e)}") from None
+                                     f"{os.strerror(e.errno) if e.errno else e}",
+                                     errno=e.errno) from None
 
     def destroy(self) -> None:
         # (an attached device filter goes away with its cgroup: no need to detach it)
