@@ -101,7 +101,8 @@ class _Cleanup:
 def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socket, console,
                 no_pivot, no_new_keyring, preserve_fds) -> int:
     from pyruntime.linux import namespaces
-    from pyruntime.lifecycle.channel import Channel
+    from pyruntime.lifecycle.channel import (CREATED, GO, HOOKS, HOOKS_DONE, MAPPED, PID, USERNS,
+                                             Channel)
     from pyruntime.setup.init import InitArgs, bootstrap
     linux = cfg.linux
     if linux.resources.get("unified") and mgr.mode != "v2":
@@ -182,15 +183,13 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise
-        chan.send("go")
-        msg = chan.recv()
-        if msg["type"] == "userns":
+        chan.send(GO)
+        msg = chan.recv(USERNS, PID)
+        if msg["type"] == USERNS:
             namespaces.write_id_maps(pid, linux.uid_mappings, linux.gid_mappings)
             log.debug("user namespace: uid and gid maps written")
-            chan.send("mapped")
-            msg = chan.recv()
-        if msg["type"] != "pid":
-            raise RuntimeFailure(f"protocol error: unexpected {msg['type']!r}")
+            chan.send(MAPPED)
+            msg = chan.recv(PID)
         init_pid = msg["pid"]
         log.debug(f"init forked: pid {init_pid}")
         os.waitpid(pid, 0)  # the bootstrap child is done; the init is reparented to our caller
@@ -206,13 +205,13 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             from pyruntime.linux import intelrdt
             st.intel_rdt = intelrdt.apply(linux.intel_rdt, c.id, init_pid)
             c.save()
-        chan.recv("hooks")
+        chan.recv(HOOKS)
         oci = dict(c.oci_state(), status="created", pid=init_pid)
         log.debug("init's mounts are ready: running the prestart and createRuntime hooks")
         hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
         hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
-        chan.send("hooks-done", state=oci)
-        chan.recv("created")
+        chan.send(HOOKS_DONE, state=oci)
+        chan.recv(CREATED)
         st.status = "created"
         c.save()
         log.debug(f"container {c.id} created: its init waits on exec.fifo")
@@ -223,7 +222,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             raise
         # runc's wording for what fails once the container process exists: Docker and
         # containerd show it, and people search for it
-        raise RuntimeFailure(f"unable to start container process: {e}") from None
+        raise RuntimeFailure(f"unable to start container process: {e}", errno=e.errno,
+                             path=e.path, step=e.step) from e
     except BaseException:
         _reap_quietly(pid)
         raise
@@ -363,14 +363,11 @@ def start(root: str, cid: str) -> None:
         finally:
             os.close(fd)
         os.unlink(c.fifo)
-        if data.startswith(b"0") and b"E" not in data:
-            oci = c.oci_state()
-            hooks.run_warn("poststart", [h for h in c.state.hooks.get("poststart", [])],
-                           dict(oci, status="running", pid=c.state.pid), log.warning)
-            return
-        msg = data.split(b"E", 1)[1].decode(errors="replace") if b"E" in data else \
-            "the container init exited before it could start the process"
-        raise RuntimeFailure(msg)
+        from pyruntime.lifecycle.channel import check_fifo
+        check_fifo(data)
+        oci = c.oci_state()
+        hooks.run_warn("poststart", [h for h in c.state.hooks.get("poststart", [])],
+                       dict(oci, status="running", pid=c.state.pid), log.warning)
     finally:
         c.unlock()
 

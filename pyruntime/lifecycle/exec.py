@@ -13,12 +13,11 @@ import os
 import prctl
 
 from pyruntime.lean import signal, socket
-from pyruntime.lean import jsonio
 from pyruntime.oci import config as configmod
 from pyruntime.linux import console, namespaces
 from pyruntime import log
 from pyruntime.setup import process
-from pyruntime.lifecycle.channel import TRACE, Channel
+from pyruntime.lifecycle.channel import GO, PID, TRACE, Channel, error_message
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lifecycle.state import Container
 
@@ -158,14 +157,12 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
             from pyruntime.linux import intelrdt
             intelrdt.join(c.state.intel_rdt, pid)
         log.debug(f"bootstrap child {pid} put in the container's cgroup")
-        chan.send("go")
-        exec_pid = chan.recv("pid")["pid"]
+        chan.send(GO)
+        exec_pid = chan.recv(PID)["pid"]
         log.debug(f"process forked in the container: pid {exec_pid}")
         os.waitpid(pid, 0)
         # EOF (the channel is close-on-exec) means execve succeeded; a message is a failure.
-        data = parent_sock.recv(1 << 16)
-        if data:
-            raise RuntimeFailure(jsonio.loads(data).get("msg", "exec failed"))
+        chan.recv_or_eof()
     except BaseException:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -267,7 +264,7 @@ def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, pres
                notify) -> None:
     try:
         prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
-        chan.recv("go")
+        chan.recv(GO)
         log.debug(f"nsexec container setup: joining {[k for k, _ in ns_fds]} namespaces", stage=1)
         namespaces.join(ns_fds)
         # The child shares our channel: it waits for our "pid", which we hand it too (inside
@@ -279,7 +276,7 @@ def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, pres
             host_pid = int(os.read(hold_r, 32) or 0)
             os.close(hold_r)
             _finish(chan, proc, sock, in_user_ns, seccomp_prog, preserve_fds, notify, host_pid)
-        chan.send("pid", pid=pid)
+        chan.send(PID, pid=pid)
         os.write(hold_w, str(pid).encode())
         os._exit(0)
     except BaseException as e:
@@ -320,7 +317,7 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds, n
             proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
             preserve_fds=preserve_fds, keep=keep, report_fd=chan.sock.fileno(),
             on_notify_fd=on_notify_fd,
-            encode=lambda m: jsonio.dumps({"type": "error", "msg": m}).encode())
+            encode=lambda m, errno: error_message(RuntimeFailure(m, errno=errno, step="exec")))
     except BaseException as e:
         _fail(chan, e)
 
@@ -328,9 +325,10 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds, n
 def _fail(chan: Channel, e: BaseException) -> None:
     if TRACE:
         TRACE.print_exception(e)
-    msg = str(e) if isinstance(e, RuntimeFailure) else f"exec: {e}"
+    if not isinstance(e, RuntimeFailure):
+        e = RuntimeFailure(f"exec: {e}", errno=getattr(e, "errno", None))
     try:
-        chan.send("error", msg=msg)
+        chan.fail(e)
     except OSError:
         pass
     os._exit(1)

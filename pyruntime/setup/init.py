@@ -2,7 +2,8 @@
 
 `create` forks a bootstrap child (bootstrap()), which joins and creates the namespaces and forks
 the init (init_main()), PID 1 of the new pid namespace. Both talk to the parent over a
-SOCK_SEQPACKET channel; the init reports "created" and then blocks on exec.fifo until `start`.
+channel (lifecycle/channel.py has the messages and who sends what when); the init reports
+CREATED and then blocks on exec.fifo until `start`.
 Nothing here returns: each process ends in execve or os._exit.
 """
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pyruntime.linux import console, namespaces, syscalls as sc
 from pyruntime.lifecycle import hooks
 from pyruntime import log
 from pyruntime.setup import process, rootfs
-from pyruntime.lifecycle.channel import TRACE, Channel
+from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, GO, HOOKS, HOOKS_DONE, MAPPED, PID,
+                                         TRACE, USERNS, Channel, fifo_error)
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lean.records import record
 
@@ -45,7 +47,7 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
     """The bootstrap child: namespaces, then fork the init and report its pid."""
     try:
         prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
-        chan.recv("go")  # the parent has put us in the container's cgroup
+        chan.recv(GO)  # the parent has put us in the container's cgroup
         linux = a.cfg.linux
         if a.ns_fds:
             log.debug(f"nsexec container setup: joining {[k for k, _ in a.ns_fds]} namespaces",
@@ -53,8 +55,8 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
         namespaces.join(a.ns_fds)
         if namespaces.new_flags(linux, ("user",)):
             sc.unshare(sc.CLONE_NEWUSER)
-            chan.send("userns")
-            chan.recv("mapped")
+            chan.send(USERNS)
+            chan.recv(MAPPED)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
         flags = namespaces.new_flags(linux) & ~sc.CLONE_NEWUSER
@@ -71,7 +73,7 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
             os.read(hold_r, 1)
             os.close(hold_r)
             init_main(chan, a)
-        chan.send("pid", pid=pid)
+        chan.send(PID, pid=pid)
         os.write(hold_w, b"1")
         os._exit(0)
     except BaseException as e:
@@ -88,14 +90,12 @@ def init_main(chan: Channel, a: InitArgs) -> None:
 def _fail(chan: Channel, e: BaseException) -> None:
     if TRACE:
         TRACE.print_exception(e)
-    if isinstance(e, RuntimeFailure):
-        msg = str(e)
-    elif isinstance(e, OSError):
-        msg = f"container init: {e}"
-    else:
-        msg = f"container init: internal error: {type(e).__name__}: {e}"
+    if isinstance(e, OSError):
+        e = RuntimeFailure(f"container init: {e}", errno=e.errno)
+    elif not isinstance(e, RuntimeFailure):
+        e = RuntimeFailure(f"container init: internal error: {type(e).__name__}: {e}")
     try:
-        chan.send("error", msg=msg)
+        chan.fail(e)
     except OSError:
         pass
     os._exit(1)
@@ -130,8 +130,8 @@ def _init(chan: Channel, a: InitArgs) -> None:
 
     # -- hooks that run before the root switch: prestart and createRuntime in the runtime's
     #    namespace (the parent runs them), then createContainer here in ours
-    chan.send("hooks")
-    state = chan.recv("hooks-done")["state"]
+    chan.send(HOOKS)
+    state = chan.recv(HOOKS_DONE)["state"]
     # runc's createContainer hooks run in the rootfs (a hook's `touch ./lib/x` lands in it);
     # the root switch moves us anyway
     os.chdir(cfg.root_path)
@@ -188,9 +188,11 @@ def _init(chan: Channel, a: InitArgs) -> None:
     # -- created: block until `start`
     out = _wait_for_start(chan, fifo, proc.terminal and not a.caller_waits)
 
-    def report(msg: str) -> None:
+    def report(e: RuntimeFailure) -> None:
+        if e.step is None:
+            e.step = "exec"
         try:
-            os.write(out, b"E" + msg.encode())
+            os.write(out, fifo_error(e))
         except OSError:
             pass
     keep = (out,) if a.listener is None else (out, a.listener.fileno())
@@ -201,9 +203,11 @@ def _init(chan: Channel, a: InitArgs) -> None:
                                   preserve_fds=a.preserve_fds, keep=keep,
                                   on_notify_fd=_notify_sender(a.listener, linux.seccomp, state),
                                   before_exec=_start_container_hooks(cfg, state, out),
-                                  report_fd=out, encode=lambda m: b"E" + m.encode())
+                                  report_fd=out,
+                                  encode=lambda m, errno: fifo_error(
+                                      RuntimeFailure(m, errno=errno, step="exec")))
     except RuntimeFailure as e:
-        report(str(e))
+        report(e)
         os._exit(1)
 
 
@@ -221,15 +225,15 @@ def _notify_sender(listener, seccomp_cfg, state):
 def _wait_for_start(chan: Channel, fifo_path_fd: int, let_go_of_stderr: bool) -> int:
     """Tell the parent we are created, then block on exec.fifo until `start` opens it. Returns
     the fifo's write end (close-on-exec: `start` sees EOF when execve succeeds, and reads a
-    failure as "E<message>")."""
-    chan.send("created")
+    failure after FIFO_ERROR)."""
+    chan.send(CREATED)
     chan.sock.close()
     log.debug("init: created, blocking on exec.fifo until start")
     if let_go_of_stderr:
         log.drop_stderr_copy()  # fd 2 is the console now, and the caller is gone
     out = os.open(rootfs.fdpath(fifo_path_fd), os.O_WRONLY | os.O_CLOEXEC)
     os.close(fifo_path_fd)
-    os.write(out, b"0")
+    os.write(out, FIFO_READY)
     return out
 
 
@@ -244,7 +248,8 @@ def _start_container_hooks(cfg, state: dict, out: int):
         try:
             hooks.run("startContainer", cfg.hooks["startContainer"], dict(state, status="running"))
         except RuntimeFailure as e:
-            os.write(out, b"E" + str(e).encode())
+            e.step = e.step or "hooks"
+            os.write(out, fifo_error(e))
             os._exit(1)
     return run
 
@@ -270,7 +275,8 @@ def write_sysctl(key: str, value: str) -> None:
         with open(path, "w") as f:
             f.write(value)
     except OSError as e:
-        raise RuntimeFailure(f"linux.sysctl.{key}: {value!r}: {e.strerror}") from None
+        raise RuntimeFailure(f"linux.sysctl.{key}: {value!r}: {e.strerror}", errno=e.errno,
+                             path=f"linux.sysctl.{key}") from None
 
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
