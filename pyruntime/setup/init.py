@@ -1,9 +1,9 @@
 """The container side of `create`, top to bottom in the order of the runtime-spec lifecycle.
 
 `create` forks a bootstrap child (bootstrap()), which joins and creates the namespaces and forks
-the init (init_main()), PID 1 of the new pid namespace. Both talk to the parent over a
-channel (lifecycle/channel.py has the messages and who sends what when); the init reports
-CREATED and then blocks on exec.fifo until `start`.
+the init (init_main()), PID 1 of the new pid namespace; the steps shared with `exec` are in
+bootstrap.py. Both talk to the parent over the channel (lifecycle/channel.py has the messages
+and who sends what when); the init reports CREATED and then blocks on exec.fifo until `start`.
 Nothing here returns: each process ends in execve or os._exit.
 """
 from __future__ import annotations
@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import struct
 
-import prctl
-
 from pyruntime.lean import socket
-from pyruntime.linux import console, namespaces, syscalls as sc
+from pyruntime.linux import namespaces, syscalls as sc
 from pyruntime.lifecycle import hooks
 from pyruntime import log
-from pyruntime.setup import process, rootfs
-from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, GO, HOOKS, HOOKS_DONE, MAPPED, PID,
-                                         TRACE, USERNS, Channel, fifo_error)
+from pyruntime.setup import bootstrap as boot, process, rootfs
+from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, HOOKS, HOOKS_DONE, MAPPED, USERNS,
+                                         Channel, fifo_error)
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lean.records import record
 
@@ -43,65 +41,29 @@ class InitArgs:
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
 
 
+WHO = "container init"  # names a failure that is not a RuntimeFailure
+
+
 def bootstrap(chan: Channel, a: InitArgs) -> None:
     """The bootstrap child: namespaces, then fork the init and report its pid."""
-    try:
-        prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
-        chan.recv(GO)  # the parent has put us in the container's cgroup
-        linux = a.cfg.linux
-        if a.ns_fds:
-            log.debug(f"nsexec container setup: joining {[k for k, _ in a.ns_fds]} namespaces",
-                      stage=1)
-        namespaces.join(a.ns_fds)
-        if namespaces.new_flags(linux, ("user",)):
-            sc.unshare(sc.CLONE_NEWUSER)
-            chan.send(USERNS)
-            chan.recv(MAPPED)
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-        flags = namespaces.new_flags(linux) & ~sc.CLONE_NEWUSER
-        if flags:
-            log.debug(f"nsexec container setup: unsharing namespaces (flags {flags:#x})", stage=1)
-            sc.unshare(flags)
-        if linux.time_offsets and flags & sc.CLONE_NEWTIME:
-            namespaces.write_time_offsets(linux.time_offsets)
-        # The init shares our channel: hold it back until the parent has its pid.
-        hold_r, hold_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(hold_w)
-            os.read(hold_r, 1)
-            os.close(hold_r)
-            init_main(chan, a)
-        chan.send(PID, pid=pid)
-        os.write(hold_w, b"1")
-        os._exit(0)
-    except BaseException as e:
-        _fail(chan, e)
+    boot.enter(chan, a.ns_fds)
+    linux = a.cfg.linux
+    if namespaces.new_flags(linux, ("user",)):
+        sc.unshare(sc.CLONE_NEWUSER)
+        chan.send(USERNS)
+        chan.recv(MAPPED)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    flags = namespaces.new_flags(linux) & ~sc.CLONE_NEWUSER
+    if flags:
+        log.debug(f"nsexec container setup: unsharing namespaces (flags {flags:#x})", stage=1)
+        sc.unshare(flags)
+    if linux.time_offsets and flags & sc.CLONE_NEWTIME:
+        namespaces.write_time_offsets(linux.time_offsets)
+    boot.fork_held(chan, WHO, init_main, a)
 
 
-def init_main(chan: Channel, a: InitArgs) -> None:
-    try:
-        _init(chan, a)
-    except BaseException as e:
-        _fail(chan, e)
-
-
-def _fail(chan: Channel, e: BaseException) -> None:
-    if TRACE:
-        TRACE.print_exception(e)
-    if isinstance(e, OSError):
-        e = RuntimeFailure(f"container init: {e}", errno=e.errno)
-    elif not isinstance(e, RuntimeFailure):
-        e = RuntimeFailure(f"container init: internal error: {type(e).__name__}: {e}")
-    try:
-        chan.fail(e)
-    except OSError:
-        pass
-    os._exit(1)
-
-
-def _init(chan: Channel, a: InitArgs) -> None:
+def init_main(chan: Channel, _host_pid: int, a: InitArgs) -> None:
     cfg, linux, proc = a.cfg, a.cfg.linux, a.cfg.process
     log.debug("child process in init(): setting the container up")
     process.die_on_signals()
@@ -115,6 +77,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
         loopback_up()
 
     # -- the rootfs, while the host's filesystem is still in view
+    boot.at("rootfs")
     if new_mount_ns:
         rootfs.set_root_propagation(linux.rootfs_propagation)
         rootfs.bind_rootfs(cfg.root_path)
@@ -130,6 +93,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
 
     # -- hooks that run before the root switch: prestart and createRuntime in the runtime's
     #    namespace (the parent runs them), then createContainer here in ours
+    boot.at("hooks")
     chan.send(HOOKS)
     state = chan.recv(HOOKS_DONE)["state"]
     # runc's createContainer hooks run in the rootfs (a hook's `touch ./lib/x` lands in it);
@@ -140,6 +104,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
     fifo = a.fifo_fd
 
     # -- switch root
+    boot.at("rootfs")
     log.debug("init: switching root" + (" (--no-pivot)" if a.no_pivot else ""))
     if a.no_pivot:
         rootfs.move_root(cfg.root_path)
@@ -150,7 +115,8 @@ def _init(chan: Channel, a: InitArgs) -> None:
         os.chdir("/")
     rootfs.reopen_dev_null()
     if proc and proc.terminal:
-        setup_terminal(proc, a.console_sock)
+        boot.at("console")
+        boot.setup_terminal(proc, a.console_sock, bind_console=True)
     if new_mount_ns:
         rootfs.set_rootfs_propagation(linux.rootfs_propagation)
     rootfs.readonly_dev(cfg)
@@ -158,6 +124,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
         rootfs.readonly_root()
 
     # -- the rest of the environment, in runc's order
+    boot.at("process")
     log.debug("init: hostname, sysctls, read-only and masked paths, personality, keyring")
     if cfg.hostname is not None and linux.namespace("uts"):
         sc.sethostname(cfg.hostname)
@@ -195,6 +162,7 @@ def _init(chan: Channel, a: InitArgs) -> None:
             os.write(out, fifo_error(e))
         except OSError:
             pass
+    boot.at("exec")
     keep = (out,) if a.listener is None else (out, a.listener.fileno())
     log.debug("init: closing the pipe to signal completion (exec.fifo closes on execve); "
               "then rlimits, user, capabilities, seccomp, execve")
@@ -252,21 +220,6 @@ def _start_container_hooks(cfg, state: dict, out: int):
             os.write(out, fifo_error(e))
             os._exit(1)
     return run
-
-
-def setup_terminal(proc, sock: socket.socket | None) -> None:
-    if sock is None:
-        raise RuntimeFailure("process.terminal is true but no --console-socket was given")
-    master, peer = console.open_pty()
-    console.give_to(peer, proc.user.uid)
-    if proc.console_size:
-        console.set_size(peer, *proc.console_size)
-    console.bind_console(peer)
-    console.send_master(sock, master)
-    os.close(master)
-    sock.close()
-    console.make_controlling(peer)
-    os.close(peer)
 
 
 def write_sysctl(key: str, value: str) -> None:
