@@ -197,8 +197,9 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         chan.recv(HOOKS)
         oci = dict(c.oci_state(), status="created", pid=init_pid)
         log.debug("init's mounts are ready: running the prestart and createRuntime hooks")
-        hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
-        hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
+        with step("hooks"):
+            hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
+            hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
         chan.send(HOOKS_DONE, state=oci)
         chan.recv(CREATED)
         st.status = "created"
@@ -301,7 +302,7 @@ def write_pid_file(path: str, pid: int) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        raise RuntimeFailure(f"--pid-file {path}: {e.strerror.lower()}") from None
+        raise RuntimeFailure(f"--pid-file {path}: {e.strerror.lower()}", errno=e.errno) from None
 
 
 def _kill_and_wait(pid: int, start: int, timeout: float = 10.0) -> None:

@@ -174,7 +174,8 @@ def _set_affinity(pid: int, proc, which: str) -> None:
             os.sched_setaffinity(pid, cpus)
         except OSError as e:
             raise RuntimeFailure(f"process.execCPUAffinity.{which}: {e.strerror} (CPUs "
-                                 f"{sorted(cpus)} not available?)") from None
+                                 f"{sorted(cpus)} not available?)", errno=e.errno,
+                                 path=f"process.execCPUAffinity.{which}") from None
 
 
 def _maybe_seal(c: Container, init_pid: int) -> None:
@@ -216,7 +217,7 @@ def _join_cgroup(c: Container, pid: int, subs: list[str] | None) -> None:
                 f.write(str(pid))
         except OSError as e:
             raise RuntimeFailure(f"error adding pid {pid} to cgroups: {d}/cgroup.procs: "
-                                 f"{e.strerror.lower()}") from None
+                                 f"{e.strerror.lower()}", errno=e.errno) from None
 
 
 def sub_cgroups(args: list[str]) -> dict[str, str]:

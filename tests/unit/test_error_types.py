@@ -56,3 +56,14 @@ def test_a_cgroup_write_carries_errno_and_path():
     assert str(e.value) == ("linux.resources.pids.limit: writing '5' to /dev/full: "
                             "No space left on device")
     assert (e.value.errno, e.value.path) == (errno.ENOSPC, "linux.resources.pids.limit")
+
+
+def test_an_affinity_failure_names_its_field_and_errno():
+    from types import SimpleNamespace
+    from pyruntime.lifecycle.exec import _set_affinity
+    before = os.sched_getaffinity(0)
+    with pytest.raises(RuntimeFailure) as e:
+        _set_affinity(0, SimpleNamespace(exec_cpu_affinity={"final": [4095]}), "final")
+    assert os.sched_getaffinity(0) == before
+    assert str(e.value).startswith("process.execCPUAffinity.final: Invalid argument (CPUs [4095]")
+    assert (e.value.errno, e.value.path) == (errno.EINVAL, "process.execCPUAffinity.final")
