@@ -1,5 +1,5 @@
 """The parent <-> child protocol of `create` and `exec`: named JSON messages over SOCK_SEQPACKET,
-then, for `create`, two bytes on exec.fifo.
+then, for `create`, a marker byte on exec.fifo.
 
 create (the parent is the `create` command; the init is PID 1 of the container)::
 
@@ -18,10 +18,11 @@ create (the parent is the `create` command; the init is PID 1 of the container):
     HOOKS_DONE state=<state> -----------------------------------> createContainer hooks,
                                                                  root switch .. keyring
                      CREATED <---------------------------------- closes the channel
-    (create returns)                                             exec.fifo <- FIFO_READY
-    `start` opens exec.fifo, reads to EOF:                        (blocks until `start`)
-      FIFO_READY, EOF                    the process called execve (the fifo is close-on-exec)
-      FIFO_READY, FIFO_ERROR, ERROR      the last steps or execve failed
+    (create returns)                                             opens exec.fifo: blocks
+    `start` opens exec.fifo ------------------------------------> writes FIFO_READY,
+                                                                 startContainer hooks .. execve
+    `start` reads to EOF: FIFO_READY then EOF means the process called execve (the fifo is
+    close-on-exec); FIFO_READY, FIFO_ERROR, ERROR means the last steps or execve failed.
 
 exec (the process is the program `exec` runs)::
 
