@@ -33,6 +33,15 @@ class RuntimeFailure(Exception):
             return self._errno
         return getattr(self.__cause__, "errno", None)
 
+    def record(self) -> dict:
+        """What a forked child sends its parent, which raises from_record(it) again."""
+        return {"msg": str(self), "errno": self.errno, "path": self.path, "step": self.step}
+
+    @classmethod
+    def from_record(cls, rec: dict) -> RuntimeFailure:
+        return cls(rec.get("msg") or "", errno=rec.get("errno"), path=rec.get("path"),
+                   step=rec.get("step"))
+
 
 class ProtocolError(RuntimeFailure):
     """A message the parent <-> child protocol did not expect here (lifecycle/channel.py)."""

@@ -68,19 +68,9 @@ GONE = "the container init exited during setup"
 GONE_BEFORE_START = "the container init exited before it could start the process"
 
 
-def error_record(e: RuntimeFailure) -> dict:
-    """An ERROR message's fields: what the parent needs to raise the error again."""
-    return {"msg": str(e), "errno": e.errno, "path": e.path, "step": e.step}
-
-
 def error_message(e: RuntimeFailure) -> bytes:
     """A whole ERROR message, for writers that are not a Channel (the exec shim)."""
-    return jsonio.dumps({"type": ERROR, **error_record(e)}).encode()
-
-
-def raise_error(msg: dict):
-    raise RuntimeFailure(msg.get("msg") or "exec failed", errno=msg.get("errno"),
-                         path=msg.get("path"), step=msg.get("step"))
+    return jsonio.dumps({"type": ERROR, **e.record()}).encode()
 
 
 def fifo_error(e: RuntimeFailure) -> bytes:
@@ -98,7 +88,7 @@ def check_fifo(data: bytes) -> None:
     msg = jsonio.loads(data.split(FIFO_ERROR, 1)[1])
     if not isinstance(msg, dict) or msg.get("type") != ERROR:
         raise ProtocolError((ERROR,), msg.get("type") if isinstance(msg, dict) else None)
-    raise_error(msg)
+    raise RuntimeFailure.from_record(msg)
 
 
 class Channel:
@@ -129,7 +119,7 @@ class Channel:
         msg = jsonio.loads(data)
         kind = msg.get("type") if isinstance(msg, dict) else None
         if kind == ERROR:
-            raise_error(msg)
+            raise RuntimeFailure.from_record(msg)
         if kind not in expect:
             raise ProtocolError(expect, kind)
         return msg

@@ -67,3 +67,12 @@ def test_an_affinity_failure_names_its_field_and_errno():
     assert os.sched_getaffinity(0) == before
     assert str(e.value).startswith("process.execCPUAffinity.final: Invalid argument (CPUs [4095]")
     assert (e.value.errno, e.value.path) == (errno.EINVAL, "process.execCPUAffinity.final")
+
+
+def test_a_record_round_trips():
+    e = RuntimeFailure("linux.netDevices.eth9: cannot set it up in the container: File exists",
+                       errno=errno.EEXIST, path="linux.netDevices.eth9", step="network")
+    back = RuntimeFailure.from_record(e.record())
+    assert (str(back), back.errno, back.path, back.step) == (str(e), e.errno, e.path, e.step)
+    assert RuntimeFailure.from_record({"msg": "x"}).record() == \
+        {"msg": "x", "errno": None, "path": None, "step": None}
