@@ -85,9 +85,14 @@ def check_fifo(data: bytes) -> None:
         return
     if FIFO_ERROR not in data:
         raise PeerGone(GONE_BEFORE_START)
-    msg = jsonio.loads(data.split(FIFO_ERROR, 1)[1])
+    payload = data.split(FIFO_ERROR, 1)[1]
+    try:
+        msg = jsonio.loads(payload)
+    except ValueError:
+        msg = None
     if not isinstance(msg, dict) or msg.get("type") != ERROR:
-        raise ProtocolError((ERROR,), msg.get("type") if isinstance(msg, dict) else None)
+        # an init that an older pyruntime created writes the bare message
+        raise RuntimeFailure(payload.decode(errors="replace"))
     raise RuntimeFailure.from_record(msg)
 
 

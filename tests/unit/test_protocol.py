@@ -111,3 +111,9 @@ def test_fifo_bytes_round_trip():
         ('exec: "E": no such file', errno.ENOENT, "exec")
     with pytest.raises(RuntimeFailure, match="exited before it could start the process"):
         channel.check_fifo(b"")
+
+
+def test_an_older_inits_bare_fifo_message():
+    with pytest.raises(RuntimeFailure) as e:
+        channel.check_fifo(b'0Eexec: "x": exec format error')
+    assert str(e.value) == 'exec: "x": exec format error' and e.value.errno is None
