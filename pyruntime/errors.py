@@ -10,7 +10,66 @@ from pyruntime.lean import jsonio
 
 
 class RuntimeFailure(Exception):
-    """An expected failure: the CLI reports str(self) and exits 1, never a traceback."""
+    """An expected failure: the CLI reports str(self) and exits 1, never a traceback.
+
+    Besides its one-line message it carries what a program needs to act on it: `errno` (given,
+    else that of the OSError it was raised from), `path` (the config path at fault, e.g.
+    "mounts[3].options[1]") and `step` (where in the lifecycle it failed, e.g. "rootfs",
+    "cgroups", "exec"). Each may be None.
+
+    >>> e = RuntimeFailure("process.cwd: '/x': Permission denied", errno=13, path="process.cwd")
+    >>> (str(e), e.errno, e.path, e.step)
+    ("process.cwd: '/x': Permission denied", 13, 'process.cwd', None)
+    """
+
+    def __init__(self, msg: str = "", *, errno: int | None = None, path: str | None = None,
+                 step: str | None = None):
+        super().__init__(msg)
+        self._errno, self.path, self.step = errno, path, step
+
+    @property
+    def errno(self) -> int | None:
+        if self._errno is not None:
+            return self._errno
+        return getattr(self.__cause__, "errno", None)
+
+    def record(self) -> dict:
+        """What a forked child sends its parent, which raises from_record(it) again."""
+        return {"msg": str(self), "errno": self.errno, "path": self.path, "step": self.step}
+
+    @classmethod
+    def from_record(cls, rec: dict) -> RuntimeFailure:
+        return cls(rec.get("msg") or "", errno=rec.get("errno"), path=rec.get("path"),
+                   step=rec.get("step"))
+
+
+class ProtocolError(RuntimeFailure):
+    """A message the parent <-> child protocol did not expect here (lifecycle/channel.py)."""
+
+    def __init__(self, expected: tuple[str, ...], received):
+        self.expected, self.received = expected, received
+        want = " or ".join(repr(k) for k in expected) or "nothing"
+        super().__init__(f"protocol error: expected {want}, got {received!r}")
+
+
+class PeerGone(RuntimeFailure):
+    """The other end of the channel closed it where a message was due: it died."""
+
+
+class step:
+    """`with step("cgroups"): ...` names the step of a RuntimeFailure that leaves the block
+    without one."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, _type, e, _tb):
+        if isinstance(e, RuntimeFailure) and e.step is None:
+            e.step = self.name
+        return False
 
 
 class ConfigError(RuntimeFailure):
@@ -21,11 +80,11 @@ class ConfigError(RuntimeFailure):
     """
 
     def __init__(self, path: str, value, problem: str, file: str = "config.json"):
-        self.path, self.value, self.problem, self.file = path, value, problem, file
+        self.value, self.problem, self.file = value, problem, file
         shown = jsonio.dumps(value) if not isinstance(value, _Missing) else "(missing)"
         if len(shown) > 120:
             shown = shown[:117] + "..."
-        super().__init__(f"{file}: {path}: {shown} {problem}")
+        super().__init__(f"{file}: {path}: {shown} {problem}", path=path)
 
 
 class _Missing:

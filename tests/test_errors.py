@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,52 @@ def test_no_traceback_on_garbage_arguments(runtime, bundle):
         proc = runtime(*args, check=False, stdin=subprocess.DEVNULL)
         assert proc.returncode != 0, args
         assert "Traceback" not in proc.stderr + proc.stdout, args
+
+
+# ================================================================ typed errors, for a Python caller
+
+_TYPED = """
+import json, sys
+from pyruntime.errors import RuntimeFailure
+from pyruntime.lifecycle import container
+root, cid, bundle = sys.argv[1:]
+try:
+    container.create(root, cid, bundle)
+    container.start(root, cid)
+except RuntimeFailure as e:
+    print(json.dumps([str(e), e.errno, e.path, e.step]))
+finally:
+    container.delete(root, cid, force=True)
+"""
+
+
+def typed_failure(runtime, bundle) -> list:
+    """[message, errno, path, step] of what a Python caller of create and start catches."""
+    cid = runtime.new_id()
+    bundle.config.setdefault("linux", {})["cgroupsPath"] = f"/pyrt-test/{cid}"
+    bundle.write()
+    proc = subprocess.run([sys.executable, "-c", _TYPED, str(runtime.root), cid, str(bundle.path)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0 and proc.stdout, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's Python errors")
+def test_a_failure_in_the_init_reaches_the_caller_typed(runtime, bundle):
+    bundle.config["linux"]["sysctl"] = {"fs.mqueue.no_such_knob": "1"}
+    msg, err, path, step = typed_failure(runtime, bundle)
+    assert msg == ("unable to start container process: linux.sysctl.fs.mqueue.no_such_knob: "
+                   "'1': No such file or directory")
+    assert (err, path, step) == (2, "linux.sysctl.fs.mqueue.no_such_knob", "process")
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's Python errors")
+def test_a_failed_execve_reaches_start_typed(runtime, bundle):
+    bad = bundle.path / "rootfs" / "not-a-program"
+    bad.write_bytes(b"\x00\x01 neither ELF nor #!")
+    bad.chmod(0o755)
+    bundle.config["process"]["args"] = ["/not-a-program"]
+    msg, err, path, step = typed_failure(runtime, bundle)
+    assert msg == 'exec: "/not-a-program": exec format error'
+    assert (err, path, step) == (8, None, "exec")  # ENOEXEC, from the exec shim or execve

@@ -190,12 +190,14 @@ def write(dirpath: str, name: str, value, field: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
     except OSError as e:
         if e.errno == errno.ENOENT:
-            raise RuntimeFailure(f"{field}: this host has no {name} (in {dirpath})") from None
-        raise RuntimeFailure(f"{field}: cannot open {path}: {e.strerror}") from None
+            raise RuntimeFailure(f"{field}: this host has no {name} (in {dirpath})",
+                                 path=field) from None
+        raise RuntimeFailure(f"{field}: cannot open {path}: {e.strerror}", path=field) from None
     try:
         os.write(fd, data)
     except OSError as e:
-        raise RuntimeFailure(f"{field}: writing {str(value)!r} to {path}: {e.strerror}") from e
+        raise RuntimeFailure(f"{field}: writing {str(value)!r} to {path}: {e.strerror}",
+                             path=field) from e
     finally:
         os.close(fd)
 

@@ -100,11 +100,12 @@ class Manager:
             try:
                 write(d, "cgroup.procs", pid, "cgroups")
             except RuntimeFailure as e:
-                why = getattr(e.__cause__, "errno", None) == errno.EACCES and \
+                why = e.errno == errno.EACCES and \
                     d == self.dirs.get("") and " (a cgroup2 move needs write access to the " \
                     "common ancestor: run from inside the delegated subtree)" or ""
                 raise RuntimeFailure(f"cgroups: cannot add pid {pid} to {d}: "
-                                     f"{getattr(e.__cause__, 'strerror', e)}{why}") from None
+                                     f"{os.strerror(e.errno) if e.errno else e}{why}",
+                                     errno=e.errno) from None
 
     def destroy(self) -> None:
         # (an attached device filter goes away with its cgroup: no need to detach it)

@@ -11,17 +11,13 @@ from pyruntime.errors import RuntimeFailure
 from pyruntime.cgroups.common import Fields, device_entries, exists, read, read_int, read_kv, read_or, write
 
 
-def _errno_of(e: RuntimeFailure):
-    return getattr(e.__cause__, "errno", None)
-
-
 # ---------------------------------------------------------------- memory
 
 def _set_limit(d: str, value: int, field: str) -> None:
     try:
         write(d, "memory.limit_in_bytes", value, field)
     except RuntimeFailure as e:
-        if _errno_of(e) != errno.EBUSY:
+        if e.errno != errno.EBUSY:
             raise
         raise RuntimeFailure(
             f"{field}: unable to set memory limit to {value} (current usage: "
@@ -91,7 +87,7 @@ def set_cpu(d: str, f: Fields) -> None:
             write(d, "cpu.cfs_period_us", period, f.p("period"))
         except RuntimeFailure as e:
             # The current quota may not fit the new period: set the quota first, then retry.
-            if _errno_of(e) != errno.EINVAL or quota is None:
+            if e.errno != errno.EINVAL or quota is None:
                 raise
             write(d, "cpu.cfs_quota_us", quota, f.p("quota"))
             write(d, "cpu.cfs_period_us", period, f.p("period"))

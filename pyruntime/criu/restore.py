@@ -276,18 +276,23 @@ def make_mountpoints(cfg, bundle: str) -> None:
         try:
             _make_mountpoints_here(cfg, bundle)
             code = 0
-        except BaseException as e:  # noqa: BLE001  (anything goes back to the parent as text)
-            os.write(w, (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).encode())
+        except BaseException as e:  # noqa: BLE001  (anything goes back to the parent)
+            if not isinstance(e, RuntimeFailure):
+                e = RuntimeFailure(e.strerror if isinstance(e, OSError) and e.strerror else str(e),
+                                   errno=getattr(e, "errno", None))
+            os.write(w, json.dumps(e.record()).encode())
             code = 1
         os._exit(code)
     os.close(w)
     try:
         with os.fdopen(r, "rb") as f:
-            err = f.read().decode(errors="replace")
+            err = f.read()
     finally:
         os.waitpid(pid, 0)
     if err:
-        raise RuntimeFailure(f"restore: making the mountpoints in {cfg.root_path}: {err}")
+        e = RuntimeFailure.from_record(json.loads(err))
+        raise RuntimeFailure(f"restore: making the mountpoints in {cfg.root_path}: {e}",
+                             errno=e.errno, path=e.path, step="restore")
 
 
 def _make_mountpoints_here(cfg, bundle: str) -> None:

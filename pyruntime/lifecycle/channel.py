@@ -1,19 +1,103 @@
-"""The parent <-> child channel of `create` and `exec`: JSON messages over SOCK_SEQPACKET."""
+"""The parent <-> child protocol of `create` and `exec`: named JSON messages over SOCK_SEQPACKET,
+then, for `create`, a marker byte on exec.fifo.
+
+create (the parent is the `create` command; the init is PID 1 of the container)::
+
+    parent                       bootstrap child                 init
+    fork ----------------------> (waits)
+    cgroup: add pid, apply
+    GO ------------------------> join and unshare namespaces
+                      USERNS <-- (a new user namespace only)
+    write uid/gid maps
+    MAPPED --------------------> become root in it, unshare the rest
+                                 fork the init -----------------> (held until PID is sent)
+                         PID <-- pid=<host pid>; exit
+    net devices, intelRdt                                        mounts, devices
+                       HOOKS <---------------------------------- (the rootfs is ready)
+    prestart, createRuntime
+    HOOKS_DONE state=<state> -----------------------------------> createContainer hooks,
+                                                                 root switch .. keyring
+                     CREATED <---------------------------------- closes the channel
+    (create returns)                                             opens exec.fifo: blocks
+    `start` opens exec.fifo ------------------------------------> writes FIFO_READY,
+                                                                 startContainer hooks .. execve
+    `start` reads to EOF: FIFO_READY then EOF means the process called execve (the fifo is
+    close-on-exec); FIFO_READY, FIFO_ERROR, ERROR means the last steps or execve failed.
+
+exec (the process is the program `exec` runs)::
+
+    parent                       bootstrap child                 process
+    fork ----------------------> (waits)
+    affinity, cgroup, intelRdt
+    GO ------------------------> join the init's namespaces
+                                 fork the process --------------> (held until PID is sent)
+                         PID <-- pid=<host pid>; exit            console, cwd .. seccomp
+                    EOF or ERROR <------------------------------ execve (the channel is
+                                                                 close-on-exec)
+
+At any step a child may send ERROR (the error's message, errno, config path and step) instead
+of what the parent expects, and exit; EOF where a message is due means the child died.
+"""
 from __future__ import annotations
 
 import os
 
 from pyruntime.lean import socket
 from pyruntime.lean import jsonio
-from pyruntime.errors import RuntimeFailure
+from pyruntime.errors import PeerGone, ProtocolError, RuntimeFailure
 
 # PYRUNTIME_TRACE=1: full tracebacks from the container side on stderr, for debugging. Imported
 # up front because nothing can be imported once the process has switched to the container's root.
 TRACE = __import__("traceback") if os.environ.get("PYRUNTIME_TRACE") else None
 
+# the messages (a message's "type")
+GO = "go"                  # parent -> bootstrap: you are in the container's cgroup
+USERNS = "userns"          # bootstrap -> parent: I unshared a user namespace, map it
+MAPPED = "mapped"          # parent -> bootstrap: the uid/gid maps are written
+PID = "pid"                # bootstrap -> parent: the host pid of the init (or exec's process)
+HOOKS = "hooks"            # init -> parent: mounts done, run prestart and createRuntime
+HOOKS_DONE = "hooks-done"  # parent -> init: done; carries the state the hooks were given
+CREATED = "created"        # init -> parent: set up; now blocking on exec.fifo
+ERROR = "error"            # child -> parent: a failure (then the child exits)
+
+# what the init writes to exec.fifo once `start` opens it
+FIFO_READY = b"0"   # first: the init is about to finish (EOF follows at its execve)
+FIFO_ERROR = b"E"   # then, on a failure: this byte and the message
+
+GONE = "the container init exited during setup"
+GONE_BEFORE_START = "the container init exited before it could start the process"
+
+
+def error_message(e: RuntimeFailure) -> bytes:
+    """A whole ERROR message, for writers that are not a Channel (the exec shim)."""
+    return jsonio.dumps({"type": ERROR, **e.record()}).encode()
+
+
+def fifo_error(e: RuntimeFailure) -> bytes:
+    """What the init writes to exec.fifo (after FIFO_READY) when it fails."""
+    return FIFO_ERROR + error_message(e)
+
+
+def check_fifo(data: bytes) -> None:
+    """All `start` read from exec.fifo: returns if the init reached its execve, else raises
+    its failure."""
+    if data.startswith(FIFO_READY) and FIFO_ERROR not in data:
+        return
+    if FIFO_ERROR not in data:
+        raise PeerGone(GONE_BEFORE_START)
+    payload = data.split(FIFO_ERROR, 1)[1]
+    try:
+        msg = jsonio.loads(payload)
+    except ValueError:
+        msg = None
+    if not isinstance(msg, dict) or msg.get("type") != ERROR:
+        # an init that an older pyruntime created writes the bare message
+        raise RuntimeFailure(payload.decode(errors="replace"))
+    raise RuntimeFailure.from_record(msg)
+
 
 class Channel:
-    """JSON messages over a SOCK_SEQPACKET socket; EOF means the peer died."""
+    """Named JSON messages over a SOCK_SEQPACKET socket; EOF means the peer died."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
@@ -21,13 +105,26 @@ class Channel:
     def send(self, kind: str, **fields) -> None:
         self.sock.send(jsonio.dumps({"type": kind, **fields}).encode())
 
-    def recv(self, expect: str | None = None) -> dict:
+    def fail(self, e: RuntimeFailure) -> None:
+        self.sock.send(error_message(e))
+
+    def recv(self, *expect: str) -> dict:
+        """The next message, which must be one of `expect`; an ERROR is raised as the
+        RuntimeFailure it carries, EOF as PeerGone."""
+        msg = self.recv_or_eof(*expect)
+        if msg is None:
+            raise PeerGone(GONE)
+        return msg
+
+    def recv_or_eof(self, *expect: str) -> dict | None:
+        """As recv, but EOF (the peer closed it, e.g. by execve) is None."""
         data = self.sock.recv(1 << 16)
         if not data:
-            raise RuntimeFailure("the container init exited during setup")
+            return None
         msg = jsonio.loads(data)
-        if msg["type"] == "error":
-            raise RuntimeFailure(msg["msg"])
-        if expect and msg["type"] != expect:
-            raise RuntimeFailure(f"protocol error: expected {expect!r}, got {msg['type']!r}")
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        if kind == ERROR:
+            raise RuntimeFailure.from_record(msg)
+        if kind not in expect:
+            raise ProtocolError(expect, kind)
         return msg

@@ -9,7 +9,7 @@ import select
 from pyruntime.lean import signal, socket
 from pyruntime.lifecycle import hooks, state as statemod
 from pyruntime import log
-from pyruntime.errors import ConfigError, ContainerNotFound, RuntimeFailure
+from pyruntime.errors import ConfigError, ContainerNotFound, RuntimeFailure, step
 from pyruntime.lifecycle.state import Container, State, StateCorrupt
 
 
@@ -119,17 +119,19 @@ class _Cleanup:
 def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socket, console,
                 no_pivot, no_new_keyring, preserve_fds, rootless=False, resources=None) -> int:
     from pyruntime.linux import namespaces
-    from pyruntime.lifecycle.channel import Channel
-    from pyruntime.setup.init import InitArgs, bootstrap
+    from pyruntime.lifecycle.channel import CREATED, GO, HOOKS, HOOKS_DONE, MAPPED, PID, USERNS
+    from pyruntime.setup import bootstrap as boot
+    from pyruntime.setup.init import WHO, InitArgs, bootstrap
     linux = cfg.linux
     if linux.resources.get("unified") and mgr.mode != "v2":
         raise ConfigError("linux.resources.unified", linux.resources["unified"],
                           "is an invalid configuration here: it needs a cgroup v2 host, this "
                           "one is cgroup v1 (or hybrid), as runc refuses it")
     cleanup.cgroup = mgr
-    mgr.create()
-    log.debug(f"cgroup made: {sorted(set(mgr.paths.values()))}")
-    _check_existing_cgroup(mgr)
+    with step("cgroups"):
+        mgr.create()
+        log.debug(f"cgroup made: {sorted(set(mgr.paths.values()))}")
+        _check_existing_cgroup(mgr)
     c.state.cgroup = mgr.to_state()
     seccomp_prog = listener = None
     if linux.seccomp:
@@ -150,17 +152,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             bind_sources = open_bind_sources(cfg, bundle)
         if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
             listener = seccomp.connect_listener(linux.seccomp["listenerPath"])
-        if cfg.process and cfg.process.terminal and console is not None:
-            console_sock = socket.socket(fileno=os.dup(console.fileno()))
-        elif cfg.process and cfg.process.terminal:
-            if not console_socket:
-                raise RuntimeFailure("process.terminal is true: --console-socket is required")
-            try:
-                console_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                console_sock.connect(console_socket)
-            except OSError as e:
-                raise RuntimeFailure(f"--console-socket {console_socket}: {e.strerror}") from None
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        console_sock = boot.console_socket(bool(cfg.process and cfg.process.terminal),
+                                           console_socket, console)
         fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
         args = InitArgs(cfg=cfg, container_id=c.id, bundle=bundle, fifo_fd=fifo_fd, ns_fds=ns_fds,
                         console_sock=console_sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
@@ -168,12 +161,11 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                         seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources,
                         caller_waits=console is not None, rootless=rootless)
         log.debug("nsexec container setup: forking the bootstrap child", stage=0)
-        pid = os.fork()
-        if pid == 0:
-            parent_sock.close()
+
+        def child(chan, args):
             c.unlock()  # our copy of the lock fd would hold the flock for the init's lifetime
-            bootstrap(Channel(child_sock), args)
-            os._exit(1)  # not reached
+            bootstrap(chan, args)
+        pid, chan = boot.spawn(WHO, child, args)
     finally:
         for _, fd in ns_fds:
             os.close(fd)
@@ -189,35 +181,32 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             listener.close()
         if console_sock is not None:
             console_sock.close()
-    child_sock.close()
-    chan = Channel(parent_sock)
     try:
         try:
-            mgr.add_pid(pid)
-            log.debug(f"bootstrap child {pid} put in the cgroup")
-            if rootless:  # no device rules: the kernel refuses them to an unprivileged user
-                mgr.apply(resources)
-            else:
-                mgr.apply(with_default_devices(linux.resources, {d.path for d in linux.devices}))
-            log.debug("cgroup resources applied")
+            with step("cgroups"):
+                mgr.add_pid(pid)
+                log.debug(f"bootstrap child {pid} put in the cgroup")
+                if rootless:  # no device rules: the kernel refuses them to an unprivileged user
+                    mgr.apply(resources)
+                else:
+                    mgr.apply(with_default_devices(linux.resources,
+                                                   {d.path for d in linux.devices}))
+                log.debug("cgroup resources applied")
             c.state.cgroup = mgr.to_state()
         except BaseException:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            boot.kill_and_reap(pid)
             raise
-        chan.send("go")
-        msg = chan.recv()
-        if msg["type"] == "userns":
+        chan.send(GO)
+        msg = chan.recv(USERNS, PID)
+        if msg["type"] == USERNS:
             if rootless:
                 from pyruntime.linux import idmap
                 idmap.write_maps(pid, linux.uid_mappings, linux.gid_mappings)
             else:
                 namespaces.write_id_maps(pid, linux.uid_mappings, linux.gid_mappings)
             log.debug("user namespace: uid and gid maps written")
-            chan.send("mapped")
-            msg = chan.recv()
-        if msg["type"] != "pid":
-            raise RuntimeFailure(f"protocol error: unexpected {msg['type']!r}")
+            chan.send(MAPPED)
+            msg = chan.recv(PID)
         init_pid = msg["pid"]
         log.debug(f"init forked: pid {init_pid}")
         os.waitpid(pid, 0)  # the bootstrap child is done; the init is reparented to our caller
@@ -233,29 +222,31 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             from pyruntime.linux import intelrdt
             st.intel_rdt = intelrdt.apply(linux.intel_rdt, c.id, init_pid)
             c.save()
-        chan.recv("hooks")
+        chan.recv(HOOKS)
         oci = dict(c.oci_state(), status="created", pid=init_pid)
         log.debug("init's mounts are ready: running the prestart and createRuntime hooks")
-        hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
-        hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
-        chan.send("hooks-done", state=oci)
-        chan.recv("created")
+        with step("hooks"):
+            hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
+            hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
+        chan.send(HOOKS_DONE, state=oci)
+        chan.recv(CREATED)
         st.status = "created"
         c.save()
         log.debug(f"container {c.id} created: its init waits on exec.fifo")
         return init_pid
     except RuntimeFailure as e:
-        _reap_quietly(pid)
+        boot.kill_and_reap(pid)
         if isinstance(e, ConfigError):
             raise
         # runc's wording for what fails once the container process exists: Docker and
         # containerd show it, and people search for it
-        raise RuntimeFailure(f"unable to start container process: {e}") from None
+        raise RuntimeFailure(f"unable to start container process: {e}", errno=e.errno,
+                             path=e.path, step=e.step) from e
     except BaseException:
-        _reap_quietly(pid)
+        boot.kill_and_reap(pid)
         raise
     finally:
-        parent_sock.close()
+        chan.sock.close()
 
 
 def _open_idmapped(cfg, bundle: str) -> None:
@@ -305,14 +296,6 @@ def _root_ids(linux) -> tuple[int, int]:
     return host_id(linux.uid_mappings), host_id(linux.gid_mappings)
 
 
-def _reap_quietly(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
-
-
 def _check_existing_cgroup(mgr) -> None:
     """A cgroupsPath may name a cgroup that exists already (runc's rules): a frozen one
     would freeze the init mid-setup, so it is refused; one with processes in it is shared,
@@ -347,7 +330,7 @@ def write_pid_file(path: str, pid: int) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        raise RuntimeFailure(f"--pid-file {path}: {e.strerror.lower()}") from None
+        raise RuntimeFailure(f"--pid-file {path}: {e.strerror.lower()}", errno=e.errno) from None
 
 
 def _kill_and_wait(pid: int, start: int, timeout: float = 10.0) -> None:
@@ -390,14 +373,11 @@ def start(root: str, cid: str) -> None:
         finally:
             os.close(fd)
         os.unlink(c.fifo)
-        if data.startswith(b"0") and b"E" not in data:
-            oci = c.oci_state()
-            hooks.run_warn("poststart", [h for h in c.state.hooks.get("poststart", [])],
-                           dict(oci, status="running", pid=c.state.pid), log.warning)
-            return
-        msg = data.split(b"E", 1)[1].decode(errors="replace") if b"E" in data else \
-            "the container init exited before it could start the process"
-        raise RuntimeFailure(msg)
+        from pyruntime.lifecycle.channel import check_fifo
+        check_fifo(data)
+        oci = c.oci_state()
+        hooks.run_warn("poststart", [h for h in c.state.hooks.get("poststart", [])],
+                       dict(oci, status="running", pid=c.state.pid), log.warning)
     finally:
         c.unlock()
 

@@ -5,21 +5,19 @@ the container's init through /proc/<pid>/ns/* (user first, mount last), after th
 put it into the container's cgroup, and forks once so that the process lands inside the pid
 namespace; that grandchild finishes the process (console, cwd, user, capabilities, seccomp)
 and calls execve. The channel is close-on-exec, so its EOF tells the parent execve happened.
+The steps shared with `create` are in setup/bootstrap.py, the messages in lifecycle/channel.py.
 """
 from __future__ import annotations
 
 import os
 
-import prctl
-
-from pyruntime.lean import signal, socket
-from pyruntime.lean import jsonio
+from pyruntime.lean import socket
 from pyruntime.oci import config as configmod
-from pyruntime.linux import console, namespaces
+from pyruntime.linux import namespaces
 from pyruntime import log
-from pyruntime.setup import process
-from pyruntime.lifecycle.channel import TRACE, Channel
-from pyruntime.errors import RuntimeFailure
+from pyruntime.setup import bootstrap as boot, process
+from pyruntime.lifecycle.channel import GO, PID, Channel, error_message
+from pyruntime.errors import RuntimeFailure, step
 from pyruntime.lifecycle.state import Container
 
 
@@ -122,26 +120,13 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
     in_user_ns = any(kind == "user" for kind, _ in ns_fds)
     sock = None
     try:
-        if proc.terminal:
-            if console_sock is not None:
-                sock = socket.socket(fileno=os.dup(console_sock.fileno()))
-            elif console_socket:
-                try:
-                    sock = console.connect(console_socket)
-                except OSError as e:
-                    raise RuntimeFailure(f"--console-socket {console_socket}: {e.strerror}") from None
-            else:
-                raise RuntimeFailure("process.terminal is true: --console-socket is required")
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock = boot.console_socket(proc.terminal, console_socket, console_sock)
         if c.state.memory_policy:  # set on ourselves: the fork and the process inherit it
             from pyruntime.linux import mempolicy
             mempolicy.apply(tuple(c.state.memory_policy))
         log.debug(f"exec in {cid}: nsexec container setup: forking the bootstrap child", stage=0)
-        pid = os.fork()
-        if pid == 0:
-            parent_sock.close()
-            _bootstrap(Channel(child_sock), ns_fds, proc, sock, in_user_ns, seccomp_prog,
-                       preserve_fds, notify)
+        pid, chan = boot.spawn(WHO, _bootstrap, ns_fds, proc, sock, in_user_ns, seccomp_prog,
+                               preserve_fds, notify)
     finally:
         for _, fd in ns_fds:
             os.close(fd)
@@ -149,43 +134,33 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
             sock.close()
         if notify is not None:
             notify[0].close()
-    child_sock.close()
-    chan = Channel(parent_sock)
     try:
         _set_affinity(pid, proc, "initial")
-        _join_cgroup(c, pid, cgroup)
+        with step("cgroups"):
+            _join_cgroup(c, pid, cgroup)
         if c.state.intel_rdt:
             from pyruntime.linux import intelrdt
             intelrdt.join(c.state.intel_rdt, pid)
         log.debug(f"bootstrap child {pid} put in the container's cgroup")
-        chan.send("go")
-        exec_pid = chan.recv("pid")["pid"]
+        chan.send(GO)
+        exec_pid = chan.recv(PID)["pid"]
         log.debug(f"process forked in the container: pid {exec_pid}")
         os.waitpid(pid, 0)
         # EOF (the channel is close-on-exec) means execve succeeded; a message is a failure.
-        data = parent_sock.recv(1 << 16)
-        if data:
-            raise RuntimeFailure(jsonio.loads(data).get("msg", "exec failed"))
+        chan.recv_or_eof()
     except BaseException:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        boot.kill_and_reap(pid)
         raise
     finally:
-        parent_sock.close()
+        chan.sock.close()
     if pid_file:
         from pyruntime.lifecycle.container import write_pid_file
         try:
             write_pid_file(pid_file, exec_pid)
         except RuntimeFailure:
-            # nobody would know the process's pid: it must not run on (runc kills it too)
-            try:
-                os.kill(exec_pid, signal.SIGKILL)
-                os.waitpid(exec_pid, 0)  # our child when we are its subreaper (no --detach)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+            # nobody would know the process's pid: it must not run on (runc kills it too);
+            # it is our child when we are its subreaper (no --detach)
+            boot.kill_and_reap(exec_pid)
             raise
     return exec_pid
 
@@ -199,7 +174,8 @@ def _set_affinity(pid: int, proc, which: str) -> None:
             os.sched_setaffinity(pid, cpus)
         except OSError as e:
             raise RuntimeFailure(f"process.execCPUAffinity.{which}: {e.strerror} (CPUs "
-                                 f"{sorted(cpus)} not available?)") from None
+                                 f"{sorted(cpus)} not available?)", errno=e.errno,
+                                 path=f"process.execCPUAffinity.{which}") from None
 
 
 def _maybe_seal(c: Container, init_pid: int) -> None:
@@ -241,7 +217,7 @@ def _join_cgroup(c: Container, pid: int, subs: list[str] | None) -> None:
                 f.write(str(pid))
         except OSError as e:
             raise RuntimeFailure(f"error adding pid {pid} to cgroups: {d}/cgroup.procs: "
-                                 f"{e.strerror.lower()}") from None
+                                 f"{e.strerror.lower()}", errno=e.errno) from None
 
 
 def sub_cgroups(args: list[str]) -> dict[str, str]:
@@ -263,74 +239,40 @@ def sub_cgroups(args: list[str]) -> dict[str, str]:
     return out
 
 
-def _bootstrap(chan: Channel, ns_fds, proc, sock, in_user_ns, seccomp_prog, preserve_fds,
-               notify) -> None:
-    try:
-        prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
-        chan.recv("go")
-        log.debug(f"nsexec container setup: joining {[k for k, _ in ns_fds]} namespaces", stage=1)
-        namespaces.join(ns_fds)
-        # The child shares our channel: it waits for our "pid", which we hand it too (inside
-        # the pid namespace it cannot learn its host pid, which a seccomp agent is told).
-        hold_r, hold_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(hold_w)
-            host_pid = int(os.read(hold_r, 32) or 0)
-            os.close(hold_r)
-            _finish(chan, proc, sock, in_user_ns, seccomp_prog, preserve_fds, notify, host_pid)
-        chan.send("pid", pid=pid)
-        os.write(hold_w, str(pid).encode())
-        os._exit(0)
-    except BaseException as e:
-        _fail(chan, e)
+WHO = "exec"  # names a failure that is not a RuntimeFailure
 
 
-def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds, notify,
-            host_pid: int) -> None:
-    try:
-        log.debug("child process in init(): inside the container's namespaces")
-        if proc.terminal:
-            master, peer = console.open_pty()
-            console.give_to(peer, proc.user.uid)
-            if proc.console_size:
-                console.set_size(peer, *proc.console_size)
-            console.send_master(sock, master)
-            os.close(master)
-            sock.close()
-            console.make_controlling(peer)
-            os.close(peer)
-        process.enter_cwd(proc.cwd)
-        env = process.build_env(proc, preserve_fds)
-        path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
-        process.set_oom_score_adj(proc.oom_score_adj)
-        process.set_scheduling(proc)
-        _set_affinity(0, proc, "final")
-        log.debug("setns_init: about to exec: rlimits, user, capabilities, seccomp, execve "
-                  "(the channel's close on execve signals completion)")
-        keep, on_notify_fd = (chan.sock.fileno(),), None
-        if notify is not None:
-            listener, state, metadata = notify
-            keep += (listener.fileno(),)
-
-            def on_notify_fd(fd: int) -> None:
-                from pyruntime.seccomp import filter as seccomp  # loaded by the parent: no import from the container
-                seccomp.send_state(listener, fd, state, metadata, pid=host_pid)
-        process.finalize_and_exec(
-            proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
-            preserve_fds=preserve_fds, keep=keep, report_fd=chan.sock.fileno(),
-            on_notify_fd=on_notify_fd,
-            encode=lambda m: jsonio.dumps({"type": "error", "msg": m}).encode())
-    except BaseException as e:
-        _fail(chan, e)
+def _bootstrap(chan: Channel, ns_fds, *args) -> None:
+    boot.enter(chan, ns_fds)
+    boot.fork_held(chan, WHO, _finish, *args)
 
 
-def _fail(chan: Channel, e: BaseException) -> None:
-    if TRACE:
-        TRACE.print_exception(e)
-    msg = str(e) if isinstance(e, RuntimeFailure) else f"exec: {e}"
-    try:
-        chan.send("error", msg=msg)
-    except OSError:
-        pass
-    os._exit(1)
+def _finish(chan: Channel, host_pid: int, proc, sock, in_user_ns, seccomp_prog, preserve_fds,
+            notify) -> None:
+    log.debug("child process in init(): inside the container's namespaces")
+    if proc.terminal:
+        boot.at("console")
+        boot.setup_terminal(proc, sock, bind_console=False)
+    boot.at("process")
+    process.enter_cwd(proc.cwd)
+    env = process.build_env(proc, preserve_fds)
+    path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
+    process.set_oom_score_adj(proc.oom_score_adj)
+    process.set_scheduling(proc)
+    _set_affinity(0, proc, "final")
+    log.debug("setns_init: about to exec: rlimits, user, capabilities, seccomp, execve "
+              "(the channel's close on execve signals completion)")
+    keep, on_notify_fd = (chan.sock.fileno(),), None
+    if notify is not None:
+        listener, state, metadata = notify
+        keep += (listener.fileno(),)
+
+        def on_notify_fd(fd: int) -> None:
+            from pyruntime.seccomp import filter as seccomp  # loaded by the parent: no import from the container
+            seccomp.send_state(listener, fd, state, metadata, pid=host_pid)
+    boot.at("exec")
+    process.finalize_and_exec(
+        proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
+        preserve_fds=preserve_fds, keep=keep, report_fd=chan.sock.fileno(),
+        on_notify_fd=on_notify_fd,
+        encode=lambda m, errno: error_message(RuntimeFailure(m, errno=errno, step="exec")))

@@ -80,7 +80,7 @@ def bind_console(peer: int) -> None:
 
 
 def make_controlling(peer: int) -> None:
-    if os.getsid(0) != os.getpid():  # the init already leads a session (init._init)
+    if os.getsid(0) != os.getpid():  # the init already leads a session (init.init_main)
         os.setsid()
     fcntl.ioctl(peer, TIOCSCTTY, 0)
     for i in range(3):

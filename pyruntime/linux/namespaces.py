@@ -63,6 +63,11 @@ def enter(linux, opened: list[tuple[str, int]], map_ids, sys: Sys = SYS) -> None
     alone (map_ids() returns once the parent has written its id maps; we are its root after),
     then the others at once, so that it owns them."""
     join(opened, sys)
+    create_new(linux, map_ids, sys)
+
+
+def create_new(linux, map_ids, sys: Sys = SYS) -> None:
+    """The namespaces listed without a path: see enter()."""
     if new_flags(linux, ("user",)):
         sys.unshare(sc.CLONE_NEWUSER)
         map_ids()

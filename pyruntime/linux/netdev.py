@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from pyruntime.errors import ConfigError, RuntimeFailure
+from pyruntime.lean import jsonio
 
 IFA_F_PERMANENT = 0x80
 RT_SCOPE_UNIVERSE = 0
@@ -88,17 +89,18 @@ def _configure_inside(pid: int, where: str, host: str, name: str, addrs: list) -
                 if name != host:
                     if "%d" not in name and ip.link_lookup(ifname=name):
                         raise RuntimeFailure(f"{where}.name: {name!r} already exists in the "
-                                             "container's network namespace")
+                                             "container's network namespace", path=f"{where}.name")
                     ip.link("set", index=index, ifname=name)
                 for address, prefixlen in addrs:
                     ip.addr("add", index=index, address=address, prefixlen=prefixlen)
                 ip.link("set", index=index, state="up")
         except RuntimeFailure as e:
-            msg = str(e).encode()
+            msg = jsonio.dumps(e.record()).encode()
         except Exception as e:  # NetlinkError, OSError: report, never a traceback
             code = getattr(e, "code", None) or getattr(e, "errno", None)
-            msg = f"{where}: cannot set it up in the container: " \
-                  f"{os.strerror(code) if code else e}".encode()
+            msg = jsonio.dumps(RuntimeFailure(
+                f"{where}: cannot set it up in the container: {os.strerror(code) if code else e}",
+                errno=code, path=where).record()).encode()
         os.write(w, msg)
         os._exit(1 if msg else 0)
     os.close(w)
@@ -106,4 +108,4 @@ def _configure_inside(pid: int, where: str, host: str, name: str, addrs: list) -
         msg = f.read()
     os.waitpid(child, 0)
     if msg:
-        raise RuntimeFailure(msg.decode(errors="replace"))
+        raise RuntimeFailure.from_record(jsonio.loads(msg))

@@ -45,7 +45,7 @@ FIELDS: dict[str, tuple] = {
     "mounts[].gidMappings[].hostID": (APPLIED, "mountattr.open_idmapped"),
     "mounts[].gidMappings[].size": (APPLIED, "mountattr.open_idmapped"),
     "process": (APPLIED, "init.py (absent: the init waits for start and exits)"),
-    "process.terminal": (APPLIED, "init.setup_terminal, console.py"),
+    "process.terminal": (APPLIED, "bootstrap.setup_terminal, console.py"),
     "process.consoleSize": (APPLIED, "console.set_size"),
     "process.consoleSize.height": (APPLIED, "console.set_size"),
     "process.consoleSize.width": (APPLIED, "console.set_size"),

@@ -98,11 +98,12 @@ def _code(report_fd: int, table_off: int, nerr: int) -> bytes:
 
 
 def build(arg0: str, report_fd: int, encode) -> bytes:
-    """The shim's ELF image. encode(msg) -> the bytes to write to report_fd for a failure."""
-    generic = encode(f'exec: "{arg0}": exec failed')
+    """The shim's ELF image. encode(msg, errno) -> the bytes to write to report_fd for a
+    failure (errno None for the generic message)."""
+    generic = encode(f'exec: "{arg0}": exec failed', None)
     msgs = [generic] * (_EXEC_ERRNOS[-1] + 1)
     for e in _EXEC_ERRNOS:
-        msgs[e] = encode(f'exec: "{arg0}": {os.strerror(e).lower()}')
+        msgs[e] = encode(f'exec: "{arg0}": {os.strerror(e).lower()}', e)
     code_len = len(_code(report_fd, 0, len(msgs)))
     table_off = (code_len + 7) & ~7
     strings_off = len(msgs) * 16
@@ -146,7 +147,7 @@ def prepare(arg0: str, report_fd: int = -1, encode=None) -> int:
     may not be in the container's profile); -1 if it cannot be made."""
     if report_fd < 0:
         report_fd = 2
-        encode = lambda m: m.encode(errors="replace") + b"\n"  # noqa: E731
+        encode = lambda m, _errno: m.encode(errors="replace") + b"\n"  # noqa: E731
     try:
         return memfd(build(arg0, report_fd, encode))
     except OSError:

@@ -1,8 +1,9 @@
 """The container side of `create`, top to bottom in the order of the runtime-spec lifecycle.
 
 `create` forks a bootstrap child (bootstrap()), which joins and creates the namespaces and forks
-the init (init_main()), PID 1 of the new pid namespace. Both talk to the parent over a
-SOCK_SEQPACKET channel; the init reports "created" and then blocks on exec.fifo until `start`.
+the init (init_main()), PID 1 of the new pid namespace; the steps shared with `exec` are in
+bootstrap.py. Both talk to the parent over the channel (lifecycle/channel.py has the messages
+and who sends what when); the init reports CREATED and then blocks on exec.fifo until `start`.
 Nothing here returns: each process ends in execve or os._exit.
 """
 from __future__ import annotations
@@ -13,14 +14,16 @@ import struct
 import prctl
 
 from pyruntime.lean import socket
-from pyruntime.linux import console, namespaces
+from pyruntime.linux import namespaces
 from pyruntime.linux.syscalls import SYS, Sys
 from pyruntime.lifecycle import hooks
 from pyruntime import log
-from pyruntime.setup import process, rootfs
-from pyruntime.lifecycle.channel import TRACE, Channel
+from pyruntime.setup import bootstrap as boot, process, rootfs
+from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, HOOKS, HOOKS_DONE, MAPPED, USERNS,
+                                         Channel, fifo_error)
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lean.records import record
+
 
 @record
 class InitArgs:
@@ -43,63 +46,26 @@ class InitArgs:
     rootless: bool = False
 
 
+WHO = "container init"  # names a failure that is not a RuntimeFailure
+
+
 def bootstrap(chan: Channel, a: InitArgs) -> None:
     """The bootstrap child: namespaces, then fork the init and report its pid."""
-    try:
-        prctl.set_dumpable(False)  # no /proc/<pid>/exe of ours for the container to open
-        chan.recv("go")  # the parent has put us in the container's cgroup
-        if a.ns_fds:
-            log.debug(f"nsexec container setup: joining {[k for k, _ in a.ns_fds]} namespaces",
-                      stage=1)
+    boot.enter(chan, a.ns_fds)
 
-        def map_ids() -> None:  # the parent writes a new user namespace's maps
-            if a.rootless:
-                # an unprivileged parent (and newuidmap, which checks who owns us) can write
-                # our /proc/<pid>/*_map only while we are dumpable: just for the mapping, as runc
-                prctl.set_dumpable(True)
-            chan.send("userns")
-            chan.recv("mapped")
-            prctl.set_dumpable(False)
-        namespaces.enter(a.cfg.linux, a.ns_fds, map_ids)
-        # The init shares our channel: hold it back until the parent has its pid.
-        hold_r, hold_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(hold_w)
-            os.read(hold_r, 1)
-            os.close(hold_r)
-            init_main(chan, a)
-        chan.send("pid", pid=pid)
-        os.write(hold_w, b"1")
-        os._exit(0)
-    except BaseException as e:
-        _fail(chan, e)
+    def map_ids() -> None:  # the parent writes a new user namespace's maps
+        if a.rootless:
+            # an unprivileged parent (and newuidmap, which checks who owns us) can write our
+            # /proc/<pid>/*_map only while we are dumpable: just for the mapping, as runc
+            prctl.set_dumpable(True)
+        chan.send(USERNS)
+        chan.recv(MAPPED)
+        prctl.set_dumpable(False)
+    namespaces.create_new(a.cfg.linux, map_ids)
+    boot.fork_held(chan, WHO, init_main, a)
 
 
-def init_main(chan: Channel, a: InitArgs) -> None:
-    try:
-        _init(chan, a)
-    except BaseException as e:
-        _fail(chan, e)
-
-
-def _fail(chan: Channel, e: BaseException) -> None:
-    if TRACE:
-        TRACE.print_exception(e)
-    if isinstance(e, RuntimeFailure):
-        msg = str(e)
-    elif isinstance(e, OSError):
-        msg = f"container init: {e}"
-    else:
-        msg = f"container init: internal error: {type(e).__name__}: {e}"
-    try:
-        chan.send("error", msg=msg)
-    except OSError:
-        pass
-    os._exit(1)
-
-
-def _init(chan: Channel, a: InitArgs, sys: Sys = SYS) -> None:
+def init_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> None:
     cfg, linux, proc = a.cfg, a.cfg.linux, a.cfg.process
     log.debug("child process in init(): setting the container up")
     process.die_on_signals()
@@ -115,6 +81,7 @@ def _init(chan: Channel, a: InitArgs, sys: Sys = SYS) -> None:
         loopback_up()
 
     # -- the rootfs, while the host's filesystem is still in view
+    boot.at("rootfs")
     if new_mount_ns:
         rootfs.set_root_propagation(linux.rootfs_propagation, sys)
         rootfs.bind_rootfs(cfg.root_path, sys)
@@ -130,8 +97,9 @@ def _init(chan: Channel, a: InitArgs, sys: Sys = SYS) -> None:
 
     # -- hooks that run before the root switch: prestart and createRuntime in the runtime's
     #    namespace (the parent runs them), then createContainer here in ours
-    chan.send("hooks")
-    state = chan.recv("hooks-done")["state"]
+    boot.at("hooks")
+    chan.send(HOOKS)
+    state = chan.recv(HOOKS_DONE)["state"]
     # runc's createContainer hooks run in the rootfs (a hook's `touch ./lib/x` lands in it);
     # the root switch moves us anyway
     os.chdir(cfg.root_path)
@@ -140,6 +108,7 @@ def _init(chan: Channel, a: InitArgs, sys: Sys = SYS) -> None:
     fifo = a.fifo_fd
 
     # -- switch root
+    boot.at("rootfs")
     log.debug("init: switching root" + (" (--no-pivot)" if a.no_pivot else ""))
     if a.no_pivot:
         rootfs.move_root(cfg.root_path, sys)
@@ -150,7 +119,8 @@ def _init(chan: Channel, a: InitArgs, sys: Sys = SYS) -> None:
         sys.chdir("/")
     rootfs.reopen_dev_null(sys)
     if proc and proc.terminal:
-        setup_terminal(proc, a.console_sock)
+        boot.at("console")
+        boot.setup_terminal(proc, a.console_sock, bind_console=True)
     if new_mount_ns:
         rootfs.set_rootfs_propagation(linux.rootfs_propagation, sys)
     rootfs.readonly_dev(cfg, sys)
@@ -158,6 +128,7 @@ def _init(chan: Channel, a: InitArgs, sys: Sys = SYS) -> None:
         rootfs.readonly_root(sys)
 
     # -- the rest of the environment, in runc's order
+    boot.at("process")
     log.debug("init: hostname, sysctls, read-only and masked paths, personality, keyring")
     if cfg.hostname is not None and linux.namespace("uts"):
         sys.sethostname(cfg.hostname)
@@ -188,11 +159,14 @@ def _init(chan: Channel, a: InitArgs, sys: Sys = SYS) -> None:
     # -- created: block until `start`
     out = _wait_for_start(chan, fifo, proc.terminal and not a.caller_waits)
 
-    def report(msg: str) -> None:
+    def report(e: RuntimeFailure) -> None:
+        if e.step is None:
+            e.step = "exec"
         try:
-            os.write(out, b"E" + msg.encode())
+            os.write(out, fifo_error(e))
         except OSError:
             pass
+    boot.at("exec")
     keep = (out,) if a.listener is None else (out, a.listener.fileno())
     log.debug("init: closing the pipe to signal completion (exec.fifo closes on execve); "
               "then rlimits, user, capabilities, seccomp, execve")
@@ -201,9 +175,11 @@ def _init(chan: Channel, a: InitArgs, sys: Sys = SYS) -> None:
                                   preserve_fds=a.preserve_fds, keep=keep,
                                   on_notify_fd=_notify_sender(a.listener, linux.seccomp, state),
                                   before_exec=_start_container_hooks(cfg, state, out),
-                                  report_fd=out, encode=lambda m: b"E" + m.encode())
+                                  report_fd=out,
+                                  encode=lambda m, errno: fifo_error(
+                                      RuntimeFailure(m, errno=errno, step="exec")))
     except RuntimeFailure as e:
-        report(str(e))
+        report(e)
         os._exit(1)
 
 
@@ -221,15 +197,15 @@ def _notify_sender(listener, seccomp_cfg, state):
 def _wait_for_start(chan: Channel, fifo_path_fd: int, let_go_of_stderr: bool) -> int:
     """Tell the parent we are created, then block on exec.fifo until `start` opens it. Returns
     the fifo's write end (close-on-exec: `start` sees EOF when execve succeeds, and reads a
-    failure as "E<message>")."""
-    chan.send("created")
+    failure after FIFO_ERROR)."""
+    chan.send(CREATED)
     chan.sock.close()
     log.debug("init: created, blocking on exec.fifo until start")
     if let_go_of_stderr:
         log.drop_stderr_copy()  # fd 2 is the console now, and the caller is gone
     out = os.open(rootfs.fdpath(fifo_path_fd), os.O_WRONLY | os.O_CLOEXEC)
     os.close(fifo_path_fd)
-    os.write(out, b"0")
+    os.write(out, FIFO_READY)
     return out
 
 
@@ -244,24 +220,10 @@ def _start_container_hooks(cfg, state: dict, out: int):
         try:
             hooks.run("startContainer", cfg.hooks["startContainer"], dict(state, status="running"))
         except RuntimeFailure as e:
-            os.write(out, b"E" + str(e).encode())
+            e.step = e.step or "hooks"
+            os.write(out, fifo_error(e))
             os._exit(1)
     return run
-
-
-def setup_terminal(proc, sock: socket.socket | None) -> None:
-    if sock is None:
-        raise RuntimeFailure("process.terminal is true but no --console-socket was given")
-    master, peer = console.open_pty()
-    console.give_to(peer, proc.user.uid)
-    if proc.console_size:
-        console.set_size(peer, *proc.console_size)
-    console.bind_console(peer)
-    console.send_master(sock, master)
-    os.close(master)
-    sock.close()
-    console.make_controlling(peer)
-    os.close(peer)
 
 
 def write_sysctl(key: str, value: str) -> None:
@@ -270,7 +232,8 @@ def write_sysctl(key: str, value: str) -> None:
         with open(path, "w") as f:
             f.write(value)
     except OSError as e:
-        raise RuntimeFailure(f"linux.sysctl.{key}: {value!r}: {e.strerror}") from None
+        raise RuntimeFailure(f"linux.sysctl.{key}: {value!r}: {e.strerror}", errno=e.errno,
+                             path=f"linux.sysctl.{key}") from None
 
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1

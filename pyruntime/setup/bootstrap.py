@@ -1,0 +1,146 @@
+"""What `create` and `exec` share around their children, on both sides of the fork.
+
+The parent connects the console socket, forks a bootstrap child (spawn) and, should it fail
+after that, kills and reaps it. The bootstrap child waits until the parent has put it into the
+container's cgroup, joins namespaces (enter), then forks the process that goes on, held until
+the parent has its pid (fork_held): the init for `create`, the new process for `exec`. That
+one may set a terminal up (setup_terminal). Whichever fails reports it over the channel
+(fail) and exits: it never returns into the caller's code. The messages are in
+lifecycle/channel.py.
+"""
+from __future__ import annotations
+
+import os
+
+import prctl
+
+from pyruntime import log
+from pyruntime.errors import RuntimeFailure
+from pyruntime.lean import signal, socket
+from pyruntime.lifecycle.channel import GO, PID, TRACE, Channel
+from pyruntime.linux import console, namespaces
+
+# The lifecycle step a child is at: a failure that names none is reported as this one's.
+_step: str | None = None
+
+
+def at(step: str) -> None:
+    global _step
+    _step = step
+
+
+# ---------------------------------------------------------------- the parent
+
+def console_socket(terminal: bool, path: str | None,
+                   given: socket.socket | None) -> socket.socket | None:
+    """The socket the terminal's master goes to: a copy of `given` (the API's), else a
+    connection to --console-socket; None without a terminal."""
+    if not terminal:
+        return None
+    if given is not None:
+        return socket.socket(fileno=os.dup(given.fileno()))
+    if not path:
+        raise RuntimeFailure("process.terminal is true: --console-socket is required")
+    try:
+        return console.connect(path)
+    except OSError as e:
+        raise RuntimeFailure(f"--console-socket {path}: {e.strerror}", errno=e.errno) from None
+
+
+def spawn(who: str, main, *args) -> tuple[int, Channel]:
+    """Fork the bootstrap child, which runs main(chan, *args) and never returns; `who` names
+    it in failures that are not a RuntimeFailure. Returns its pid and the parent's end."""
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pid = os.fork()
+    except BaseException:
+        parent_sock.close()
+        child_sock.close()
+        raise
+    if pid == 0:
+        parent_sock.close()
+        chan = Channel(child_sock)
+        try:
+            main(chan, *args)
+        except BaseException as e:
+            fail(chan, e, who)
+        os._exit(1)  # main ends in execve or os._exit
+    child_sock.close()
+    return pid, Channel(parent_sock)
+
+
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL a child of ours and reap it; one already gone is fine."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+# ---------------------------------------------------------------- the children
+
+def enter(chan: Channel, ns_fds) -> None:
+    """The bootstrap child's first steps: hide our /proc/<pid>/exe from the container, wait
+    until the parent has put us into the container's cgroup, join the namespaces given."""
+    at("namespaces")
+    prctl.set_dumpable(False)
+    chan.recv(GO)
+    if ns_fds:
+        log.debug(f"nsexec container setup: joining {[k for k, _ in ns_fds]} namespaces", stage=1)
+    namespaces.join(ns_fds)
+
+
+def fork_held(chan: Channel, who: str, main, *args) -> None:
+    """Fork the process that goes on, report its pid and exit. It shares our channel, so it
+    waits for us to send PID first; it is handed its host pid too (inside a new pid namespace
+    it cannot learn it, and a seccomp agent is told it). It runs main(chan, host_pid, *args)."""
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(hold_w)
+        host_pid = int(os.read(hold_r, 32) or 0)
+        os.close(hold_r)
+        try:
+            main(chan, host_pid, *args)
+        except BaseException as e:
+            fail(chan, e, who)
+        os._exit(1)
+    chan.send(PID, pid=pid)
+    os.write(hold_w, str(pid).encode())
+    os._exit(0)
+
+
+def fail(chan: Channel, e: BaseException, who: str) -> None:
+    """Report e to the parent as an ERROR and exit."""
+    if TRACE:
+        TRACE.print_exception(e)
+    if isinstance(e, OSError):
+        e = RuntimeFailure(f"{who}: {e}", errno=e.errno, step=_step)
+    elif not isinstance(e, RuntimeFailure):
+        e = RuntimeFailure(f"{who}: internal error: {type(e).__name__}: {e}", step=_step)
+    elif e.step is None:
+        e.step = _step
+    try:
+        chan.fail(e)
+    except OSError:
+        pass
+    os._exit(1)
+
+
+def setup_terminal(proc, sock: socket.socket | None, *, bind_console: bool) -> None:
+    """A new pty: its master goes to the console socket, its peer becomes our controlling
+    terminal (and, for the init, /dev/console)."""
+    if sock is None:
+        raise RuntimeFailure("process.terminal is true but no --console-socket was given")
+    master, peer = console.open_pty()
+    console.give_to(peer, proc.user.uid)
+    if proc.console_size:
+        console.set_size(peer, *proc.console_size)
+    if bind_console:
+        console.bind_console(peer)
+    console.send_master(sock, master)
+    os.close(master)
+    sock.close()
+    console.make_controlling(peer)
+    os.close(peer)
