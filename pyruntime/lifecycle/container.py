@@ -9,7 +9,8 @@ import select
 from pyruntime.lean import signal, socket
 from pyruntime.lifecycle import hooks, state as statemod
 from pyruntime import log
-from pyruntime.errors import ConfigError, ContainerNotFound, RuntimeFailure
+from pyruntime.errors import (ConfigError, ContainerNotFound, ContainerNotRunning,
+                              ContainerStateError, RuntimeFailure)
 from pyruntime.lifecycle.state import Container, State, StateCorrupt
 
 
@@ -349,13 +350,16 @@ def start(root: str, cid: str) -> None:
         status = c.status()
         if status != "created":
             if status == "stopped":
-                raise RuntimeFailure(f"cannot start a container that has stopped: {cid}")
-            raise RuntimeFailure(f"cannot start an already running container: {cid} is {status}")
+                raise ContainerNotRunning(cid, status,
+                                          f"cannot start a container that has stopped: {cid}")
+            raise ContainerStateError(cid, status, f"cannot start an already running container: "
+                                                   f"{cid} is {status}")
         log.debug(f"start {cid}: opening exec.fifo")
         try:
             fd = os.open(c.fifo, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise RuntimeFailure(f"cannot start an already running container: {cid}") from None
+            raise ContainerStateError(cid, "running", f"cannot start an already running "
+                                                      f"container: {cid}") from None
         try:
             data = b""
             while chunk := os.read(fd, 4096):  # EOF comes with the init's execve
@@ -412,7 +416,7 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
             _thaw(c)
         return
     if status in ("stopped", "creating") and not (status == "creating" and c.state.pid):
-        raise RuntimeFailure("container not running")
+        raise ContainerNotRunning(cid, status)
     _signal_init(c, sig)
     if status == "paused" and sig == signal.SIGKILL:
         _thaw(c)  # a frozen (v1) task dies only once thawed; runc thaws for SIGKILL only
@@ -422,13 +426,13 @@ def _signal_init(c: Container, sig: int) -> None:
     try:
         pidfd = os.pidfd_open(c.state.pid)
     except ProcessLookupError:
-        raise RuntimeFailure("container not running") from None
+        raise ContainerNotRunning(c.id) from None
     try:
         if statemod.proc_start_time(c.state.pid) != c.state.init_start:
-            raise RuntimeFailure("container not running")
+            raise ContainerNotRunning(c.id)
         signal.pidfd_send_signal(pidfd, sig)
     except ProcessLookupError:
-        raise RuntimeFailure("container not running") from None
+        raise ContainerNotRunning(c.id) from None
     finally:
         os.close(pidfd)
 
@@ -466,8 +470,8 @@ def delete(root: str, cid: str, force: bool = False) -> None:
     try:
         status = c.status()
         if status != "stopped" and not force:
-            raise RuntimeFailure(f"cannot delete container {cid} that is not stopped: {status} "
-                                 "(container still running; use --force)")
+            raise ContainerStateError(cid, status, f"cannot delete container {cid} that is not "
+                                      f"stopped: {status} (container still running; use --force)")
         if status == "paused":
             _thaw(c)
         if status != "stopped" and c.state.pid:
