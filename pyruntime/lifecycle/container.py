@@ -19,8 +19,11 @@ from pyruntime.lifecycle.state import Container, State, StateCorrupt
 def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
            console_socket: str | None = None, no_pivot: bool = False, no_new_keyring: bool = False,
            preserve_fds: int = 0, systemd_cgroup: bool = False,
-           console: socket.socket | None = None) -> Container:
-    """Set the container up and leave its init blocked on exec.fifo; return its Container."""
+           console: socket.socket | None = None, stdio=None, reexec: bool = True) -> Container:
+    """Set the container up and leave its init blocked on exec.fifo; return its Container.
+
+    stdio: the init's fds 0, 1, 2 (None each: ours). reexec=False refuses a container that
+    needs a sealed interpreter instead of re-executing this process (a library's caller)."""
     from pyruntime.lean.records import asdict
     from pyruntime.oci import config as configmod  # create-only: start/kill/delete never parse a config
     statemod.check_id(cid)
@@ -30,7 +33,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     if cfg.process and cfg.process.capabilities:
         from pyruntime.linux import capabilities
         capabilities.check_grantable(cfg.process.capabilities, "process.capabilities")
-    _maybe_seal(cfg)
+    _maybe_seal(cfg, reexec)
     from pyruntime import cgroups
     mgr = cgroups.manager(cfg.linux.cgroups_path, cid, systemd=systemd_cgroup)
     c = Container.new(root, cid)
@@ -54,7 +57,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
             raise statemod.os_failure("cannot create", e) from None
         log.debug(f"state dir {c.dir} and its exec.fifo made")
         init_pid = _spawn_init(c, cfg, cleanup, mgr, bundle, console_socket, console, no_pivot,
-                               no_new_keyring, preserve_fds)
+                               no_new_keyring, preserve_fds, stdio)
         if pid_file:
             write_pid_file(pid_file, init_pid)
         return c
@@ -65,7 +68,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         c.unlock()
 
 
-def _maybe_seal(cfg) -> None:
+def _maybe_seal(cfg, reexec: bool = True) -> None:
     """The init can only be reached during setup by processes already in the pid namespace it
     joins (a pod's, or the host's): if those may hold CAP_SYS_PTRACE, run from a sealed copy of
     the interpreter (see sealed.py). We cannot know their capabilities, so any joined pid
@@ -75,6 +78,12 @@ def _maybe_seal(cfg) -> None:
     pid_ns = linux.namespace("pid")
     if sealed.active() or linux.namespace("user") or (pid_ns and not pid_ns.path):
         return
+    if not reexec:
+        raise ConfigError("linux.namespaces", [n.type for n in linux.namespaces],
+                          "has no new pid namespace (nor a user namespace): such a container "
+                          "needs the command line, which re-executes itself from a sealed "
+                          "copy of the interpreter (CVE-2019-5736); a library cannot do that "
+                          "to its caller")
     sealed.reexec()
 
 
@@ -100,7 +109,7 @@ class _Cleanup:
 
 
 def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socket, console,
-                no_pivot, no_new_keyring, preserve_fds) -> int:
+                no_pivot, no_new_keyring, preserve_fds, stdio=None) -> int:
     from pyruntime.linux import namespaces
     from pyruntime.lifecycle.channel import Channel
     from pyruntime.setup.init import InitArgs, bootstrap
@@ -153,6 +162,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         if pid == 0:
             parent_sock.close()
             c.unlock()  # our copy of the lock fd would hold the flock for the init's lifetime
+            redirect_stdio(stdio)
             bootstrap(Channel(child_sock), args)
             os._exit(1)  # not reached
     finally:
@@ -230,6 +240,19 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         raise
     finally:
         parent_sock.close()
+
+
+def redirect_stdio(stdio) -> None:
+    """In a forked child: make each fd of stdio (None: keep ours) that child's fd 0, 1, 2."""
+    if not stdio:
+        return
+    import fcntl
+    # above 2 first: one of them may be another's target (stdout given as stderr)
+    high = [None if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in stdio]
+    for i, fd in enumerate(high):
+        if fd is not None:
+            os.dup2(fd, i)
+            os.close(fd)
 
 
 def _open_idmapped(cfg, bundle: str) -> None:
