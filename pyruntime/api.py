@@ -259,8 +259,7 @@ class Runtime:
             raise ContainerStateError(id, status, "cannot exec in a paused container (use "
                                                   "--ignore-paused to override)")
         proc = build_process(c, process, args or [], **overrides)
-        if not detach:
-            self._become_subreaper()
+        self._become_subreaper()
         path, sock = (console_socket, None) if console_socket is None or \
             isinstance(console_socket, str) else (None, console_socket)
         pipes = _Pipes(capture_output and not detach)
@@ -433,14 +432,14 @@ _UPDATABLE = (("memory", ("limit", "reservation", "swap", "kernel", "kernelTCP",
 def _updatable(r: dict) -> dict:
     """The part of a LinuxResources that `update` applies, each object checked to be one."""
     if not isinstance(r, dict):
-        raise RuntimeFailure("--resources: want a LinuxResources JSON object")
+        raise RuntimeFailure("resources: want a LinuxResources object (a dict)")
     out = {}
     for key, fields in _UPDATABLE:
         obj = r.get(key)
         if obj is None:
             continue
         if not isinstance(obj, dict):
-            raise RuntimeFailure(f"--resources: {key}: must be an object")
+            raise RuntimeFailure(f"resources: {key}: must be an object")
         sub = {k: obj[k] for k in fields if obj.get(k) is not None}
         if sub:
             out[key] = sub
