@@ -220,11 +220,11 @@ class Runtime:
         EOF). Other options as for create."""
         pipes = _Pipes(capture_output)
         try:
-            st = self.create(id, bundle, stdin=stdin, stdout=pipes.out(stdout),
-                             stderr=pipes.err(stderr), **create_options)
-        finally:
-            pipes.close_writers()
-        try:
+            try:
+                st = self.create(id, bundle, stdin=stdin, stdout=pipes.out(stdout),
+                                 stderr=pipes.err(stderr), **create_options)
+            finally:
+                pipes.close_writers()
             try:
                 self.start(id)
                 out, err = pipes.collect()
@@ -264,14 +264,14 @@ class Runtime:
             isinstance(console_socket, str) else (None, console_socket)
         pipes = _Pipes(capture_output and not detach)
         try:
-            pid = exec_process(self.root, id, proc, console_socket=path, console_sock=sock,
-                               pid_file=pid_file, preserve_fds=preserve_fds,
-                               ignore_paused=ignore_paused, cgroup=list(cgroups),
-                               stdio=_fds(stdin, pipes.out(stdout), pipes.err(stderr)),
-                               reexec=self._reexec)
-        finally:
-            pipes.close_writers()
-        try:
+            try:
+                pid = exec_process(self.root, id, proc, console_socket=path, console_sock=sock,
+                                   pid_file=pid_file, preserve_fds=preserve_fds,
+                                   ignore_paused=ignore_paused, cgroup=list(cgroups),
+                                   stdio=_fds(stdin, pipes.out(stdout), pipes.err(stderr)),
+                                   reexec=self._reexec)
+            finally:
+                pipes.close_writers()
             if detach:
                 return ExecResult(pid)
             out, err = pipes.collect()
