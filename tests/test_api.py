@@ -53,9 +53,9 @@ def api(tmp_path):
 
 
 def sh(bundle, script: str, cid: str | None = None) -> str:
+    """The bundle running script; its cgroup is the default one, named after the id (a
+    shared parent such as /pyrt-test can be removed under us by another test session)."""
     bundle.config["process"]["args"] = ["sh", "-c", script]
-    if cid:
-        bundle.config["linux"]["cgroupsPath"] = f"/pyrt-test/{cid}"
     bundle.write()
     return str(bundle.path)
 
@@ -286,7 +286,7 @@ import os, sys, prctl, pyruntime
 assert not prctl.get_child_subreaper()
 rt = pyruntime.Runtime(root=sys.argv[2])
 assert not prctl.get_child_subreaper()  # not before a container needs it
-r = rt.run("sub", sys.argv[1], capture_output=True)
+r = rt.run(sys.argv[3], sys.argv[1], capture_output=True)
 print(r.exit_code, r.stdout.decode().strip(), int(prctl.get_child_subreaper()))
 try:
     os.waitpid(-1, os.WNOHANG)
@@ -299,12 +299,14 @@ except ChildProcessError:
 def test_runtime_makes_its_caller_the_subreaper(bundle, tmp_path):
     """In a fresh process (pytest's worker is a subreaper already): `run` reaps the init
     because the Runtime made the process a child subreaper, and leaves no child."""
-    b = sh(bundle, "echo $$", "api-sub")
+    b = sh(bundle, "echo $$")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    p = subprocess.run([sys.executable, "-c", SUBREAPER_SCRIPT, b, str(tmp_path / "state")],
+    cid = f"api-{uuid.uuid4().hex[:12]}"
+    p = subprocess.run([sys.executable, "-c", SUBREAPER_SCRIPT, b, str(tmp_path / "state"), cid],
                        capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["0 1 1", "no children left"], p.stdout
+    assert not _cgroups_named(cid) and not os.listdir(tmp_path / "state")
 
 
 def test_import_pyruntime_does_not_load_the_api():
