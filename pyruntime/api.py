@@ -172,7 +172,8 @@ class Runtime:
 
     def wait(self, id: str) -> int:
         """Wait for the init to exit and reap it: its exit code (128+n for signal n). The init
-        must be this process's child (the Runtime's subreaper)."""
+        must be this process's child (the Runtime's subreaper); a created container's init
+        waits for `start`, so start it first (or kill it)."""
         c = Container.load(self.root, id)
         pid = c.state.pid
         if not pid or _start_time(pid) != c.state.init_start:
