@@ -148,8 +148,8 @@ class Runtime:
                no_new_keyring: bool = False, preserve_fds: int = 0) -> ContainerState:
         """Set the container up from bundle/config.json; its init then waits for `start`.
 
-        stdin, stdout, stderr: fds or files for the init's stdio (default: the caller's), kept
-        by the process it runs. A process.terminal container needs console_socket: a unix
+        stdin, stdout, stderr: fds, files or subprocess.DEVNULL for the init's stdio (default:
+        the caller's), kept by the process it runs. A process.terminal container needs console_socket: a unix
         socket's path, or a connected socket, that receives the pty master. The init becomes
         the caller's child (see the module's docstring)."""
         from pyruntime.lifecycle import container
@@ -159,10 +159,14 @@ class Runtime:
         self._become_subreaper()
         path, sock = (console_socket, None) if console_socket is None or \
             isinstance(console_socket, str) else (None, console_socket)
-        c = container.create(self.root, id, bundle, pid_file=pid_file, console_socket=path,
-                             console=sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
-                             preserve_fds=preserve_fds, systemd_cgroup=self.systemd_cgroup,
-                             stdio=_fds(stdin, stdout, stderr), reexec=self._reexec)
+        stdio = _Stdio(stdin, stdout, stderr)
+        try:
+            c = container.create(self.root, id, bundle, pid_file=pid_file, console_socket=path,
+                                 console=sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
+                                 preserve_fds=preserve_fds, systemd_cgroup=self.systemd_cgroup,
+                                 stdio=stdio.fds, reexec=self._reexec)
+        finally:
+            stdio.close()
         return ContainerState.from_oci(c.oci_state())
 
     def start(self, id: str) -> None:
@@ -219,16 +223,17 @@ class Runtime:
         """create, start, wait, and (unless keep) delete. capture_output=True collects the
         process's stdout and stderr (its own descendants must close them too: run returns at
         EOF). Other options as for create."""
-        pipes = _Pipes(capture_output)
+        stdio = _Stdio(stdin, stdout, stderr, capture_output)
         try:
             try:
-                st = self.create(id, bundle, stdin=stdin, stdout=pipes.out(stdout),
-                                 stderr=pipes.err(stderr), **create_options)
+                fds = stdio.fds or (None, None, None)
+                st = self.create(id, bundle, stdin=fds[0], stdout=fds[1], stderr=fds[2],
+                                 **create_options)
             finally:
-                pipes.close_writers()
+                stdio.close_ours()
             try:
                 self.start(id)
-                out, err = pipes.collect()
+                out, err = stdio.collect()
                 code = _exit_code(os.waitpid(st.pid, 0)[1])
             except BaseException:
                 self.delete(id, force=True)
@@ -236,7 +241,7 @@ class Runtime:
             if not keep:
                 self.delete(id, force=True)
         finally:
-            pipes.close()
+            stdio.close()
         return ExecResult(st.pid, code, out, err)
 
     def exec(self, id: str, args: list[str] | None = None, *, process: dict | None = None,
@@ -263,22 +268,21 @@ class Runtime:
         self._become_subreaper()
         path, sock = (console_socket, None) if console_socket is None or \
             isinstance(console_socket, str) else (None, console_socket)
-        pipes = _Pipes(capture_output and not detach)
+        stdio = _Stdio(stdin, stdout, stderr, capture_output and not detach)
         try:
             try:
                 pid = exec_process(self.root, id, proc, console_socket=path, console_sock=sock,
                                    pid_file=pid_file, preserve_fds=preserve_fds,
                                    ignore_paused=ignore_paused, cgroup=list(cgroups),
-                                   stdio=_fds(stdin, pipes.out(stdout), pipes.err(stderr)),
-                                   reexec=self._reexec)
+                                   stdio=stdio.fds, reexec=self._reexec)
             finally:
-                pipes.close_writers()
+                stdio.close_ours()
             if detach:
                 return ExecResult(pid)
-            out, err = pipes.collect()
+            out, err = stdio.collect()
             return ExecResult(pid, _exit_code(os.waitpid(pid, 0)[1]), out, err)
         finally:
-            pipes.close()
+            stdio.close()
 
     def list(self) -> list[ContainerState]:
         out = []
@@ -341,6 +345,14 @@ class Runtime:
                 c.save()
         finally:
             c.unlock()
+
+    def ps(self, id: str) -> list[int]:
+        """The host pids of every process in the container's cgroup."""
+        from pyruntime.cgroups.ops import container_manager
+        try:
+            return container_manager(Container.load(self.root, id)).pids()
+        except OSError as e:
+            raise RuntimeFailure(f"unable to get all container pids: {e}") from None
 
     def stats(self, id: str) -> dict:
         """The container's cgroup figures now (cpu, memory, pids, blkio, hugetlb ...)."""
@@ -459,12 +471,6 @@ def _updatable(r: dict) -> dict:
     return out
 
 
-def _fds(*files):
-    """stdio arguments (None, an fd, or an object with fileno()) as fds, or None for all-None."""
-    fds = tuple(f if f is None or isinstance(f, int) else f.fileno() for f in files)
-    return fds if any(f is not None for f in fds) else None
-
-
 def _exit_code(status: int) -> int:
     return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
@@ -480,36 +486,52 @@ def _start_time(pid: int) -> int | None:
     return int(stat[stat.rindex(b")") + 2:].split()[19])
 
 
-class _Pipes:
-    """stdout and stderr pipes for capture_output: the write ends go to the process, the read
-    ends are drained together (one full pipe must not block the other's reader)."""
+DEVNULL = -3  # subprocess.DEVNULL's value, which callers will pass
 
-    def __init__(self, capture: bool):
-        self.capture = capture
+
+class _Stdio:
+    """The fds a create/run/exec hands the process as its stdio. Each of stdin, stdout,
+    stderr is None (the caller's), an fd, a file (fileno()) or DEVNULL; with capture, a
+    stdout or stderr left None becomes a pipe whose read end is drained (both together: one
+    full pipe must not block the other's reader)."""
+
+    def __init__(self, stdin, stdout, stderr, capture: bool = False):
         self.readers: dict[str, int] = {}
-        self.writers: list[int] = []
+        self.ours: list[int] = []  # closed once the process has them
+        try:
+            fds = [self._fd(stdin)]
+            for name, given in (("out", stdout), ("err", stderr)):
+                if capture and given is None:
+                    r, w = os.pipe()
+                    self.readers[name] = r
+                    self.ours.append(w)
+                    fds.append(w)
+                else:
+                    fds.append(self._fd(given))
+        except BaseException:
+            self.close()
+            raise
+        self.fds = tuple(fds) if any(fd is not None for fd in fds) else None
 
-    def _pipe(self, name: str, given):
-        if not self.capture or given is not None:
-            return given
-        r, w = os.pipe()
-        self.readers[name] = r
-        self.writers.append(w)
-        return w
+    def _fd(self, given):
+        if given is None:
+            return None
+        if given == DEVNULL:
+            fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            self.ours.append(fd)
+            return fd
+        fd = given if isinstance(given, int) else given.fileno()
+        if fd < 0:
+            raise RuntimeFailure(f"stdio: {given!r} is not an open file")
+        return fd
 
-    def out(self, given):
-        return self._pipe("out", given)
-
-    def err(self, given):
-        return self._pipe("err", given)
-
-    def close_writers(self) -> None:
-        for fd in self.writers:
+    def close_ours(self) -> None:
+        for fd in self.ours:
             os.close(fd)
-        self.writers = []
+        self.ours = []
 
     def collect(self) -> tuple[bytes | None, bytes | None]:
-        """Read both to EOF: (stdout, stderr), None for one not captured."""
+        """Read the captured pipes to EOF: (stdout, stderr), None for one not captured."""
         if not self.readers:
             return None, None
         import selectors
@@ -530,7 +552,7 @@ class _Pipes:
                      for n in ("out", "err"))
 
     def close(self) -> None:
-        self.close_writers()
+        self.close_ours()
         for fd in self.readers.values():
             os.close(fd)
         self.readers = {}

@@ -88,6 +88,11 @@ def test_create_start_state_exec_kill_delete(api, bundle):
     assert (r.exit_code, r.stdout, r.stderr) == (5, b"pyruntime\nsleep\x0030\0", b"oops\n")
     r = api.rt.exec(cid, ["id", "-u"], user="65534", capture_output=True)
     assert r.stdout == b"65534\n"
+    r = api.rt.exec(cid, ["sh", "-c", "sleep 5 & echo $!"], capture_output=False,
+                    stdout=subprocess.DEVNULL, detach=True)
+    os.waitpid(r.pid, 0)  # sh exits at once; its sleep lives on in the container
+    pids = api.rt.ps(cid)
+    assert st.pid in pids and len(pids) == 2, pids
     api.rt.kill(cid)  # SIGTERM: a PID 1 without a handler ignores it
     api.rt.kill(cid, signal.SIGKILL)
     assert api.rt.wait(cid) == 128 + signal.SIGKILL
@@ -227,6 +232,8 @@ def test_bad_bundle(api, bundle, tmp_path):
     cid = api.new_id()
     with pytest.raises(BundleError, match="config.json not found"):
         api.rt.create(cid, str(tmp_path / "nowhere"))
+    with pytest.raises(RuntimeFailure, match="stdio: -5 is not an open file"):
+        api.rt.create(cid, sh(bundle, "true"), stdout=-5)
     bundle.config["linux"]["namespaces"][2]["type"] = "pidd"
     with pytest.raises(ConfigError) as e:
         api.rt.create(cid, sh(bundle, "true", cid))

@@ -247,12 +247,16 @@ def redirect_stdio(stdio) -> None:
     if not stdio:
         return
     import fcntl
-    # above 2 first: one of them may be another's target (stdout given as stderr)
-    high = [None if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in stdio]
-    for i, fd in enumerate(high):
-        if fd is not None:
-            os.dup2(fd, i)
-            os.close(fd)
+    try:
+        # above 2 first: one of them may be another's target (stdout given as stderr)
+        high = [None if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                for fd in stdio]
+        for i, fd in enumerate(high):
+            if fd is not None:
+                os.dup2(fd, i)
+                os.close(fd)
+    except BaseException:
+        os._exit(1)  # a forked child never returns into its parent's code
 
 
 def _open_idmapped(cfg, bundle: str) -> None:
