@@ -18,10 +18,12 @@ to the nearest ancestor that is a child subreaper. A Runtime makes its process o
 PR_SET_CHILD_SUBREAPER) before its first `create`, `run` or `exec`, so that the init and each
 exec'd process become the caller's children; `run`, `exec`, `wait` and `delete` reap them.
 From then on the process also inherits every other orphan of its descendants: a long-lived
-caller should reap those (os.waitpid(-1, os.WNOHANG) from time to time), but never before
-`wait` or `delete` has reaped a container's init, or that exit status is lost.
+caller should reap those, but not a container's init before `wait` or `delete` has, or that
+exit status is lost (os.waitid(P_ALL, 0, WEXITED | WNOHANG | WNOWAIT) shows a pid first).
 `Runtime(subreaper=False)` leaves the process as it is: the caller (or an ancestor) must
-then be the subreaper, or the inits go to PID 1, and `wait` cannot be used.
+then be the subreaper, or the inits go to PID 1 (`wait` needs this process to be it).
+create, run and exec fork this process and run Python in the child until its execve, as
+os.fork does: in a threaded program, no other thread may hold a lock the child needs then.
 
 Failures raise pyruntime.errors.RuntimeFailure, one line for a user; its subclasses say what
 kind: ContainerNotFound, ContainerExists, ContainerNotRunning, ContainerStateError (the status
