@@ -96,4 +96,31 @@ MISSING = _Missing()
 
 class ContainerNotFound(RuntimeFailure):
     def __init__(self, cid: str):
+        self.id = cid
         super().__init__(f"container does not exist: {cid}")
+
+
+class ContainerExists(RuntimeFailure):
+    def __init__(self, cid: str):
+        self.id = cid
+        super().__init__(f"container with given ID already exists: {cid}")
+
+
+class ContainerStateError(RuntimeFailure):
+    """The container's status does not allow the operation (start a running one, delete one
+    that still runs, resume one that is not paused ...); `status` is the status it had."""
+
+    def __init__(self, cid: str, status: str, message: str):
+        self.id, self.status = cid, status
+        super().__init__(message)
+
+
+class ContainerNotRunning(ContainerStateError):
+    """runc's wording, which containerd matches: "container not running"."""
+
+    def __init__(self, cid: str, status: str = "stopped", message: str = "container not running"):
+        super().__init__(cid, status, message)
+
+
+class BundleError(RuntimeFailure):
+    """The bundle is not one: no such dir, or no config.json in it."""

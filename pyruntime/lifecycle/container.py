@@ -9,7 +9,8 @@ import select
 from pyruntime.lean import signal, socket
 from pyruntime.lifecycle import hooks, state as statemod
 from pyruntime import log
-from pyruntime.errors import ConfigError, ContainerNotFound, RuntimeFailure, step
+from pyruntime.errors import (ConfigError, ContainerNotFound, ContainerNotRunning,
+                              ContainerStateError, RuntimeFailure, step)
 from pyruntime.lifecycle.state import Container, State, StateCorrupt
 
 
@@ -18,8 +19,12 @@ from pyruntime.lifecycle.state import Container, State, StateCorrupt
 def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
            console_socket: str | None = None, no_pivot: bool = False, no_new_keyring: bool = False,
            preserve_fds: int = 0, systemd_cgroup: bool = False,
-           console: socket.socket | None = None, rootless: bool = False) -> Container:
-    """Set the container up and leave its init blocked on exec.fifo; return its Container."""
+           console: socket.socket | None = None, rootless: bool = False, stdio=None,
+           reexec: bool = True) -> Container:
+    """Set the container up and leave its init blocked on exec.fifo; return its Container.
+
+    stdio: the init's fds 0, 1, 2 (None each: ours). reexec=False refuses a container that
+    needs a sealed interpreter instead of re-executing this process (a library's caller)."""
     from pyruntime.lean.records import asdict
     from pyruntime.oci import config as configmod  # create-only: start/kill/delete never parse a config
     statemod.check_id(cid)
@@ -29,7 +34,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     if cfg.process and cfg.process.capabilities:
         from pyruntime.linux import capabilities
         capabilities.check_grantable(cfg.process.capabilities, "process.capabilities")
-    _maybe_seal(cfg)
+    _maybe_seal(cfg, reexec)
     from pyruntime import cgroups
     resources = cfg.linux.resources
     if rootless:
@@ -71,7 +76,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
             raise statemod.os_failure("cannot create", e) from None
         log.debug(f"state dir {c.dir} and its exec.fifo made")
         init_pid = _spawn_init(c, cfg, cleanup, mgr, bundle, console_socket, console, no_pivot,
-                               no_new_keyring, preserve_fds, rootless, resources)
+                               no_new_keyring, preserve_fds, rootless, resources, stdio)
         if pid_file:
             write_pid_file(pid_file, init_pid)
         return c
@@ -82,7 +87,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         c.unlock()
 
 
-def _maybe_seal(cfg) -> None:
+def _maybe_seal(cfg, reexec: bool = True) -> None:
     """The init can only be reached during setup by processes already in the pid namespace it
     joins (a pod's, or the host's): if those may hold CAP_SYS_PTRACE, run from a sealed copy of
     the interpreter (see sealed.py). We cannot know their capabilities, so any joined pid
@@ -92,6 +97,12 @@ def _maybe_seal(cfg) -> None:
     pid_ns = linux.namespace("pid")
     if sealed.active() or linux.namespace("user") or (pid_ns and not pid_ns.path):
         return
+    if not reexec:
+        raise ConfigError("linux.namespaces", [n.type for n in linux.namespaces],
+                          "has no new pid namespace (nor a user namespace): such a container "
+                          "needs the command line, which re-executes itself from a sealed "
+                          "copy of the interpreter (CVE-2019-5736); a library cannot do that "
+                          "to its caller")
     sealed.reexec()
 
 
@@ -117,7 +128,8 @@ class _Cleanup:
 
 
 def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socket, console,
-                no_pivot, no_new_keyring, preserve_fds, rootless=False, resources=None) -> int:
+                no_pivot, no_new_keyring, preserve_fds, rootless=False, resources=None,
+                stdio=None) -> int:
     from pyruntime.linux import namespaces
     from pyruntime.lifecycle.channel import CREATED, GO, HOOKS, HOOKS_DONE, MAPPED, PID, USERNS
     from pyruntime.setup import bootstrap as boot
@@ -164,6 +176,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
 
         def child(chan, args):
             c.unlock()  # our copy of the lock fd would hold the flock for the init's lifetime
+            boot.redirect_stdio(stdio)
             bootstrap(chan, args)
         pid, chan = boot.spawn(WHO, child, args)
     finally:
@@ -359,13 +372,16 @@ def start(root: str, cid: str) -> None:
         status = c.status()
         if status != "created":
             if status == "stopped":
-                raise RuntimeFailure(f"cannot start a container that has stopped: {cid}")
-            raise RuntimeFailure(f"cannot start an already running container: {cid} is {status}")
+                raise ContainerNotRunning(cid, status,
+                                          f"cannot start a container that has stopped: {cid}")
+            raise ContainerStateError(cid, status, f"cannot start an already running container: "
+                                                   f"{cid} is {status}")
         log.debug(f"start {cid}: opening exec.fifo")
         try:
             fd = os.open(c.fifo, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise RuntimeFailure(f"cannot start an already running container: {cid}") from None
+            raise ContainerStateError(cid, "running", f"cannot start an already running "
+                                                      f"container: {cid}") from None
         try:
             data = b""
             while chunk := os.read(fd, 4096):  # EOF comes with the init's execve
@@ -419,7 +435,7 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
             _thaw(c)
         return
     if status in ("stopped", "creating") and not (status == "creating" and c.state.pid):
-        raise RuntimeFailure("container not running")
+        raise ContainerNotRunning(cid, status)
     _signal_init(c, sig)
     if status == "paused" and sig == signal.SIGKILL:
         _thaw(c)  # a frozen (v1) task dies only once thawed; runc thaws for SIGKILL only
@@ -429,13 +445,13 @@ def _signal_init(c: Container, sig: int) -> None:
     try:
         pidfd = os.pidfd_open(c.state.pid)
     except ProcessLookupError:
-        raise RuntimeFailure("container not running") from None
+        raise ContainerNotRunning(c.id) from None
     try:
         if statemod.proc_start_time(c.state.pid) != c.state.init_start:
-            raise RuntimeFailure("container not running")
+            raise ContainerNotRunning(c.id)
         signal.pidfd_send_signal(pidfd, sig)
     except ProcessLookupError:
-        raise RuntimeFailure("container not running") from None
+        raise ContainerNotRunning(c.id) from None
     finally:
         os.close(pidfd)
 
@@ -476,8 +492,8 @@ def delete(root: str, cid: str, force: bool = False) -> None:
     try:
         status = c.status()
         if status != "stopped" and not force:
-            raise RuntimeFailure(f"cannot delete container {cid} that is not stopped: {status} "
-                                 "(container still running; use --force)")
+            raise ContainerStateError(cid, status, f"cannot delete container {cid} that is not "
+                                      f"stopped: {status} (container still running; use --force)")
         if status == "paused":
             _thaw(c)
         if status != "stopped" and c.state.pid:

@@ -84,8 +84,9 @@ def build_process(c: Container, process_json: dict | None, args: list[str], *, c
 
 def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket=None,
                  console_sock: socket.socket | None = None, pid_file=None, preserve_fds=0,
-                 ignore_paused=False, cgroup=None) -> int:
-    """Start proc in the container; return its host pid once it has called execve."""
+                 ignore_paused=False, cgroup=None, stdio=None, reexec=True) -> int:
+    """Start proc in the container; return its host pid once it has called execve.
+    stdio and reexec: as for container.create."""
     c = Container.load(root, cid)
     status = c.status()
     if status == "stopped":
@@ -111,7 +112,7 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
                       dict(c.oci_state(), status="running"),
                       c.state.seccomp.get("listenerMetadata", ""))
     init_pid = c.state.pid
-    _maybe_seal(c, init_pid)
+    _maybe_seal(c, init_pid, reexec)
     ns_fds = joinable_namespaces(init_pid)
     if not c.init_alive():
         for _, fd in ns_fds:
@@ -125,7 +126,11 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
             from pyruntime.linux import mempolicy
             mempolicy.apply(tuple(c.state.memory_policy))
         log.debug(f"exec in {cid}: nsexec container setup: forking the bootstrap child", stage=0)
-        pid, chan = boot.spawn(WHO, _bootstrap, ns_fds, proc, sock, in_user_ns, seccomp_prog,
+
+        def child(chan, *args):
+            boot.redirect_stdio(stdio)
+            _bootstrap(chan, *args)
+        pid, chan = boot.spawn(WHO, child, ns_fds, proc, sock, in_user_ns, seccomp_prog,
                                preserve_fds, notify)
     finally:
         for _, fd in ns_fds:
@@ -178,7 +183,7 @@ def _set_affinity(pid: int, proc, which: str) -> None:
                                  path=f"process.execCPUAffinity.{which}") from None
 
 
-def _maybe_seal(c: Container, init_pid: int) -> None:
+def _maybe_seal(c: Container, init_pid: int, reexec: bool = True) -> None:
     """The container's processes see ours while it sets up: if they may hold CAP_SYS_PTRACE
     outside a user namespace, run from a sealed copy of the interpreter (see sealed.py)."""
     from pyruntime.setup import sealed
@@ -190,6 +195,11 @@ def _maybe_seal(c: Container, init_pid: int) -> None:
             return
     except OSError:
         return
+    if not reexec:
+        raise RuntimeFailure("exec: the container's processes may hold CAP_SYS_PTRACE: an exec "
+                             "into it needs the command line, which re-executes itself from a "
+                             "sealed copy of the interpreter (CVE-2019-5736); a library cannot "
+                             "do that to its caller")
     sealed.reexec()
 
 

@@ -12,7 +12,7 @@ import os
 import time
 
 from pyruntime.lean import jsonio
-from pyruntime.errors import ContainerNotFound, RuntimeFailure
+from pyruntime.errors import ContainerExists, ContainerNotFound, RuntimeFailure
 from pyruntime.lifecycle.layout import (FIFO, ID_CHARS as _ID_CHARS, NAME_MAX, STATE_FIELDS,
                                         STATE_FILE, STATE_TMP, check_state, start_time)
 
@@ -102,7 +102,7 @@ class Container:
         try:
             os.mkdir(c.dir, 0o711)
         except FileExistsError:
-            raise RuntimeFailure(f"container with given ID already exists: {cid}") from None
+            raise ContainerExists(cid) from None
         except OSError as e:
             raise os_failure("cannot create the state dir", e) from None
         c.lock()

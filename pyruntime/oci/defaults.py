@@ -66,3 +66,29 @@ def default_spec(rootless: bool = False, args: list[str] | None = None, terminal
             if m["destination"] == "/sys":
                 m.update(type="none", source="/sys", options=["rbind", "nosuid", "noexec", "nodev", "ro"])
     return spec
+
+
+def busybox_bundle(path: str, args: list[str] | None = None, busybox: str | None = None) -> str:
+    """Make a bundle at `path` (a new dir): a rootfs holding a static busybox and its applets,
+    and the default config.json without a terminal, running `args`. Returns the bundle's path.
+    `pyruntime demo`, the API's doctests and examples use it."""
+    import shutil
+    import subprocess
+    from pyruntime.errors import RuntimeFailure
+    from pyruntime.lean import jsonio
+    busybox = busybox or shutil.which("busybox") or "/bin/busybox"
+    if not os.path.exists(busybox):
+        raise RuntimeFailure(f"{busybox} not found: apt-get install busybox-static")
+    rootfs = os.path.join(path, "rootfs")
+    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root"):
+        os.makedirs(os.path.join(rootfs, d))
+    shutil.copy2(busybox, os.path.join(rootfs, "bin", "busybox"))
+    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True).stdout
+    for a in applets.split():
+        if a != "busybox":
+            os.symlink("busybox", os.path.join(rootfs, "bin", a))
+    with open(os.path.join(rootfs, "etc", "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\n")
+    with open(os.path.join(path, "config.json"), "w") as f:
+        jsonio.dump(default_spec(args=args, terminal=False), f)
+    return path

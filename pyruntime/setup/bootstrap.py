@@ -144,3 +144,20 @@ def setup_terminal(proc, sock: socket.socket | None, *, bind_console: bool) -> N
     sock.close()
     console.make_controlling(peer)
     os.close(peer)
+
+
+def redirect_stdio(stdio) -> None:
+    """In a forked child: make each fd of stdio (None: keep ours) that child's fd 0, 1, 2."""
+    if not stdio:
+        return
+    import fcntl
+    try:
+        # above 2 first: one of them may be another's target (stdout given as stderr)
+        high = [None if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                for fd in stdio]
+        for i, fd in enumerate(high):
+            if fd is not None:
+                os.dup2(fd, i)
+                os.close(fd)
+    except BaseException:
+        os._exit(1)  # a forked child never returns into its parent's code

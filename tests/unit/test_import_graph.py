@@ -34,7 +34,10 @@ def graph() -> dict[str, set[str]]:
                            for a in node.names]
             else:
                 continue
-            deps.update(t for t in targets if t in files and t != name)
+            # The root package is loaded before any of its modules, whatever they import; its
+            # one import (the Python API, on first use through __getattr__) is not a dependency
+            # of the modules that read its constants.
+            deps.update(t for t in targets if t in files and t not in (name, "pyruntime"))
     return edges
 
 

@@ -1,5 +1,5 @@
 """create a container"""
-from pyruntime.lifecycle.container import create
+from pyruntime.cli.commands import runtime
 
 
 def configure(p):
@@ -17,8 +17,7 @@ def add_create_flags(p):
 
 
 def main(opts, ctx):
-    create(ctx.root, opts.container_id, opts.bundle, pid_file=opts.pid_file,
-           console_socket=opts.console_socket, no_pivot=opts.no_pivot,
-           no_new_keyring=opts.no_new_keyring, preserve_fds=opts.preserve_fds,
-           systemd_cgroup=ctx.systemd_cgroup, rootless=ctx.rootless)
+    runtime(ctx).create(opts.container_id, opts.bundle, pid_file=opts.pid_file,
+                        console_socket=opts.console_socket, no_pivot=opts.no_pivot,
+                        no_new_keyring=opts.no_new_keyring, preserve_fds=opts.preserve_fds)
     return 0

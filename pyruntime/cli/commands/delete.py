@@ -1,5 +1,5 @@
 """delete any resources held by the container"""
-from pyruntime.lifecycle.container import delete
+from pyruntime.cli.commands import runtime
 
 
 def configure(p):
@@ -8,5 +8,5 @@ def configure(p):
 
 
 def main(opts, ctx):
-    delete(ctx.root, opts.container_id, opts.force)
+    runtime(ctx).delete(opts.container_id, opts.force)
     return 0

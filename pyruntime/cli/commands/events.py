@@ -1,17 +1,11 @@
 """display container events such as OOM notifications, cpu, memory, and IO usage statistics"""
 import json
-import select
 import signal
 import sys
-import time
 
-from pyruntime.cgroups.ops import OOMWatcher, container_manager, parse_duration
-from pyruntime.errors import ContainerNotFound, RuntimeFailure
-from pyruntime.lifecycle.state import Container
-
-# How often the stream checks that the container still runs (and, without an eventfd, whether
-# the OOM kill count rose), whatever the stats interval.
-_TICK = 0.2
+from pyruntime.cgroups.ops import parse_duration
+from pyruntime.cli.commands import runtime
+from pyruntime.errors import RuntimeFailure
 
 
 def configure(p):
@@ -29,22 +23,6 @@ def _emit(event: dict) -> None:
     sys.stdout.flush()
 
 
-def _stats_event(cid: str, m) -> dict:
-    try:
-        data = m.stats()
-    except OSError as e:
-        raise RuntimeFailure(f"unable to get container cgroup stats: {e}") from None
-    return {"type": "stats", "id": cid, "data": data}
-
-
-def _still_running(root: str, cid: str) -> bool:
-    try:
-        c = Container.load(root, cid)
-    except ContainerNotFound:
-        return False
-    return c.status() != "stopped"
-
-
 def main(opts, ctx):
     try:
         interval = parse_duration(opts.interval)
@@ -52,44 +30,16 @@ def main(opts, ctx):
         raise RuntimeFailure(f"invalid value {opts.interval!r} for flag -interval: {e}") from None
     if interval <= 0:
         raise RuntimeFailure("duration interval must be greater than 0")
-    c = Container.load(ctx.root, opts.container_id)
-    if c.status() == "stopped":
-        raise RuntimeFailure(f"container with id {c.id} is not running")
-    m = container_manager(c)
+    rt = runtime(ctx)
     if opts.stats:
-        _emit(_stats_event(c.id, m))
+        _emit({"type": "stats", "id": opts.container_id, "data": rt.stats(opts.container_id)})
         return 0
+    events = rt.events(opts.container_id, interval)
     # A reader that goes away (`| head`) ends the stream quietly.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    oom = OOMWatcher(m)
     try:
-        next_stats = time.monotonic() + interval
-        while True:
-            now = time.monotonic()
-            timeout = max(0.0, min(next_stats - now, _TICK))
-            if oom.pollable:
-                select.select([oom], [], [], timeout)
-            else:
-                time.sleep(timeout)
-            if oom.check():  # one event a wake-up, however many OOMs it counts (as runc)
-                _emit({"type": "oom", "id": c.id})
-            if oom.gone:
-                break
-            if time.monotonic() >= next_stats:
-                try:
-                    _emit(_stats_event(c.id, m))
-                except RuntimeFailure:
-                    if not _still_running(ctx.root, c.id):
-                        break
-                    raise
-                next_stats += interval
-                if next_stats < time.monotonic():  # fell behind (a stopped clock, a slow read)
-                    next_stats = time.monotonic() + interval
-            if not _still_running(ctx.root, c.id):
-                # The init's death may follow an OOM kill by a hair: report that one too.
-                if oom.check():
-                    _emit({"type": "oom", "id": c.id})
-                break
+        for ev in events:
+            _emit(ev.to_dict())
     finally:
-        oom.close()
+        events.close()
     return 0

@@ -1,12 +1,10 @@
 """execute new process inside the container"""
 
-import prctl
-
 from pyruntime.lean import socket
 from pyruntime.lean import jsonio
 from pyruntime.linux.console import exit_code, forward_signals, receive_master, wait_proxying
 from pyruntime.errors import RuntimeFailure
-from pyruntime.lifecycle.exec import build_process, exec_process
+from pyruntime.cli.commands import runtime
 
 
 def configure(p):
@@ -33,8 +31,6 @@ def configure(p):
 
 
 def main(opts, ctx):
-    from pyruntime.lifecycle.state import Container
-    c = Container.load(ctx.root, opts.container_id)
     process_json = None
     if opts.process:
         try:
@@ -46,21 +42,22 @@ def main(opts, ctx):
             raise RuntimeFailure(f"--process {opts.process}: not valid JSON: {e}") from None
     elif not opts.command:
         raise RuntimeFailure("exec: no command given (args or --process)")
-    proc = build_process(c, process_json, opts.command, cwd=opts.cwd, env=opts.env, user=opts.user,
-                         additional_gids=opts.additional_gids, caps=opts.cap,
-                         no_new_privs=opts.no_new_privs, tty=opts.tty,
-                         apparmor=opts.apparmor, process_label=opts.process_label)
-    if not opts.detach:
-        prctl.set_child_subreaper(True)  # the process is reparented to us: wait for it
+    terminal = bool(process_json.get("terminal")) if isinstance(process_json, dict) else opts.tty
     ours = theirs = None
-    if proc.terminal and not opts.console_socket:
+    if terminal and not opts.console_socket:
         if opts.detach:
             raise RuntimeFailure("exec: a terminal with --detach needs --console-socket")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = exec_process(ctx.root, opts.container_id, proc, console_socket=opts.console_socket,
-                       console_sock=theirs, pid_file=opts.pid_file,
-                       preserve_fds=opts.preserve_fds, ignore_paused=opts.ignore_paused,
-                       cgroup=opts.cgroup)
+    # Without --detach the process is reparented to us (a subreaper): we wait for it here,
+    # proxying signals and the terminal, which the API's own wait does not do.
+    rt = runtime(ctx, subreaper=not opts.detach)
+    pid = rt.exec(opts.container_id, opts.command, process=process_json, detach=True,
+                  console_socket=theirs if theirs is not None else opts.console_socket,
+                  pid_file=opts.pid_file, preserve_fds=opts.preserve_fds,
+                  ignore_paused=opts.ignore_paused, cgroups=opts.cgroup, cwd=opts.cwd,
+                  env=opts.env, user=opts.user, additional_gids=opts.additional_gids,
+                  caps=opts.cap, no_new_privs=opts.no_new_privs, tty=opts.tty,
+                  apparmor=opts.apparmor, process_label=opts.process_label).pid
     if theirs is not None:
         theirs.close()
     if opts.detach:

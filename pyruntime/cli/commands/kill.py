@@ -1,5 +1,5 @@
 """kill sends the specified signal (default: SIGTERM) to the container's init process"""
-from pyruntime.lifecycle.container import kill, parse_signal
+from pyruntime.cli.commands import runtime
 
 
 def configure(p):
@@ -9,5 +9,5 @@ def configure(p):
 
 
 def main(opts, ctx):
-    kill(ctx.root, opts.container_id, parse_signal(opts.signal), opts.all)
+    runtime(ctx).kill(opts.container_id, opts.signal, opts.all)
     return 0

@@ -4,8 +4,7 @@ import sys
 
 from pyruntime.lean import jsonio
 from pyruntime import log
-from pyruntime.errors import RuntimeFailure
-from pyruntime.lifecycle.state import Container, StateCorrupt, list_ids
+from pyruntime.cli.commands import runtime
 
 
 def configure(p):
@@ -16,15 +15,13 @@ def configure(p):
 
 def main(opts, ctx):
     states = []
-    for cid in list_ids(ctx.root):
-        try:
-            states.append(Container.load(ctx.root, cid).oci_state())
-        except StateCorrupt as e:  # shown as such; the others are still listed
-            log.warning(str(e))
-            states.append({"id": cid, "pid": 0, "status": "damaged", "bundle": "", "created": "",
-                           "owner": ""})
-        except RuntimeFailure:
-            continue  # removed meanwhile
+    for st in runtime(ctx).list():
+        if st.status == "damaged":  # shown as such; the others are still listed
+            log.warning(st.damage)
+            states.append({"id": st.id, "pid": 0, "status": "damaged", "bundle": "",
+                           "created": "", "owner": ""})
+        else:
+            states.append(st.to_oci())
     if opts.quiet:
         for st in states:
             print(st["id"])

@@ -3,10 +3,9 @@ import json
 import subprocess
 import sys
 
-from pyruntime.cgroups.ops import container_manager
-from pyruntime.errors import RuntimeFailure
+from pyruntime.cli.commands import runtime
 from pyruntime.cli.options import REMAINDER
-from pyruntime.lifecycle.state import Container
+from pyruntime.errors import RuntimeFailure
 
 
 def configure(p):
@@ -16,22 +15,10 @@ def configure(p):
     p.add_argument("ps_args", nargs=REMAINDER, help="ps options (default: -ef)")
 
 
-def container_pids(c) -> list[int]:
-    if not c.state.cgroup:  # rootless without a delegated cgroup: its pid namespace's members
-        from pyruntime.lifecycle.rootless import pid_namespace_members
-        return pid_namespace_members(c.state.pid) if c.init_alive() else []
-    m = container_manager(c)
-    try:
-        return m.pids()
-    except OSError as e:
-        raise RuntimeFailure(f"unable to get all container pids: {e}") from None
-
-
 def main(opts, ctx):
     if opts.format not in ("table", "json"):
         raise RuntimeFailure("invalid format option")
-    c = Container.load(ctx.root, opts.container_id)
-    pids = container_pids(c)
+    pids = runtime(ctx).ps(opts.container_id)
     if opts.format == "json":
         sys.stdout.write(json.dumps(pids, separators=(",", ":")) + "\n")
         return 0

@@ -1,7 +1,5 @@
 """resumes all processes that have been previously paused"""
-from pyruntime.cgroups.ops import container_manager
-from pyruntime.errors import RuntimeFailure
-from pyruntime.lifecycle.state import Container
+from pyruntime.cli.commands import runtime
 
 
 def configure(p):
@@ -9,11 +7,5 @@ def configure(p):
 
 
 def main(opts, ctx):
-    c = Container.load(ctx.root, opts.container_id, lock=True)
-    try:
-        if c.status() != "paused":
-            raise RuntimeFailure("container not paused")
-        container_manager(c).thaw()
-    finally:
-        c.unlock()
+    runtime(ctx).resume(opts.container_id)
     return 0

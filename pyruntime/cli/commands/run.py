@@ -5,7 +5,7 @@ import prctl
 
 from pyruntime.lean import socket
 from pyruntime.linux.console import exit_code, forward_signals, receive_master, wait_proxying
-from pyruntime.lifecycle.container import create, delete, start
+from pyruntime.cli.commands import runtime
 from pyruntime.cli.commands.create import add_create_flags
 
 
@@ -23,30 +23,31 @@ def main(opts, ctx):
     ours = theirs = None
     if not opts.console_socket and not opts.detach and _wants_terminal(opts.bundle):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    c = create(ctx.root, opts.container_id, opts.bundle, pid_file=opts.pid_file,
-               console_socket=opts.console_socket, console=theirs, no_pivot=opts.no_pivot,
-               no_new_keyring=opts.no_new_keyring, preserve_fds=opts.preserve_fds,
-               systemd_cgroup=ctx.systemd_cgroup, rootless=ctx.rootless)
+    rt = runtime(ctx, subreaper=True)
+    st = rt.create(opts.container_id, opts.bundle, pid_file=opts.pid_file,
+                   console_socket=theirs if theirs is not None else opts.console_socket,
+                   no_pivot=opts.no_pivot, no_new_keyring=opts.no_new_keyring,
+                   preserve_fds=opts.preserve_fds)
     if theirs is not None:
         theirs.close()
     if opts.no_subreaper:
         # The init is our child by now and stays so; only later orphans (of a container in
         # the host's pid namespace) go to our own reaper instead, as with runc's flag.
         prctl.set_child_subreaper(False)
-    pid = c.state.pid
+    pid = st.pid
     try:
         if opts.detach:
-            start(ctx.root, opts.container_id)
+            rt.start(opts.container_id)
             return 0
         forward_signals(pid)
         master = receive_master(ours) if ours is not None else None
-        start(ctx.root, opts.container_id)
+        rt.start(opts.container_id)
         status = wait_proxying(pid, master)
     except BaseException:
-        delete(ctx.root, opts.container_id, force=True)
+        rt.delete(opts.container_id, force=True)
         raise
     if not opts.keep:
-        delete(ctx.root, opts.container_id, force=True)
+        rt.delete(opts.container_id, force=True)
     return exit_code(status)
 
 

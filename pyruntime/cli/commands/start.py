@@ -1,5 +1,5 @@
 """executes the user defined process in a created container"""
-from pyruntime.lifecycle.container import start
+from pyruntime.cli.commands import runtime
 
 
 def configure(p):
@@ -7,5 +7,5 @@ def configure(p):
 
 
 def main(opts, ctx):
-    start(ctx.root, opts.container_id)
+    runtime(ctx).start(opts.container_id)
     return 0

@@ -3,7 +3,7 @@
 import sys
 
 from pyruntime.lean import jsonio
-from pyruntime.lifecycle.state import Container
+from pyruntime.cli.commands import runtime
 
 
 def configure(p):
@@ -11,7 +11,7 @@ def configure(p):
 
 
 def main(opts, ctx):
-    c = Container.load(ctx.root, opts.container_id)
+    st = runtime(ctx).state(opts.container_id)
     # as runc's json.MarshalIndent: UTF-8, with <, >, & escaped
-    sys.stdout.buffer.write(jsonio.go_dumps(c.oci_state(), indent=2).encode() + b"\n")
+    sys.stdout.buffer.write(jsonio.go_dumps(st.to_oci(), indent=2).encode() + b"\n")
     return 0

@@ -1,19 +1,10 @@
 """update container resource constraints"""
 import json
-import os
 import sys
 
-from pyruntime import log
-from pyruntime.cgroups.ops import container_manager, ram_in_bytes
-from pyruntime.errors import RuntimeFailure
-from pyruntime.lifecycle.state import Container
-
-# What `update` may change (runc's list): everything else in a LinuxResources is ignored,
-# devices included (runc cannot update those either).
-_MEMORY = ("limit", "reservation", "swap", "kernel", "kernelTCP", "checkBeforeUpdate")
-_CPU = ("shares", "quota", "burst", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems",
-        "idle")
-
+from pyruntime.cgroups.ops import ram_in_bytes
+from pyruntime.cli.commands import runtime
+from pyruntime.errors import ContainerNotRunning, RuntimeFailure
 
 def configure(p):
     p.add_argument("--resources", "-r", default="",
@@ -103,33 +94,6 @@ def _from_flags(opts) -> dict:
     return r
 
 
-def _select(r: dict) -> dict:
-    """The part of a LinuxResources that `update` applies, each object checked to be one."""
-    out = {}
-    for key, fields in (("memory", _MEMORY), ("cpu", _CPU), ("blockIO", ("weight",)),
-                        ("pids", ("limit",))):
-        obj = r.get(key)
-        if obj is None:
-            continue
-        if not isinstance(obj, dict):
-            raise RuntimeFailure(f"--resources: {key}: must be an object")
-        sub = {k: obj[k] for k in fields if obj.get(k) is not None}
-        if sub:
-            out[key] = sub
-    if r.get("unified"):
-        out["unified"] = r["unified"]
-    mem = out.get("memory", {})
-    if mem.pop("kernel", 0):
-        log.warning("Kernel memory settings are ignored and will be removed")
-    # runc: memory -1 with no swap given means memory+swap unlimited too (cgroup v1 would
-    # refuse a memory limit above the memory+swap one).
-    if mem.get("limit") == -1 and not mem.get("swap"):
-        mem["swap"] = -1
-    if not mem:
-        out.pop("memory", None)
-    return out
-
-
 def _check_intel_rdt(opts) -> None:
     if not (opts.l3_cache_schema or opts.mem_bw_schema):
         return
@@ -148,23 +112,11 @@ def _check_intel_rdt(opts) -> None:
 
 
 def main(opts, ctx):
-    if opts.resources:
-        r = _read_resources(opts.resources)
-    else:
-        r = _from_flags(opts)
-    resources = _select(r)
-    c = Container.load(ctx.root, opts.container_id, lock=True)
-    try:
-        if c.status() == "stopped":
-            raise RuntimeFailure("container not running")
+    r = _read_resources(opts.resources) if opts.resources else _from_flags(opts)
+    rt = runtime(ctx)
+    if opts.l3_cache_schema or opts.mem_bw_schema:
+        if rt.state(opts.container_id).status == "stopped":
+            raise ContainerNotRunning(opts.container_id)
         _check_intel_rdt(opts)
-        m = container_manager(c)
-        before = m.to_state()
-        m.apply(resources, update=True)
-        after = m.to_state()
-        if after != before and os.path.isdir(c.dir):
-            c.state.cgroup = after
-            c.save()
-    finally:
-        c.unlock()
+    rt.update(opts.container_id, r)
     return 0
