@@ -10,14 +10,14 @@ import re
 
 from pyruntime.errors import RuntimeFailure
 
-from pyruntime.cgroups.manager import Manager
+from pyruntime.cgroups import Manager, manager_from_state
 
 
 def container_manager(c) -> Manager:
     """The cgroup manager saved in a Container's state."""
     if not c.state.cgroup:
         raise RuntimeFailure(f"container {c.id} has no cgroup")
-    return Manager.from_state(c.state.cgroup)
+    return manager_from_state(c.state.cgroup)
 
 
 # ---------------------------------------------------------------- parsers
