@@ -1,4 +1,4 @@
-"""pyruntime.seccomp.filter: filters built with libseccomp, loaded for real in forked children.
+"""pyruntime.seccomp: filters built with libseccomp, loaded for real in forked children.
 
 Each behaviour test forks: the child sets no_new_privs, loads a filter, makes raw syscalls through
 libc's syscall(2) and reports (ret, errno) as JSON through a pipe; the parent reads the report and
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pyruntime.seccomp import filter as seccomp
+from pyruntime.seccomp import compile as seccomp, kernel, notify, profile
 from pyruntime.errors import ConfigError
 
 HERE = Path(__file__).parent
@@ -66,7 +66,7 @@ def run_child(profile: dict | None, action, *, prep=None, timeout: float = 10):
             if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
                 raise OSError(ctypes.get_errno(), "prctl")
             if isinstance(profile, seccomp.Program):
-                fd = seccomp.install(profile)
+                fd = kernel.install(profile)
             else:
                 fd = seccomp.load(profile) if profile is not None else None
             res = action(fd) if action.__code__.co_argcount else action()
@@ -122,12 +122,12 @@ def test_libseccomp_constants_match_the_library():
                 "SCMP_ARCH_ARM": 0x40000028, "SCMP_ARCH_S390X": 0x80000016,
                 "SCMP_ARCH_RISCV64": 0xC00000F3, "SCMP_ARCH_PPC64LE": 0xC0000015}
     for oci, tok in expected.items():
-        assert lib.seccomp_arch_resolve_name(seccomp.ARCHES[oci].encode()) == tok, oci
-    for oci, name in seccomp.ARCHES.items():
+        assert lib.seccomp_arch_resolve_name(profile.ARCHES[oci].encode()) == tok, oci
+    for oci, name in profile.ARCHES.items():
         if oci != "SCMP_ARCH_LOONGARCH64":
             assert lib.seccomp_arch_resolve_name(name.encode()) != 0, oci
     # attributes 1..9 exist in 2.5.x, 10 (CTL_WAITKILL) only from 2.6
-    ctx = lib.seccomp_init(seccomp.ACT_ALLOW)
+    ctx = lib.seccomp_init(profile.ACT_ALLOW)
     try:
         assert lib.seccomp_attr_set(ctx, seccomp._FLTATR_CTL_NNP, 0) == 0
         assert lib.seccomp_attr_set(ctx, seccomp._FLTATR_CTL_OPTIMIZE, 2) == 0
@@ -144,7 +144,7 @@ def test_import_is_cheap():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", "import sys, pyruntime.seccomp.filter; "
+    out = subprocess.run([sys.executable, "-c", "import sys, pyruntime.seccomp.compile, pyruntime.seccomp.notify; "
                           "print('ctypes' in sys.modules)"],
                          capture_output=True, text=True, check=True,
                          cwd=HERE.parent).stdout.strip()
@@ -327,7 +327,7 @@ def test_rule_with_the_default_action_is_skipped():
 def test_disabled_without_default_action_and_syscalls():
     assert seccomp.compile({}) is None
     assert seccomp.compile({"architectures": ["SCMP_ARCH_X86_64"]}) is None
-    seccomp.check({})
+    profile.check({})
     assert seccomp.load({}) is None
 
 
@@ -362,7 +362,7 @@ def test_compile_in_parent_install_in_child():
                                           "errnoRet": 42}))
 
     def action():
-        seccomp.install(prog)
+        kernel.install(prog)
         return raw("getppid")
     _, res = run_child(None, action)
     assert res == [-1, 42]
@@ -380,7 +380,7 @@ def test_install_needs_no_host_filesystem(tmp_path):
         os.chdir("/")
 
     def action():
-        seccomp.install(prog)
+        kernel.install(prog)
         return [raw("getppid"), os.path.exists("/usr")]
     _, res = run_child(None, action, prep=prep)
     assert res == [[-1, 43], False]
@@ -390,7 +390,7 @@ def test_docker_default_profile_loads():
     prof = json.loads(DOCKER_PROFILE.read_text())
     assert len(prof["syscalls"][0]["names"]) > 300
     prog = seccomp.compile(prof)
-    assert prog.flags == seccomp.FLAG_SPEC_ALLOW and not prog.notify
+    assert prog.flags == kernel.FLAG_SPEC_ALLOW and not prog.notify
 
     def action():
         return {"ppid": raw("getppid"),
@@ -474,11 +474,11 @@ def test_cache_is_bounded_and_unwritable_is_harmless(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- flags
 
 @pytest.mark.parametrize("flags,expected", [
-    (None, seccomp.FLAG_SPEC_ALLOW),
+    (None, kernel.FLAG_SPEC_ALLOW),
     ([], 0),
-    (["SECCOMP_FILTER_FLAG_LOG"], seccomp.FLAG_LOG),
+    (["SECCOMP_FILTER_FLAG_LOG"], kernel.FLAG_LOG),
     (["SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"],
-     seccomp.FLAG_SPEC_ALLOW | seccomp.FLAG_LOG),
+     kernel.FLAG_SPEC_ALLOW | kernel.FLAG_LOG),
     (["SECCOMP_FILTER_FLAG_TSYNC"], 0),
     (["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"], 0),  # no listener: dropped
 ])
@@ -486,15 +486,15 @@ def test_flags(flags, expected):
     prof = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 3})
     if flags is not None:
         prof["flags"] = flags
-    seccomp.check(prof)
+    profile.check(prof)
     assert seccomp.compile(prof).flags == expected
     _, res = run_child(prof, lambda: raw("getppid"))
     assert res == [-1, 3]
 
 
 def test_kernel_flag_probe():
-    assert seccomp.kernel_supports_flags(seccomp.FLAG_LOG)
-    assert not seccomp.kernel_supports_flags(1 << 20)
+    assert kernel.kernel_supports_flags(kernel.FLAG_LOG)
+    assert not kernel.kernel_supports_flags(1 << 20)
 
 
 # ---------------------------------------------------------------- check()
@@ -558,7 +558,7 @@ def test_check_rejects(key, value, path, problem):
     if "NOTIFY" in problem and "write" in problem:
         cfg["listenerPath"] = "/run/agent.sock"
     with pytest.raises(ConfigError) as ei:
-        seccomp.check(cfg)
+        profile.check(cfg)
     assert ei.value.path == path
     assert problem in ei.value.problem
     assert str(ei.value).startswith(f"config.json: {path}: ")
@@ -567,19 +567,19 @@ def test_check_rejects(key, value, path, problem):
 
 
 def test_check_accepts_spec_example_and_docker_profile():
-    seccomp.check({"defaultAction": "SCMP_ACT_ALLOW",
+    profile.check({"defaultAction": "SCMP_ACT_ALLOW",
                    "architectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"],
                    "syscalls": [{"names": ["getcwd", "chmod"], "action": "SCMP_ACT_ERRNO"}]})
-    seccomp.check(json.loads(DOCKER_PROFILE.read_text()))
-    seccomp.check(None)
-    seccomp.check({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38})
-    seccomp.check({"defaultAction": "SCMP_ACT_TRACE", "defaultErrnoRet": 1,
-                   "flags": list(seccomp.FLAGS)})
+    profile.check(json.loads(DOCKER_PROFILE.read_text()))
+    profile.check(None)
+    profile.check({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38})
+    profile.check({"defaultAction": "SCMP_ACT_TRACE", "defaultErrnoRet": 1,
+                   "flags": list(kernel.FLAGS)})
 
 
 def test_check_rejects_a_non_object():
     with pytest.raises(ConfigError) as ei:
-        seccomp.check(["SCMP_ACT_ALLOW"])
+        profile.check(["SCMP_ACT_ALLOW"])
     assert ei.value.path == "linux.seccomp"
 
 
@@ -604,10 +604,10 @@ def test_notify_fd_and_agent_over_listener(tmp_path):
     prof = allow_all_but({"names": ["getppid", "getpgid"], "action": "SCMP_ACT_NOTIFY"},
                          listenerPath=sock_path, listenerMetadata="MKNOD=/dev/null",
                          flags=["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"])
-    seccomp.check(prof)
+    profile.check(prof)
     prog = seccomp.compile(prof)
     assert prog.notify
-    assert prog.flags == seccomp.FLAG_NEW_LISTENER | seccomp.FLAG_WAIT_KILLABLE_RECV
+    assert prog.flags == kernel.FLAG_NEW_LISTENER | kernel.FLAG_WAIT_KILLABLE_RECV
 
     r, w = os.pipe()
     pid = os.fork()
@@ -621,7 +621,7 @@ def test_notify_fd_and_agent_over_listener(tmp_path):
             assert isinstance(fd, int) and fd > 2
             state = {"ociVersion": "1.3.0", "id": "ctr-1", "status": "creating",
                      "pid": os.getpid(), "bundle": "/b", "annotations": {"k": "v"}}
-            seccomp.send_to_listener(sock_path, fd, state, "MKNOD=/dev/null")
+            notify.send_to_listener(sock_path, fd, state, "MKNOD=/dev/null")
             os.close(fd)
             res = [raw("getppid"), raw("getppid"), raw("getpgid", 0)]
             os.write(w, json.dumps(res).encode())
@@ -650,13 +650,13 @@ def test_notify_fd_and_agent_over_listener(tmp_path):
         assert state["metadata"] == "MKNOD=/dev/null"
         assert state["state"]["id"] == "ctr-1" and state["state"]["pid"] == pid
 
-        n = seccomp.notify_receive(notify_fd)
+        n = notify.notify_receive(notify_fd)
         assert n.pid == pid and n.nr == nr("getppid")
-        assert seccomp.notify_id_valid(notify_fd, n.id)
-        seccomp.notify_respond(notify_fd, n.id, val=4242)
-        n = seccomp.notify_answer(notify_fd, error=errno.EXDEV)
+        assert notify.notify_id_valid(notify_fd, n.id)
+        notify.notify_respond(notify_fd, n.id, val=4242)
+        n = notify.notify_answer(notify_fd, error=errno.EXDEV)
         assert n.nr == nr("getppid")
-        n = seccomp.notify_answer(notify_fd, continue_syscall=True)
+        n = notify.notify_answer(notify_fd, continue_syscall=True)
         assert n.nr == nr("getpgid") and n.args[0] == 0
 
         ready = select.select([r], [], [], 10)[0]
@@ -685,7 +685,7 @@ def test_send_to_listener_errors(tmp_path):
     try:
         with pytest.raises(RuntimeFailure, match="failed to connect with seccomp agent at "
                                                  "listenerPath"):  # runc's words
-            seccomp.send_to_listener(str(tmp_path / "nobody.sock"), r, {"pid": 1})
+            notify.send_to_listener(str(tmp_path / "nobody.sock"), r, {"pid": 1})
     finally:
         os.close(r)
         os.close(w)
@@ -693,15 +693,15 @@ def test_send_to_listener_errors(tmp_path):
 
 def test_process_state_shape():
     st = {"ociVersion": "1.3.0", "id": "x", "status": "creating", "pid": 7, "bundle": "/b"}
-    msg = seccomp.process_state(st)
+    msg = notify.process_state(st)
     assert msg == {"ociVersion": msg["ociVersion"], "fds": ["seccompFd"], "pid": 7, "state": st}
-    assert seccomp.process_state(st, "m")["metadata"] == "m"
+    assert notify.process_state(st, "m")["metadata"] == "m"
 
 
 def test_notification_struct_layout():
     raw_notif = struct.pack("=QIIiIQ6Q", 9, 123, 0, 110, 0xC000003E, 0xdead, 1, 2, 3, 4, 5, 6)
     assert len(raw_notif) == 80
-    n = seccomp.Notification(raw_notif)
+    n = notify.Notification(raw_notif)
     assert (n.id, n.pid, n.nr, n.arch, n.args) == (9, 123, 110, 0xC000003E, (1, 2, 3, 4, 5, 6))
 
 
@@ -781,7 +781,7 @@ def test_integration_listener_agent_answers_a_notified_syscall(runtime, bundle, 
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(payload[:fds.itemsize])
             got["state"] = json.loads(data)
-            n = seccomp.notify_answer(fds[0], error=errno.EXDEV)
+            n = notify.notify_answer(fds[0], error=errno.EXDEV)
             got["syscall"] = n.syscall if hasattr(n, "syscall") else None
             os.close(fds[0])
 
@@ -816,7 +816,7 @@ def test_integration_listener_agent_gets_an_execs_notify_fd(runtime, bundle, tmp
 
     def answer(fd):
         try:
-            seccomp.notify_answer(fd, error=errno.EXDEV)
+            notify.notify_answer(fd, error=errno.EXDEV)
             answered.append(fd)
         except (OSError, RuntimeError):
             pass  # the process went away unnotified (the init: sleep makes no mkdir)

@@ -115,7 +115,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
     c.state.cgroup = mgr.to_state()
     seccomp_prog = listener = None
     if linux.seccomp:
-        from pyruntime.seccomp import filter as seccomp
+        from pyruntime.seccomp import compile as seccomp
         seccomp_prog = seccomp.compile(linux.seccomp,
                                        cache_dir=os.path.join(c.root, seccomp.CACHE_SUBDIR))
         log.debug("seccomp filter compiled")
@@ -129,7 +129,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             from pyruntime.setup.rootfs import open_bind_sources
             bind_sources = open_bind_sources(cfg, bundle)
         if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
-            listener = seccomp.connect_listener(linux.seccomp["listenerPath"])
+            from pyruntime.seccomp import notify as seccomp_notify
+            listener = seccomp_notify.connect_listener(linux.seccomp["listenerPath"])
         if cfg.process and cfg.process.terminal and console is not None:
             console_sock = socket.socket(fileno=os.dup(console.fileno()))
         elif cfg.process and cfg.process.terminal:

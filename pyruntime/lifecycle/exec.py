@@ -104,12 +104,13 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         capabilities.check_grantable(proc.capabilities, "process.capabilities")
     seccomp_prog = notify = None
     if c.state.seccomp:
-        from pyruntime.seccomp import filter as seccomp
+        from pyruntime.seccomp import compile as seccomp
         seccomp_prog = seccomp.compile(c.state.seccomp,
                                        cache_dir=os.path.join(root, seccomp.CACHE_SUBDIR))
         if c.state.seccomp.get("listenerPath"):
             # connected here: the process cannot reach the host's path once it is inside
-            notify = (seccomp.connect_listener(c.state.seccomp["listenerPath"]),
+            from pyruntime.seccomp import notify as seccomp_notify
+            notify = (seccomp_notify.connect_listener(c.state.seccomp["listenerPath"]),
                       dict(c.oci_state(), status="running"),
                       c.state.seccomp.get("listenerMetadata", ""))
     init_pid = c.state.pid
@@ -314,8 +315,8 @@ def _finish(chan: Channel, proc, sock, in_user_ns, seccomp_prog, preserve_fds, n
             keep += (listener.fileno(),)
 
             def on_notify_fd(fd: int) -> None:
-                from pyruntime.seccomp import filter as seccomp  # loaded by the parent: no import from the container
-                seccomp.send_state(listener, fd, state, metadata, pid=host_pid)
+                from pyruntime.seccomp import notify as seccomp_notify  # loaded by the parent: no import from the container
+                seccomp_notify.send_state(listener, fd, state, metadata, pid=host_pid)
         process.finalize_and_exec(
             proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,
             preserve_fds=preserve_fds, keep=keep, report_fd=chan.sock.fileno(),

@@ -466,7 +466,7 @@ def _linux(lr: Reader | None) -> Linux:
         policy = mempolicy.parse(policy)
     seccomp = lr.get("seccomp", dict)
     if seccomp is not None:
-        from pyruntime.seccomp import filter as seccomp_mod
+        from pyruntime.seccomp import profile as seccomp_mod
         seccomp_mod.check(seccomp)
     return Linux(
         namespaces=namespaces, uid_mappings=idmaps["uidMappings"], gid_mappings=idmaps["gidMappings"],

@@ -213,22 +213,22 @@ FIELDS: dict[str, tuple] = {
     "linux.memoryPolicy.nodes": (APPLIED, "mempolicy.py"),
     "linux.memoryPolicy.flags": (APPLIED, "mempolicy.py"),
     "linux.sysctl": (APPLIED, "init.write_sysctl (only namespaced ones)"),
-    "linux.seccomp": (APPLIED, "seccomp.py (libseccomp, loaded last)"),
-    "linux.seccomp.defaultAction": (APPLIED, "seccomp.py"),
-    "linux.seccomp.defaultErrnoRet": (APPLIED, "seccomp.py"),
-    "linux.seccomp.architectures": (APPLIED, "seccomp.py"),
-    "linux.seccomp.flags": (APPLIED, "seccomp.py"),
-    "linux.seccomp.listenerPath": (APPLIED, "seccomp.connect_listener"),
-    "linux.seccomp.listenerMetadata": (APPLIED, "seccomp.send_state"),
-    "linux.seccomp.syscalls": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].names": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].action": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].errnoRet": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].args": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].args[].index": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].args[].value": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].args[].valueTwo": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].args[].op": (APPLIED, "seccomp.py"),
+    "linux.seccomp": (APPLIED, "seccomp/ (libseccomp, loaded last)"),
+    "linux.seccomp.defaultAction": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.defaultErrnoRet": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.architectures": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.flags": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.listenerPath": (APPLIED, "seccomp/notify.connect_listener"),
+    "linux.seccomp.listenerMetadata": (APPLIED, "seccomp/notify.send_state"),
+    "linux.seccomp.syscalls": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].names": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].action": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].errnoRet": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].args": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].args[].index": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].args[].value": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].args[].valueTwo": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].args[].op": (APPLIED, "seccomp/compile.py"),
     "linux.rootfsPropagation": (APPLIED, "rootfs.set_rootfs_propagation"),
     "linux.maskedPaths": (APPLIED, "rootfs.mask_paths"),
     "linux.readonlyPaths": (APPLIED, "rootfs.readonly_paths"),
@@ -322,7 +322,7 @@ _probed: dict[str, bool | str] = {}
 def _v1_or_ignored(file: str) -> bool | str:
     """A v1-only knob: applied where its v1 hierarchy is mounted, ignored on a pure cgroup v2
     host (no v1 equivalent: runc ignores it there), refused otherwise (the controller is
-    missing: cgroups/manager.py says so)."""
+    missing: cgroups/cgroupfs.py says so)."""
     if _exists(f"/sys/fs/cgroup/{file}"):
         return True
     return IGNORED if _exists("/sys/fs/cgroup/cgroup.controllers") else False

@@ -212,8 +212,8 @@ def _notify_sender(listener, seccomp_cfg, state):
         return None
 
     def send(fd: int) -> None:
-        from pyruntime.seccomp import filter as seccomp
-        seccomp.send_state(listener, fd, dict(state, status="running"),
+        from pyruntime.seccomp import notify as seccomp_notify
+        seccomp_notify.send_state(listener, fd, dict(state, status="running"),
                            seccomp_cfg.get("listenerMetadata", ""))
     return send
 
