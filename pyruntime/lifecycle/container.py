@@ -37,7 +37,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     try:
         # The first save is the intent log: the cgroup dirs this create is about to make are on
         # disk before any exists, so `delete --force` after a kill at any instant finds them.
-        c.state = State(id=cid, bundle=bundle, rootfs=cfg.root_path, created=statemod.now_rfc3339(),
+        c.state = State(id=cid, bundle=bundle, rootfs=cfg.root_path, created=log.now_rfc3339(),
                         annotations=cfg.annotations, owner=_owner(), oci_version=cfg.oci_version,
                         hooks={k: [asdict(h) for h in cfg.hooks.get(k, [])]
                                for k in ("poststart", "poststop") if cfg.hooks.get(k)},

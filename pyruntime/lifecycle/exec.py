@@ -94,10 +94,8 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         raise RuntimeFailure("cannot exec in a stopped container: container not running")
     if status == "paused" and not ignore_paused:
         raise RuntimeFailure("cannot exec in a paused container (use --ignore-paused to override)")
-    from pyruntime.linux.lsm import apparmor_enabled
-    if proc.apparmor_profile and not apparmor_enabled():
-        raise RuntimeFailure(f"process.apparmorProfile: {proc.apparmor_profile!r} cannot be applied: "
-                             "AppArmor is not enabled on this host")
+    from pyruntime.linux.lsm import check_apparmor
+    check_apparmor(proc.apparmor_profile)
     if proc.capabilities:
         from pyruntime.linux import capabilities
         capabilities.check(proc.capabilities, "process.capabilities")

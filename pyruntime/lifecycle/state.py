@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import time
 
 from pyruntime.lean import jsonio
 from pyruntime.errors import ContainerNotFound, RuntimeFailure
@@ -103,11 +102,6 @@ class State:
                     not isinstance(cg.get("unified_mount", ""), (str, type(None))):
                 raise ValueError("cgroup: not a cgroup record")
         return cls(**data)
-
-
-def now_rfc3339() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
 def proc_start_time(pid: int) -> int | None:

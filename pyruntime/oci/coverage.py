@@ -290,14 +290,19 @@ def _exists(path: str) -> bool:
     return os.path.exists(path)
 
 
+def _lsm():
+    from pyruntime.linux import lsm
+    return lsm
+
+
 def _mount_setattr() -> bool:
     from pyruntime.setup import mountattr
     return mountattr.supported()
 
 
 PROBES = {
-    "apparmor": lambda: _read("/sys/module/apparmor/parameters/enabled") == "Y",
-    "selinux": lambda: _exists("/sys/fs/selinux/enforce"),
+    "apparmor": lambda: _lsm().apparmor_enabled(),
+    "selinux": lambda: _lsm().selinux_enabled(),
     "memory_v1": lambda: _v1_or_ignored("memory/memory.limit_in_bytes"),
     "kmem_tcp": lambda: _exists("/sys/fs/cgroup/memory/memory.kmem.tcp.limit_in_bytes"),
     "net_cls_v1": lambda: _v1_or_ignored("net_cls/net_cls.classid"),
@@ -326,14 +331,6 @@ def _v1_or_ignored(file: str) -> bool | str:
     if _exists(f"/sys/fs/cgroup/{file}"):
         return True
     return IGNORED if _exists("/sys/fs/cgroup/cgroup.controllers") else False
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def effective(row: tuple) -> tuple[str, str]:

@@ -9,9 +9,7 @@ import os
 import sys
 
 from pyruntime import SPEC_VERSION, __version__
-
-HOOKS = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
-
+from pyruntime.oci.config import HOOK_KINDS
 
 def configure(p):
     pass
@@ -93,7 +91,7 @@ def features() -> dict:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": SPEC_VERSION,
-        "hooks": HOOKS,
+        "hooks": list(HOOK_KINDS),
         "mountOptions": mount_options(),
         "linux": {
             "namespaces": namespaces(),
