@@ -114,9 +114,10 @@ def compile(seccomp: dict, path: str = "linux.seccomp",  # noqa: A001
             cache_dir: str | None = None) -> Program | None:
     """Build the filter with libseccomp; None if seccomp is disabled. Raises ConfigError.
 
-    cache_dir: keep the program there, and reuse it for the same profile. libseccomp needs
-    30-40 ms for Docker's default profile and every Docker container (and every exec into one)
-    brings the same profile: crun keeps such a cache too (<root>/.cache/seccomp)."""
+    cache_dir: keep the program there, and reuse it for the same profile. libseccomp is slow on
+    a profile as long as Docker's default (bench/ shows it), and every Docker container (and
+    every exec into one) brings the same profile: crun keeps such a cache too
+    (<root>/.cache/seccomp)."""
     if seccomp is None:
         return None
     if not isinstance(seccomp, dict):

@@ -35,7 +35,7 @@ class InitArgs:
     preserve_fds: int
     cgroup_paths: dict
     cgroup_mode: str
-    seccomp: object  # a seccomp.Program compiled before the fork, or None
+    seccomp: object  # a seccomp.compile.Program made before the fork, or None
     bind_sources: dict  # mount index -> detached copy of its source, made before a user ns
     caller_waits: bool  # `run` in the foreground: it holds its stderr until the end anyway
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
