@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import seccomp_agent
 from pyruntime.seccomp import compile as seccomp, kernel, notify, profile
 
 HERE = Path(__file__).parent
@@ -67,7 +68,7 @@ def run_child(profile: dict | None, action, *, prep=None, timeout: float = 10):
             if isinstance(profile, seccomp.Program):
                 fd = kernel.install(profile)
             else:
-                fd = seccomp.load(profile) if profile is not None else None
+                fd = seccomp_agent.load(profile) if profile is not None else None
             res = action(fd) if action.__code__.co_argcount else action()
             os.write(w, json.dumps(res).encode())
         except BaseException as e:  # noqa: BLE001 - report anything
@@ -424,11 +425,11 @@ def test_notify_fd_and_agent_over_listener(tmp_path):
             os.close(r)
             srv.close()
             libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-            fd = seccomp.load(prof)
+            fd = seccomp_agent.load(prof)
             assert isinstance(fd, int) and fd > 2
             state = {"ociVersion": "1.3.0", "id": "ctr-1", "status": "creating",
                      "pid": os.getpid(), "bundle": "/b", "annotations": {"k": "v"}}
-            notify.send_to_listener(sock_path, fd, state, "MKNOD=/dev/null")
+            seccomp_agent.send_to_listener(sock_path, fd, state, "MKNOD=/dev/null")
             os.close(fd)
             res = [raw("getppid"), raw("getppid"), raw("getpgid", 0)]
             os.write(w, json.dumps(res).encode())
@@ -457,13 +458,13 @@ def test_notify_fd_and_agent_over_listener(tmp_path):
         assert state["metadata"] == "MKNOD=/dev/null"
         assert state["state"]["id"] == "ctr-1" and state["state"]["pid"] == pid
 
-        n = notify.notify_receive(notify_fd)
+        n = seccomp_agent.notify_receive(notify_fd)
         assert n.pid == pid and n.nr == nr("getppid")
-        assert notify.notify_id_valid(notify_fd, n.id)
-        notify.notify_respond(notify_fd, n.id, val=4242)
-        n = notify.notify_answer(notify_fd, error=errno.EXDEV)
+        assert seccomp_agent.notify_id_valid(notify_fd, n.id)
+        seccomp_agent.notify_respond(notify_fd, n.id, val=4242)
+        n = seccomp_agent.notify_answer(notify_fd, error=errno.EXDEV)
         assert n.nr == nr("getppid")
-        n = notify.notify_answer(notify_fd, continue_syscall=True)
+        n = seccomp_agent.notify_answer(notify_fd, continue_syscall=True)
         assert n.nr == nr("getpgid") and n.args[0] == 0
 
         ready = select.select([r], [], [], 10)[0]
@@ -492,7 +493,7 @@ def test_send_to_listener_errors(tmp_path):
     try:
         with pytest.raises(RuntimeFailure, match="failed to connect with seccomp agent at "
                                                  "listenerPath"):  # runc's words
-            notify.send_to_listener(str(tmp_path / "nobody.sock"), r, {"pid": 1})
+            seccomp_agent.send_to_listener(str(tmp_path / "nobody.sock"), r, {"pid": 1})
     finally:
         os.close(r)
         os.close(w)
@@ -508,7 +509,7 @@ def test_process_state_shape():
 def test_notification_struct_layout():
     raw_notif = struct.pack("=QIIiIQ6Q", 9, 123, 0, 110, 0xC000003E, 0xdead, 1, 2, 3, 4, 5, 6)
     assert len(raw_notif) == 80
-    n = notify.Notification(raw_notif)
+    n = seccomp_agent.Notification(raw_notif)
     assert (n.id, n.pid, n.nr, n.arch, n.args) == (9, 123, 110, 0xC000003E, (1, 2, 3, 4, 5, 6))
 
 
@@ -588,7 +589,7 @@ def test_integration_listener_agent_answers_a_notified_syscall(runtime, bundle, 
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(payload[:fds.itemsize])
             got["state"] = json.loads(data)
-            n = notify.notify_answer(fds[0], error=errno.EXDEV)
+            n = seccomp_agent.notify_answer(fds[0], error=errno.EXDEV)
             got["syscall"] = n.syscall if hasattr(n, "syscall") else None
             os.close(fds[0])
 
@@ -623,7 +624,7 @@ def test_integration_listener_agent_gets_an_execs_notify_fd(runtime, bundle, tmp
 
     def answer(fd):
         try:
-            notify.notify_answer(fd, error=errno.EXDEV)
+            seccomp_agent.notify_answer(fd, error=errno.EXDEV)
             answered.append(fd)
         except (OSError, RuntimeError):
             pass  # the process went away unnotified (the init: sleep makes no mkdir)

@@ -16,9 +16,8 @@ Two-step use, for the container init::
 compile() must run where libseccomp.so.2 can be opened, i.e. before pivot_root (the container's
 rootfs has no libseccomp, and no Python modules either); install() needs no file and imports
 nothing new (only ctypes, already loaded by compile(), and kernel.py, which compile.py imports).
-``compile.load(cfg)`` does both at once and is only for processes that still see the host
-filesystem (tests, tools). Nothing here imports anything heavy at import time; ctypes and
-libseccomp are loaded on first use.
+Nothing here imports anything heavy at import time; ctypes and libseccomp are loaded on first
+use.
 
 Semantics follow runc 1.1 (libcontainer/seccomp, specconv):
 * ``SCMP_ACT_KILL`` is KILL_THREAD; ``errnoRet`` / ``defaultErrnoRet`` default to EPERM and are

@@ -11,8 +11,10 @@ import os
 from pyruntime.lean import jsonio
 from pyruntime.errors import ConfigError, RuntimeFailure
 
+# (and so kernel.py is loaded wherever a program is made: the init's install() runs after
+# pivot_root, where nothing can be imported any more)
 from pyruntime.seccomp.kernel import (FLAG_NEW_LISTENER, FLAG_SPEC_ALLOW, FLAG_TSYNC, FLAG_WAIT_KILLABLE_RECV, FLAGS,
-                                      install, kernel_supports_flags)
+                                      kernel_supports_flags)
 from pyruntime.seccomp.profile import ACT_ERRNO, ARCHES, OPERATORS, _action_value, _parse, _uses_notify, enabled
 
 LIBSECCOMP = "libseccomp.so.2"
@@ -398,8 +400,3 @@ def _assemble(insns: list[tuple]) -> bytes:
         out.append(struct.pack("=HBBI", code, jt, jf, k))
         pc += 1
     return b"".join(out)
-
-
-def load(seccomp: dict) -> int | None:
-    """compile() + install() for the current process; the notify fd or None."""
-    return install(compile(seccomp))
