@@ -100,17 +100,22 @@ def pytest_sessionfinish(session, exitstatus):
         return  # the controller checks, once every worker is done; without root, nothing ran
     parents = [p for pattern in TEST_CGROUP_PARENTS for p in CGROUP_ROOT.glob(f"*/{pattern}")]
     for parent in parents:
-        if parent.is_dir():
-            for d in sorted(parent.rglob("*"), reverse=True):
-                if d.is_dir():
-                    try:
-                        d.rmdir()
-                    except OSError:
-                        pass
-            try:
-                parent.rmdir()
-            except OSError:
-                pass
+        try:
+            # another session on this host (tests run in parallel worktrees) may be removing
+            # its own containers' dirs in there right now
+            found = sorted(parent.rglob("*"), reverse=True)
+        except OSError:
+            found = []
+        for d in found:
+            if d.is_dir():
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+        try:
+            parent.rmdir()
+        except OSError:
+            pass
     before = getattr(session.config, "_cgroup2_root_before", None)
     # Users recorded by a delete that was killed on purpose (the kill -9 sweeps), or whose
     # cgroup a harness removed (the e2e daemons' leftovers), hold controllers until the next
