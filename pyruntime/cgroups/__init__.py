@@ -1,6 +1,7 @@
 """cgroups for pyruntime: v1, hybrid and v2 hosts; the cgroupfs driver (cgroupfs.py), and the
 systemd one (systemd/, `--systemd-cgroup`: cgroupsPath "slice:prefix:name", the cgroup is a
-unit). This module picks between them: neither driver imports the other's picker.
+unit). This module picks between them, for a new cgroup and for one read from the state:
+cgroupfs.py imports nothing of systemd/, whose manager subclasses cgroupfs's Manager.
 
     m = cgroups.manager(cgroups_path, container_id)   # paths only, nothing touched yet
     m.create(); m.add_pid(pid); m.apply(linux_resources)
