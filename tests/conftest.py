@@ -158,6 +158,24 @@ def children_after_reaping(timeout: float = 5) -> list[int]:
         time.sleep(0.02)
 
 
+def kill_cgroup(m) -> None:
+    """SIGKILL whatever is left in a cgroup manager's cgroup and reap our children."""
+    for _ in range(100):
+        try:
+            pids = m.pids()
+        except OSError:
+            pids = []
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        reap_zombies()
+        time.sleep(0.01)
+
+
 def reap_zombies() -> None:
     while True:
         try:
