@@ -36,7 +36,8 @@ def setup(path: str | None, fmt: str = "text", debug: bool = False) -> None:
             pass
 
 
-def _now() -> str:
+def now_rfc3339() -> str:
+    """UTC, nanoseconds: the time of log lines and the state's `created`, as runc writes them."""
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
@@ -46,9 +47,9 @@ def _write(level: str, msg: str, out=None) -> None:
     if out is None:
         return
     if _json:  # as logrus's: Go's encoding/json
-        line = jsonio.go_dumps({"level": level, "msg": msg, "time": _now()})
+        line = jsonio.go_dumps({"level": level, "msg": msg, "time": now_rfc3339()})
     else:  # logrus's text: the message quoted (and escaped) as Go's %q does
-        line = f'time="{_now()}" level={level} msg={go_q(msg)}'
+        line = f'time="{now_rfc3339()}" level={level} msg={go_q(msg)}'
     try:
         out.write(line + "\n")
     except (OSError, ValueError):

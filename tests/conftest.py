@@ -1,8 +1,10 @@
 """Shared fixtures: a busybox rootfs, bundles, a runtime runner and a leak check.
 
-Tests run as root and start real containers. Every pytest worker makes itself a child
-subreaper so that container inits (which `create` leaves behind as orphans) become its
-children and can be reaped; the leak check then fails a test that leaves any of them.
+tests/unit/ needs neither root nor a rootfs. Every other test starts real containers: it is
+marked `root` here and skipped, with that reason, when pytest does not run as root. As root,
+every pytest worker makes itself a child subreaper so that container inits (which `create`
+leaves behind as orphans) become its children and can be reaped; the leak check then fails a
+test that leaves any of them.
 """
 from __future__ import annotations
 
@@ -51,14 +53,29 @@ def is_pyruntime() -> bool:
 
 # ---------------------------------------------------------------- process hygiene
 
+UNIT_DIR = Path(__file__).parent / "unit"
+IS_ROOT = os.geteuid() == 0
+
+
 def pytest_configure(config):
-    if os.geteuid() != 0:
-        pytest.exit("the tests start real containers and must run as root", returncode=2)
+    config.addinivalue_line("markers", "root: starts real containers (every test outside tests/unit/)")
+    if not IS_ROOT:
+        return
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         pytest.exit("prctl(PR_SET_CHILD_SUBREAPER) failed", returncode=2)
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         config._cgroup2_root_before = _cgroup2_root_controllers()
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="starts real containers: needs root (tests/unit/ does not)")
+    for item in items:
+        if UNIT_DIR in Path(item.fspath).parents:
+            continue
+        item.add_marker(pytest.mark.root)
+        if not IS_ROOT:
+            item.add_marker(skip)
 
 
 # ---------------------------------------------------------------- host hygiene, per session
@@ -79,21 +96,26 @@ def _cgroup2_root_controllers() -> str | None:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return  # the controller checks, once every worker is done
+    if os.environ.get("PYTEST_XDIST_WORKER") or not IS_ROOT:
+        return  # the controller checks, once every worker is done; without root, nothing ran
     parents = [p for pattern in TEST_CGROUP_PARENTS for p in CGROUP_ROOT.glob(f"*/{pattern}")]
     for parent in parents:
-        if parent.is_dir():
-            for d in sorted(parent.rglob("*"), reverse=True):
-                if d.is_dir():
-                    try:
-                        d.rmdir()
-                    except OSError:
-                        pass
-            try:
-                parent.rmdir()
-            except OSError:
-                pass
+        try:
+            # another session on this host (tests run in parallel worktrees) may be removing
+            # its own containers' dirs in there right now
+            found = sorted(parent.rglob("*"), reverse=True)
+        except OSError:
+            found = []
+        for d in found:
+            if d.is_dir():
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+        try:
+            parent.rmdir()
+        except OSError:
+            pass
     before = getattr(session.config, "_cgroup2_root_before", None)
     # Users recorded by a delete that was killed on purpose (the kill -9 sweeps), or whose
     # cgroup a harness removed (the e2e daemons' leftovers), hold controllers until the next
@@ -122,6 +144,36 @@ def children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             kids.append(int(entry))
     return kids
+
+
+def children_after_reaping(timeout: float = 5) -> list[int]:
+    """Our children still alive after `timeout` seconds of reaping (an init on its way out
+    takes a moment to become a zombie we can reap)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reap_zombies()
+        kids = children_of(os.getpid())
+        if not kids or time.monotonic() > deadline:
+            return kids
+        time.sleep(0.02)
+
+
+def kill_cgroup(m) -> None:
+    """SIGKILL whatever is left in a cgroup manager's cgroup and reap our children."""
+    for _ in range(100):
+        try:
+            pids = m.pids()
+        except OSError:
+            pids = []
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        reap_zombies()
+        time.sleep(0.01)
 
 
 def reap_zombies() -> None:
@@ -347,13 +399,7 @@ def leak_check(request, tmp_path):
     rt = request.node.funcargs.get("runtime")
     if isinstance(rt, Runtime):
         rt.cleanup()
-    deadline = time.monotonic() + 5
-    while True:
-        reap_zombies()
-        kids = children_of(os.getpid())
-        if not kids or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    kids = children_after_reaping()
     problems = []
     if kids:
         problems.append(f"processes left running: {kids}")

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from conftest import kill_cgroup
 from pyruntime import cgroups
 from pyruntime.cgroups.common import Layout, hugepage_sizes
 from pyruntime.errors import RuntimeFailure
@@ -29,29 +30,6 @@ def uniq(prefix="pyruntime-test"):
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def kill_all(m) -> None:
-    """SIGKILL whatever is left in the cgroup and reap our children."""
-    for _ in range(100):
-        try:
-            pids = m.pids()
-        except OSError:
-            pids = []
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        while True:
-            try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
-            except ChildProcessError:
-                break
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def mgr():
     """Factory: a manager at /pyruntime-test-<uuid>[/sub], created; destroyed at teardown."""
@@ -66,7 +44,7 @@ def mgr():
 
     yield make
     for m in reversed(made):
-        kill_all(m)
+        kill_cgroup(m)
         m.destroy()
 
 
@@ -172,7 +150,7 @@ def test_create_add_pid_pids_destroy(mgr):
             assert d.endswith(os.path.basename(m.paths["memory"]))
         assert os.path.basename(m.paths["pids"]) in mine
     finally:
-        kill_all(m)
+        kill_cgroup(m)
         p.wait()
     created = list(m.created)
     m.destroy()
@@ -241,7 +219,7 @@ def test_to_state_round_trip(mgr):
         m.thaw()
         assert m2.state() == "thawed"
     finally:
-        kill_all(m)
+        kill_cgroup(m)
         p.wait()
 
 
@@ -293,7 +271,7 @@ def test_apply_limits_read_back(mgr):
         assert rd(m, "pids", "pids.max") == "max"
         assert rd(m, "cpu", "cpu.cfs_quota_us") == "-1"
     finally:
-        kill_all(m)
+        kill_cgroup(m)
         p.wait()
 
 
@@ -406,7 +384,7 @@ def test_pids_max_stops_a_fork_bomb(mgr):
         # let the shell finish its loop (its failed forks say so on stderr) before we kill
         _, err = p.communicate(timeout=30)
     finally:
-        kill_all(m)
+        kill_cgroup(m)
         if p.poll() is None:
             p.kill()
             p.communicate(timeout=10)
@@ -445,7 +423,7 @@ def test_freeze_and_thaw(mgr):
         assert m.state() == "thawed"
         assert status_state(p.pid) in ("R", "S")
     finally:
-        kill_all(m)
+        kill_cgroup(m)
         p.wait()
 
 
@@ -469,7 +447,7 @@ def test_stats_shape(mgr):
         for size, h in st["hugetlb"].items():
             assert size.endswith("B") and "failcnt" in h
     finally:
-        kill_all(m)
+        kill_cgroup(m)
         p.wait()
 
 
@@ -493,7 +471,7 @@ def test_oom_watcher_eventfd_and_polling(mgr):
         assert by_fd.check() >= 1 and by_poll.check() >= 1
         assert by_poll.check() == 0  # counted once
         # removing the cgroup wakes the eventfd too: that is the end, not an OOM
-        kill_all(m)
+        kill_cgroup(m)
         m.destroy()
         assert select.select([by_fd], [], [], 5)[0]
         assert by_fd.check() == 0 and by_fd.gone

@@ -23,7 +23,9 @@ import pytest
 
 from conftest import Bundle, default_config, is_pyruntime, runtime_binary
 from pyruntime import cgroups
-from pyruntime.cgroups import devices, systemd as sd
+from pyruntime.cgroups import devices
+from pyruntime.cgroups.systemd import dbus, names, properties as sdprops
+from pyruntime.cgroups.systemd import manager as sdm
 from pyruntime.cgroups.common import Layout
 from pyruntime.errors import RuntimeFailure
 
@@ -44,14 +46,14 @@ def props(plist) -> dict:
     ("-.slice", "/"),
 ])
 def test_expand_slice(slice_name, path):
-    assert sd.expand_slice(slice_name) == path
+    assert names.expand_slice(slice_name) == path
 
 
 @pytest.mark.parametrize("bad", [".slice", "a", "a.scope", "a--b.slice", "-a.slice", "a-.slice",
                                  "a/b.slice"])
 def test_expand_slice_rejects(bad):
     with pytest.raises(ValueError, match="invalid slice name"):
-        sd.expand_slice(bad)
+        names.expand_slice(bad)
 
 
 @pytest.mark.parametrize("path, want", [
@@ -64,7 +66,7 @@ def test_expand_slice_rejects(bad):
     ("", ("system.slice", "pyruntime-cid.scope")),
 ])
 def test_parse_cgroups_path(path, want):
-    assert sd.parse_cgroups_path(path, "cid") == want
+    assert names.parse_cgroups_path(path, "cid") == want
 
 
 @pytest.mark.parametrize("bad, why", [
@@ -79,7 +81,7 @@ def test_parse_cgroups_path(path, want):
 ])
 def test_parse_cgroups_path_errors_name_the_field_and_value(bad, why):
     with pytest.raises(RuntimeFailure) as e:
-        sd.parse_cgroups_path(bad, "cid")
+        names.parse_cgroups_path(bad, "cid")
     assert str(e.value).startswith(f"linux.cgroupsPath: {bad!r} ")
     assert why in str(e.value)
 
@@ -90,10 +92,10 @@ def test_manager_rejects_a_malformed_path_before_reaching_systemd():
 
 
 def test_unit_cgroup():
-    assert sd.unit_cgroup("system.slice", "docker-abc.scope") == "/system.slice/docker-abc.scope"
-    assert sd.unit_cgroup("a-b.slice", "p-n.scope") == "/a.slice/a-b.slice/p-n.scope"
-    assert sd.unit_cgroup("-.slice", "p-n.scope") == "/p-n.scope"
-    assert sd.unit_cgroup("system.slice", "k-pod.slice") == "/k.slice/k-pod.slice"
+    assert names.unit_cgroup("system.slice", "docker-abc.scope") == "/system.slice/docker-abc.scope"
+    assert names.unit_cgroup("a-b.slice", "p-n.scope") == "/a.slice/a-b.slice/p-n.scope"
+    assert names.unit_cgroup("-.slice", "p-n.scope") == "/p-n.scope"
+    assert names.unit_cgroup("system.slice", "k-pod.slice") == "/k.slice/k-pod.slice"
 
 
 def test_unit_dirs_follow_systemd_root_in_each_hierarchy():
@@ -101,39 +103,43 @@ def test_unit_dirs_follow_systemd_root_in_each_hierarchy():
                      "name=systemd": ("/sys/fs/cgroup/systemd", "/")},
                     ("/sys/fs/cgroup/unified", "/"), {})
     pid1 = {"memory": "/", "name=systemd": "/init.scope", "": "/init.scope"}
-    assert sd.unit_dirs(hybrid, "/system.slice/p-n.scope", pid1) == {
+    assert names.unit_dirs(hybrid, "/system.slice/p-n.scope", pid1) == {
         "memory": "/sys/fs/cgroup/memory/system.slice/p-n.scope",
         "name=systemd": "/sys/fs/cgroup/systemd/system.slice/p-n.scope",
         "": "/sys/fs/cgroup/unified/system.slice/p-n.scope"}
     # systemd in a container: its root is a sub-cgroup of the host's, seen through a mount
     # that shows that sub-tree.
     v2 = Layout({}, ("/sys/fs/cgroup", "/ctr"), {})
-    assert sd.unit_dirs(v2, "/system.slice/p-n.scope", {"": "/ctr/init.scope"}) == {
+    assert names.unit_dirs(v2, "/system.slice/p-n.scope", {"": "/ctr/init.scope"}) == {
         "": "/sys/fs/cgroup/system.slice/p-n.scope"}
 
 
 def test_build_and_state_round_trip():
     v2 = Layout({}, ("/sys/fs/cgroup", "/"), {})
-    m = sd.build("a-b.slice:pfx:c1", "c1", v2)
+    m = sdm.build("a-b.slice:pfx:c1", "c1", v2)
     assert m.extra["systemd"]["unit"] == "pfx-c1.scope"
     assert m.extra["systemd"]["cgroup"] == "/a.slice/a-b.slice/pfx-c1.scope"
     assert m.paths[""].endswith("/a.slice/a-b.slice/pfx-c1.scope")
     back = cgroups.manager_from_state(json.loads(json.dumps(m.to_state())))
-    assert isinstance(back, sd.SystemdManager) and back.unit == "pfx-c1.scope"
+    assert isinstance(back, sdm.SystemdManager) and back.unit == "pfx-c1.scope"
     assert back.paths == m.paths
     # The commands that reach the manager through ops.py get the same class.
-    assert isinstance(cgroups.Manager.from_state(m.to_state()), sd.SystemdManager)
+    from pyruntime.cgroups.ops import container_manager
+
+    class C:
+        id, state = "c1", type("S", (), {"cgroup": m.to_state()})
+    assert isinstance(container_manager(C), sdm.SystemdManager)
     assert type(cgroups.manager("/x", "x", layout=v2)) is cgroups.Manager
 
 
 # ---------------------------------------------------------------- properties
 
 def test_base_properties_of_a_scope_and_a_slice():
-    p = props(sd.base_properties("a.slice", "x-c.scope", "d", 42, unified=True))
+    p = props(sdprops.base_properties("a.slice", "x-c.scope", "d", 42, unified=True))
     assert p["Slice"] == "a.slice" and p["Delegate"] is True and p["PIDs"] == [42]
     assert p["DefaultDependencies"] is False and p["Description"] == "d"
     assert p["IOAccounting"] and p["TasksAccounting"] and "BlockIOAccounting" not in p
-    p = props(sd.base_properties("a.slice", "c.slice", "d", None, unified=False))
+    p = props(sdprops.base_properties("a.slice", "c.slice", "d", None, unified=False))
     assert p["Wants"] == ["a.slice"] and "Slice" not in p and "Delegate" not in p
     assert "PIDs" not in p and p["BlockIOAccounting"] is True
 
@@ -142,7 +148,7 @@ def test_resource_properties_v2():
     r = {"memory": {"limit": 1 << 30, "reservation": 1 << 20, "swap": 2 << 30},
          "cpu": {"shares": 1024, "quota": 25000, "period": 100000, "cpus": "0-2,5", "mems": "0"},
          "pids": {"limit": 64}}
-    p = props(sd.resource_properties(r, unified=True, version=lambda: 252))
+    p = props(sdprops.resource_properties(r, unified=True, version=lambda: 252))
     assert p == {"MemoryMax": 1 << 30, "MemoryLow": 1 << 20, "MemorySwapMax": 1 << 30,
                  "CPUWeight": 39, "CPUQuotaPeriodUSec": 100000, "CPUQuotaPerSecUSec": 250000,
                  "TasksMax": 64, "AllowedCPUs": bytes([0b100111]), "AllowedMemoryNodes": b"\x01"}
@@ -151,7 +157,7 @@ def test_resource_properties_v2():
 def test_resource_properties_v1():
     r = {"memory": {"limit": 1 << 30}, "cpu": {"shares": 512}, "blockIO": {"weight": 300},
          "pids": {"limit": -1}}
-    p = props(sd.resource_properties(r, unified=False, version=lambda: 252))
+    p = props(sdprops.resource_properties(r, unified=False, version=lambda: 252))
     assert p == {"MemoryLimit": 1 << 30, "CPUShares": 512, "BlockIOWeight": 300,
                  "TasksMax": INF}
 
@@ -159,33 +165,33 @@ def test_resource_properties_v1():
 def test_zero_is_unset_and_minus_one_is_infinity():
     r = {"memory": {"limit": 0, "swap": 0}, "cpu": {"shares": 0, "quota": 0, "period": 0},
          "pids": {"limit": 0}}
-    assert sd.resource_properties(r, unified=True, version=lambda: 252) == []
-    p = props(sd.resource_properties({"memory": {"limit": -1}, "cpu": {"quota": -1}},
+    assert sdprops.resource_properties(r, unified=True, version=lambda: 252) == []
+    p = props(sdprops.resource_properties({"memory": {"limit": -1}, "cpu": {"quota": -1}},
                                      unified=True, version=lambda: 252))
     assert p == {"MemoryMax": INF, "MemorySwapMax": INF, "CPUQuotaPerSecUSec": INF}
 
 
 def test_cpu_quota_is_rounded_up_to_a_whole_percent():
-    p = props(sd.resource_properties({"cpu": {"quota": 12345}}, unified=True,
+    p = props(sdprops.resource_properties({"cpu": {"quota": 12345}}, unified=True,
                                      version=lambda: 252))
     assert p == {"CPUQuotaPerSecUSec": 130000}  # 123450 us/s -> 13%
 
 
 def test_old_systemd_gets_no_period_or_cpuset_properties():
     r = {"cpu": {"quota": 50000, "period": 50000, "cpus": "0"}}
-    p = props(sd.resource_properties(r, unified=True, version=lambda: 239))
+    p = props(sdprops.resource_properties(r, unified=True, version=lambda: 239))
     assert p == {"CPUQuotaPerSecUSec": 1000000}
 
 
 def test_version_is_asked_only_when_needed():
     def boom():
         raise AssertionError("version asked")
-    sd.resource_properties({"memory": {"limit": 1 << 20}, "pids": {"limit": 5}},
+    sdprops.resource_properties({"memory": {"limit": 1 << 20}, "pids": {"limit": 5}},
                            unified=True, version=boom)
 
 
 def test_update_mode_leaves_quota_alone_when_only_the_period_changes():
-    p = props(sd.resource_properties({"cpu": {"period": 50000, "quota": 0}}, unified=True,
+    p = props(sdprops.resource_properties({"cpu": {"period": 50000, "quota": 0}}, unified=True,
                                      version=lambda: 252, update=True))
     assert p == {"CPUQuotaPeriodUSec": 50000}
 
@@ -194,31 +200,31 @@ def test_unified_keys_systemd_knows():
     u = {"memory.high": "1048576", "memory.max": "max", "pids.max": "10", "cpu.weight": "50",
          "cpu.max": "20000 100000", "cpuset.cpus": "1", "io.weight": "default 10",
          "memory.low": "junk"}
-    p = props(sd.resource_properties({"unified": u}, unified=True, version=lambda: 252))
+    p = props(sdprops.resource_properties({"unified": u}, unified=True, version=lambda: 252))
     assert p == {"MemoryHigh": 1048576, "MemoryMax": INF, "TasksMax": 10, "CPUWeight": 50,
                  "CPUQuotaPeriodUSec": 100000, "CPUQuotaPerSecUSec": 200000,
                  "AllowedCPUs": b"\x02"}
-    assert sd.resource_properties({"unified": u}, unified=False, version=lambda: 252) == []
+    assert sdprops.resource_properties({"unified": u}, unified=False, version=lambda: 252) == []
 
 
 def test_resource_values_are_checked_with_their_json_path():
     with pytest.raises(RuntimeFailure, match=r"linux.resources.pids.limit: 'x' is not an int"):
-        sd.resource_properties({"pids": {"limit": "x"}}, unified=True)
+        sdprops.resource_properties({"pids": {"limit": "x"}}, unified=True)
     with pytest.raises(RuntimeFailure, match=r"linux.resources.cpu.cpus: '1-0'"):
-        sd.resource_properties({"cpu": {"cpus": "1-0"}}, unified=True, version=lambda: 252)
+        sdprops.resource_properties({"cpu": {"cpus": "1-0"}}, unified=True, version=lambda: 252)
 
 
 def test_range_to_bits():
-    assert sd.range_to_bits("0", "f") == b"\x01"
-    assert sd.range_to_bits("0-7,9", "f") == b"\xff\x02"
-    assert sd.range_to_bits(" 3 , 1-2 ", "f") == b"\x0e"
+    assert sdprops.range_to_bits("0", "f") == b"\x01"
+    assert sdprops.range_to_bits("0-7,9", "f") == b"\xff\x02"
+    assert sdprops.range_to_bits(" 3 , 1-2 ", "f") == b"\x0e"
     for bad in ("", "a", "2-1", "-1"):
         with pytest.raises(RuntimeFailure, match="^f: "):
-            sd.range_to_bits(bad, "f")
+            sdprops.range_to_bits(bad, "f")
 
 
 def dev(rules):
-    return props(sd.device_properties(devices.parse(rules)))
+    return props(sdprops.device_properties(devices.parse(rules)))
 
 
 def test_device_properties_allow_list():
@@ -257,7 +263,7 @@ def test_device_properties_denies_take_access_away():
 # ---------------------------------------------------------------- without systemd
 
 needs_no_systemd_here = pytest.mark.skipif(
-    os.path.exists(sd.SYSTEM_BUS) or os.path.exists(sd.PRIVATE_SOCKET)
+    os.path.exists(dbus.SYSTEM_BUS) or os.path.exists(dbus.PRIVATE_SOCKET)
     or bool(os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")),
     reason="this host has a system bus or systemd")
 
@@ -508,7 +514,7 @@ def resources_for(box: SystemdContainer) -> tuple[dict, dict, dict]:
 def check_running_unit(box: SystemdContainer, template, name: str, slice_name: str) -> None:
     """Create, start, inspect, pause, update, delete one container through the driver."""
     unit = f"pyrt-{name}.scope"
-    cg = sd.unit_cgroup(slice_name, unit)
+    cg = names.unit_cgroup(slice_name, unit)
     extra, expect_props, expect_files = resources_for(box)
     resources = dict(default_config()["linux"]["resources"], **extra)
     path = inner_bundle(box, template, name, cgroupsPath=f"{slice_name}:pyrt:{name}",
@@ -603,7 +609,7 @@ def test_real_systemd(runtime, rootfs_template, tmp_path, mode):
     box.build()
     try:
         box.start()
-        assert not box.path(sd.SYSTEM_BUS).exists()  # no bus daemon yet: the private socket
+        assert not box.path(dbus.SYSTEM_BUS).exists()  # no bus daemon yet: the private socket
         # A nested slice ("pyrt-test.slice" lives at pyrt.slice/pyrt-test.slice).
         check_running_unit(box, rootfs_template, "viaprivate", "pyrt-test.slice")
 
@@ -635,7 +641,7 @@ def test_real_systemd(runtime, rootfs_template, tmp_path, mode):
             # falls back to the private socket.
             interp, pkg, site = launcher_parts()
             probe = (f"import sys; sys.path.insert(0, {pkg!r}); sys.path += {site!r}; "
-                     "from pyruntime.cgroups.systemd import Systemd; print(Systemd().via)")
+                     "from pyruntime.cgroups.systemd.dbus import Systemd; print(Systemd().via)")
             deadline = time.monotonic() + 10
             while (who := box.exec(interp, "-IS", "-c", probe).stdout.strip()) != "bus":
                 assert time.monotonic() < deadline, f"the driver still uses {who!r}"

@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+from conftest import kill_cgroup
 from pyruntime import cgroups
 from pyruntime.cgroups.common import Layout, hugepage_sizes
 from pyruntime.errors import RuntimeFailure
@@ -37,25 +38,6 @@ def needs(*ctrls):
                               "(run tests/cgroup2-stage.sh enter)")
 
 
-def kill_all(m) -> None:
-    for _ in range(100):
-        pids = m.pids()
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        while True:
-            try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
-            except ChildProcessError:
-                break
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def mgr():
     made = []
@@ -68,7 +50,7 @@ def mgr():
 
     yield make
     for m in reversed(made):
-        kill_all(m)
+        kill_cgroup(m)
         m.destroy()
 
 
@@ -120,7 +102,7 @@ def test_v2_pids_freeze_thaw_destroy(mgr):
         time.sleep(0.1)
         assert utime(p.pid) > t0
     finally:
-        kill_all(m)
+        kill_cgroup(m)
         p.wait()
     created = list(m.created)
     assert len(created) == 2
@@ -139,7 +121,7 @@ def test_v2_stats_and_state_round_trip(mgr):
         m2 = cgroups.manager_from_state(json.loads(json.dumps(m.to_state())))
         assert m2.paths == m.paths and m2.pids() == m.pids()
     finally:
-        kill_all(m)
+        kill_cgroup(m)
         p.wait()
 
 
@@ -225,7 +207,7 @@ def test_v2_pids_max_stops_a_fork_bomb(mgr):
         assert len(m.pids()) <= 10
         assert m.stats()["pids"]["limit"] == 10
     finally:
-        kill_all(m)
+        kill_cgroup(m)
         p.communicate(timeout=10)
     cgroups.update(m, {"pids": {"limit": 0}})
     assert rd(m, "pids.max") == "10"

@@ -76,7 +76,7 @@ def test_first_module_needs_its_public_fallback():
 def _cache_path(blocked: list[str]) -> str:
     code = ("import sys\n"
             f"for m in {blocked!r}: sys.modules[m] = None\n"
-            "from pyruntime.seccomp import filter as seccomp\n"
+            "from pyruntime.seccomp import compile as seccomp\n"
             "print(seccomp._cache_path('/c', {'defaultAction': 'SCMP_ACT_ALLOW', 'syscalls': []}))\n")
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           check=True, timeout=60).stdout.strip()

@@ -49,7 +49,7 @@ def test_a_container_with_docker_seccomp_profile_runs_on(version, runtime, bundl
 def test_the_seccomp_cache_key_is_the_same_on_every_python():
     """Whichever interpreter (and so whichever hash and JSON module) computed it."""
     code = (f"import sys; sys.path.insert(0, {launcher.PACKAGE_PARENT!r}); "
-            "from pyruntime.seccomp import filter as seccomp; import json; "
+            "from pyruntime.seccomp import compile as seccomp; import json; "
             f"print(seccomp._cache_path('/c', json.load(open({DOCKER_PROFILE!r}))))")
     keys = {v: subprocess.run([pythons.interpreter(v), "-IS", "-c", code], capture_output=True,
                               text=True, timeout=60, check=True).stdout

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import children_of, is_pyruntime, reap_zombies
+from conftest import children_after_reaping, is_pyruntime
 from test_fuzz import _leftover_cgroups, check_clean_failure, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,13 +178,7 @@ def test_exec_error_is_reported_once(runtime, bundle):
 # ================================================================ kill -9 at any instant
 
 def _nothing_left(runtime, cid):
-    deadline = time.monotonic() + 5
-    while True:
-        reap_zombies()
-        kids = children_of(os.getpid())
-        if not kids or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
+    kids = children_after_reaping()
     left = [p.name for p in runtime.root.iterdir() if p.name != ".cache"] \
         if runtime.root.exists() else []
     cg = _leftover_cgroups(cid)

@@ -1,4 +1,5 @@
-"""pyruntime.seccomp.filter: filters built with libseccomp, loaded for real in forked children.
+"""pyruntime.seccomp: filters built with libseccomp, loaded for real in forked children
+(tests/unit/test_seccomp_compile.py checks compilation, the cache and check() without loading).
 
 Each behaviour test forks: the child sets no_new_privs, loads a filter, makes raw syscalls through
 libc's syscall(2) and reports (ret, errno) as JSON through a pipe; the parent reads the report and
@@ -6,7 +7,6 @@ the wait status (SIGSYS deaths). Children always leave through os._exit.
 """
 from __future__ import annotations
 
-import copy
 import ctypes
 import errno
 import json
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from pyruntime.seccomp import filter as seccomp
-from pyruntime.errors import ConfigError
+import seccomp_agent
+from pyruntime.seccomp import compile as seccomp, kernel, notify, profile
 
 HERE = Path(__file__).parent
 DOCKER_PROFILE = HERE / "seccomp" / "docker-default.json"
@@ -66,9 +66,9 @@ def run_child(profile: dict | None, action, *, prep=None, timeout: float = 10):
             if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
                 raise OSError(ctypes.get_errno(), "prctl")
             if isinstance(profile, seccomp.Program):
-                fd = seccomp.install(profile)
+                fd = kernel.install(profile)
             else:
-                fd = seccomp.load(profile) if profile is not None else None
+                fd = seccomp_agent.load(profile) if profile is not None else None
             res = action(fd) if action.__code__.co_argcount else action()
             os.write(w, json.dumps(res).encode())
         except BaseException as e:  # noqa: BLE001 - report anything
@@ -109,46 +109,6 @@ def deny_all_but(names, *rules, **extra) -> dict:
     return {"defaultAction": "SCMP_ACT_ERRNO",
             "syscalls": [{"names": PY_MIN + list(names), "action": "SCMP_ACT_ALLOW"}, *rules],
             **extra}
-
-
-# ---------------------------------------------------------------- libseccomp facts
-
-def test_libseccomp_constants_match_the_library():
-    """Values hard-coded in the module, checked against libseccomp 2.5.x itself."""
-    assert seccomp.libseccomp_version().startswith("2.")
-    lib = seccomp._lib()
-    expected = {"SCMP_ARCH_X86": 0x40000003, "SCMP_ARCH_X86_64": 0xC000003E,
-                "SCMP_ARCH_X32": 0x4000003E, "SCMP_ARCH_AARCH64": 0xC00000B7,
-                "SCMP_ARCH_ARM": 0x40000028, "SCMP_ARCH_S390X": 0x80000016,
-                "SCMP_ARCH_RISCV64": 0xC00000F3, "SCMP_ARCH_PPC64LE": 0xC0000015}
-    for oci, tok in expected.items():
-        assert lib.seccomp_arch_resolve_name(seccomp.ARCHES[oci].encode()) == tok, oci
-    for oci, name in seccomp.ARCHES.items():
-        if oci != "SCMP_ARCH_LOONGARCH64":
-            assert lib.seccomp_arch_resolve_name(name.encode()) != 0, oci
-    # attributes 1..9 exist in 2.5.x, 10 (CTL_WAITKILL) only from 2.6
-    ctx = lib.seccomp_init(seccomp.ACT_ALLOW)
-    try:
-        assert lib.seccomp_attr_set(ctx, seccomp._FLTATR_CTL_NNP, 0) == 0
-        assert lib.seccomp_attr_set(ctx, seccomp._FLTATR_CTL_OPTIMIZE, 2) == 0
-        if seccomp.libseccomp_version().startswith("2.5."):
-            assert lib.seccomp_attr_set(ctx, 10, 1) == -errno.EINVAL
-    finally:
-        lib.seccomp_release(ctx)
-    assert seccomp.resolve_syscall("no_such_syscall") is None
-    assert seccomp.resolve_syscall("getppid") == 110  # x86_64
-    assert seccomp.resolve_syscall("read", "SCMP_ARCH_X32") == 0x40000000
-
-
-def test_import_is_cheap():
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", "import sys, pyruntime.seccomp.filter; "
-                          "print('ctypes' in sys.modules)"],
-                         capture_output=True, text=True, check=True,
-                         cwd=HERE.parent).stdout.strip()
-    assert out == "False"
 
 
 # ---------------------------------------------------------------- actions
@@ -324,13 +284,6 @@ def test_rule_with_the_default_action_is_skipped():
     assert res == [[-1, 9], [-1, errno.EPERM]]
 
 
-def test_disabled_without_default_action_and_syscalls():
-    assert seccomp.compile({}) is None
-    assert seccomp.compile({"architectures": ["SCMP_ARCH_X86_64"]}) is None
-    seccomp.check({})
-    assert seccomp.load({}) is None
-
-
 def test_pseudo_syscalls_and_architectures():
     prof = {"defaultAction": "SCMP_ACT_ERRNO",
             "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32",
@@ -362,7 +315,7 @@ def test_compile_in_parent_install_in_child():
                                           "errnoRet": 42}))
 
     def action():
-        seccomp.install(prog)
+        kernel.install(prog)
         return raw("getppid")
     _, res = run_child(None, action)
     assert res == [-1, 42]
@@ -380,7 +333,7 @@ def test_install_needs_no_host_filesystem(tmp_path):
         os.chdir("/")
 
     def action():
-        seccomp.install(prog)
+        kernel.install(prog)
         return [raw("getppid"), os.path.exists("/usr")]
     _, res = run_child(None, action, prep=prep)
     assert res == [[-1, 43], False]
@@ -390,7 +343,7 @@ def test_docker_default_profile_loads():
     prof = json.loads(DOCKER_PROFILE.read_text())
     assert len(prof["syscalls"][0]["names"]) > 300
     prog = seccomp.compile(prof)
-    assert prog.flags == seccomp.FLAG_SPEC_ALLOW and not prog.notify
+    assert prog.flags == kernel.FLAG_SPEC_ALLOW and not prog.notify
 
     def action():
         return {"ppid": raw("getppid"),
@@ -416,20 +369,6 @@ def test_docker_default_profile_loads():
 
 # ---------------------------------------------------------------- the cache of programs
 
-def test_cache_reuses_the_program_it_wrote(tmp_path):
-    prof = json.loads(DOCKER_PROFILE.read_text())
-    first = seccomp.compile(prof, cache_dir=str(tmp_path))
-    files = list(tmp_path.iterdir())
-    assert len(files) == 1 and files[0].suffix == ".bpf"
-    assert files[0].read_bytes() == first.bpf == seccomp.compile(prof).bpf
-    assert files[0].stat().st_mode & 0o777 == 0o600
-    # a hit never builds: mark the file and the mark comes back
-    marked = first.bpf[:-8] + struct.pack("<HBBI", 6, 0, 0, 0x7FFF0000)
-    files[0].write_bytes(marked)
-    again = seccomp.compile(prof, cache_dir=str(tmp_path))
-    assert again.bpf == marked and (again.flags, again.notify) == (first.flags, first.notify)
-
-
 def test_cache_key_covers_the_whole_profile(tmp_path):
     a = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 3})
     b = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 4})
@@ -441,44 +380,14 @@ def test_cache_key_covers_the_whole_profile(tmp_path):
     assert res == [-1, 4]
 
 
-def test_cache_key_covers_the_library_file(tmp_path, monkeypatch):
-    assert "/libseccomp.so" in seccomp._library_identity()  # the loaded file, not just 2.5.4
-    prof = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 3})
-    seccomp.compile(prof, cache_dir=str(tmp_path))
-    monkeypatch.setattr(seccomp, "_library_identity", lambda: "2.5.4:/elsewhere:1:2:3")
-    seccomp.compile(prof, cache_dir=str(tmp_path))
-    assert len(list(tmp_path.iterdir())) == 2
-
-
-def test_cache_ignores_a_damaged_file_and_rewrites_it(tmp_path):
-    prof = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 3})
-    good = seccomp.compile(prof, cache_dir=str(tmp_path))
-    (f,) = tmp_path.iterdir()
-    f.write_bytes(good.bpf[:-3])  # not whole instructions
-    assert seccomp.compile(prof, cache_dir=str(tmp_path)).bpf == good.bpf
-    assert f.read_bytes() == good.bpf
-
-
-def test_cache_is_bounded_and_unwritable_is_harmless(tmp_path, monkeypatch):
-    monkeypatch.setattr(seccomp, "CACHE_MAX", 3)
-    for n in range(5):
-        seccomp.compile(allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO",
-                                       "errnoRet": n + 1}), cache_dir=str(tmp_path))
-        assert len(list(tmp_path.iterdir())) <= 3
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    prof = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 9})
-    assert seccomp.compile(prof, cache_dir=str(blocker / "sub")).bpf == seccomp.compile(prof).bpf
-
-
 # ---------------------------------------------------------------- flags
 
 @pytest.mark.parametrize("flags,expected", [
-    (None, seccomp.FLAG_SPEC_ALLOW),
+    (None, kernel.FLAG_SPEC_ALLOW),
     ([], 0),
-    (["SECCOMP_FILTER_FLAG_LOG"], seccomp.FLAG_LOG),
+    (["SECCOMP_FILTER_FLAG_LOG"], kernel.FLAG_LOG),
     (["SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"],
-     seccomp.FLAG_SPEC_ALLOW | seccomp.FLAG_LOG),
+     kernel.FLAG_SPEC_ALLOW | kernel.FLAG_LOG),
     (["SECCOMP_FILTER_FLAG_TSYNC"], 0),
     (["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"], 0),  # no listener: dropped
 ])
@@ -486,111 +395,10 @@ def test_flags(flags, expected):
     prof = allow_all_but({"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 3})
     if flags is not None:
         prof["flags"] = flags
-    seccomp.check(prof)
+    profile.check(prof)
     assert seccomp.compile(prof).flags == expected
     _, res = run_child(prof, lambda: raw("getppid"))
     assert res == [-1, 3]
-
-
-def test_kernel_flag_probe():
-    assert seccomp.kernel_supports_flags(seccomp.FLAG_LOG)
-    assert not seccomp.kernel_supports_flags(1 << 20)
-
-
-# ---------------------------------------------------------------- check()
-
-BASE = {"defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO"}]}
-
-
-def _with(path: str, value):
-    cfg = copy.deepcopy(BASE)
-    cur, keys = cfg, path.split(".")
-    for k in keys[:-1]:
-        cur = cur[int(k)] if k.isdigit() else cur[k]
-    last = keys[-1]
-    if last.isdigit():
-        cur[int(last)] = value
-    else:
-        cur[last] = value
-    return cfg
-
-
-BAD = [
-    ("defaultAction", "SCMP_ACT_FOO", "linux.seccomp.defaultAction", "is not a seccomp action"),
-    ("defaultAction", "SCMP_ACT_NOTIFY", "linux.seccomp.defaultAction", "cannot be the default"),
-    ("defaultErrnoRet", 5, "linux.seccomp.defaultErrnoRet", "is not allowed with defaultAction"),
-    ("defaultErrnoRet", -1, "linux.seccomp.defaultErrnoRet", "is not an errno"),
-    ("architectures", ["SCMP_ARCH_X86_64", "SCMP_ARCH_VAX"], "linux.seccomp.architectures[1]",
-     "is not a seccomp architecture"),
-    ("flags", ["SECCOMP_FILTER_FLAG_BOGUS"], "linux.seccomp.flags[0]", "is not a seccomp flag"),
-    ("listenerMetadata", "x", "linux.seccomp.listenerMetadata", "without listenerPath"),
-    ("listenerPath", "/" + "x" * 120, "linux.seccomp.listenerPath", "too long"),
-    ("syscalls.0.action", "SCMP_ACT_FOO", "linux.seccomp.syscalls[0].action",
-     "is not a seccomp action"),
-    ("syscalls.0.names", [], "linux.seccomp.syscalls[0].names", "at least one"),
-    ("syscalls.0.names", ["getppid", ""], "linux.seccomp.syscalls[0].names[1]",
-     "is not a syscall name"),
-    ("syscalls.0.errnoRet", 70000, "linux.seccomp.syscalls[0].errnoRet", "is not an errno"),
-    ("syscalls.0.args", [{"index": 0, "value": 1, "op": "SCMP_CMP_FOO"}],
-     "linux.seccomp.syscalls[0].args[0].op", "is not a seccomp operator"),
-    ("syscalls.0.args", [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}],
-     "linux.seccomp.syscalls[0].args[0].index", "0-5"),
-    ("syscalls.0.args", [{"index": 0, "value": 1 << 64, "op": "SCMP_CMP_EQ"}],
-     "linux.seccomp.syscalls[0].args[0].value", "uint64"),
-    ("syscalls.0.args", [{"index": 0, "value": 1, "valueTwo": -2, "op": "SCMP_CMP_MASKED_EQ"}],
-     "linux.seccomp.syscalls[0].args[0].valueTwo", "uint64"),
-    ("syscalls.0.args", [{"index": 0, "op": "SCMP_CMP_EQ"}],
-     "linux.seccomp.syscalls[0].args[0].value", "uint64"),
-    ("syscalls.0", {"names": ["getppid"], "action": "SCMP_ACT_ALLOW", "errnoRet": 1},
-     "linux.seccomp.syscalls[0].errnoRet", "is not allowed with action SCMP_ACT_ALLOW"),
-    ("syscalls.0", {"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"},
-     "linux.seccomp.listenerPath", "is required when a rule uses SCMP_ACT_NOTIFY"),
-    ("syscalls.0", {"names": ["read", "write"], "action": "SCMP_ACT_NOTIFY"},
-     "linux.seccomp.syscalls[0].names[1]",
-     "SCMP_ACT_NOTIFY cannot be used for the write syscall"),  # runc's words
-]
-
-
-@pytest.mark.parametrize("key,value,path,problem", BAD, ids=[f"{b[2]}:{b[3]}" for b in BAD])
-def test_check_rejects(key, value, path, problem):
-    cfg = _with(key, value)
-    if "NOTIFY" in problem and "write" in problem:
-        cfg["listenerPath"] = "/run/agent.sock"
-    with pytest.raises(ConfigError) as ei:
-        seccomp.check(cfg)
-    assert ei.value.path == path
-    assert problem in ei.value.problem
-    assert str(ei.value).startswith(f"config.json: {path}: ")
-    with pytest.raises(ConfigError):  # compile() validates too
-        seccomp.compile(cfg)
-
-
-def test_check_accepts_spec_example_and_docker_profile():
-    seccomp.check({"defaultAction": "SCMP_ACT_ALLOW",
-                   "architectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-                   "syscalls": [{"names": ["getcwd", "chmod"], "action": "SCMP_ACT_ERRNO"}]})
-    seccomp.check(json.loads(DOCKER_PROFILE.read_text()))
-    seccomp.check(None)
-    seccomp.check({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38})
-    seccomp.check({"defaultAction": "SCMP_ACT_TRACE", "defaultErrnoRet": 1,
-                   "flags": list(seccomp.FLAGS)})
-
-
-def test_check_rejects_a_non_object():
-    with pytest.raises(ConfigError) as ei:
-        seccomp.check(["SCMP_ACT_ALLOW"])
-    assert ei.value.path == "linux.seccomp"
-
-
-def test_arch_unknown_to_libseccomp():
-    if seccomp._lib().seccomp_arch_resolve_name(b"loongarch64"):
-        pytest.skip("this libseccomp knows loongarch64")
-    cfg = dict(BASE, architectures=["SCMP_ARCH_X86_64", "SCMP_ARCH_LOONGARCH64"])
-    with pytest.raises(ConfigError) as ei:
-        seccomp.compile(cfg)
-    assert ei.value.path == "linux.seccomp.architectures[1]"
-    assert "not supported by libseccomp" in ei.value.problem
 
 
 # ---------------------------------------------------------------- NOTIFY and the listener
@@ -604,10 +412,10 @@ def test_notify_fd_and_agent_over_listener(tmp_path):
     prof = allow_all_but({"names": ["getppid", "getpgid"], "action": "SCMP_ACT_NOTIFY"},
                          listenerPath=sock_path, listenerMetadata="MKNOD=/dev/null",
                          flags=["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"])
-    seccomp.check(prof)
+    profile.check(prof)
     prog = seccomp.compile(prof)
     assert prog.notify
-    assert prog.flags == seccomp.FLAG_NEW_LISTENER | seccomp.FLAG_WAIT_KILLABLE_RECV
+    assert prog.flags == kernel.FLAG_NEW_LISTENER | kernel.FLAG_WAIT_KILLABLE_RECV
 
     r, w = os.pipe()
     pid = os.fork()
@@ -617,11 +425,11 @@ def test_notify_fd_and_agent_over_listener(tmp_path):
             os.close(r)
             srv.close()
             libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-            fd = seccomp.load(prof)
+            fd = seccomp_agent.load(prof)
             assert isinstance(fd, int) and fd > 2
             state = {"ociVersion": "1.3.0", "id": "ctr-1", "status": "creating",
                      "pid": os.getpid(), "bundle": "/b", "annotations": {"k": "v"}}
-            seccomp.send_to_listener(sock_path, fd, state, "MKNOD=/dev/null")
+            seccomp_agent.send_to_listener(sock_path, fd, state, "MKNOD=/dev/null")
             os.close(fd)
             res = [raw("getppid"), raw("getppid"), raw("getpgid", 0)]
             os.write(w, json.dumps(res).encode())
@@ -650,13 +458,13 @@ def test_notify_fd_and_agent_over_listener(tmp_path):
         assert state["metadata"] == "MKNOD=/dev/null"
         assert state["state"]["id"] == "ctr-1" and state["state"]["pid"] == pid
 
-        n = seccomp.notify_receive(notify_fd)
+        n = seccomp_agent.notify_receive(notify_fd)
         assert n.pid == pid and n.nr == nr("getppid")
-        assert seccomp.notify_id_valid(notify_fd, n.id)
-        seccomp.notify_respond(notify_fd, n.id, val=4242)
-        n = seccomp.notify_answer(notify_fd, error=errno.EXDEV)
+        assert seccomp_agent.notify_id_valid(notify_fd, n.id)
+        seccomp_agent.notify_respond(notify_fd, n.id, val=4242)
+        n = seccomp_agent.notify_answer(notify_fd, error=errno.EXDEV)
         assert n.nr == nr("getppid")
-        n = seccomp.notify_answer(notify_fd, continue_syscall=True)
+        n = seccomp_agent.notify_answer(notify_fd, continue_syscall=True)
         assert n.nr == nr("getpgid") and n.args[0] == 0
 
         ready = select.select([r], [], [], 10)[0]
@@ -685,7 +493,7 @@ def test_send_to_listener_errors(tmp_path):
     try:
         with pytest.raises(RuntimeFailure, match="failed to connect with seccomp agent at "
                                                  "listenerPath"):  # runc's words
-            seccomp.send_to_listener(str(tmp_path / "nobody.sock"), r, {"pid": 1})
+            seccomp_agent.send_to_listener(str(tmp_path / "nobody.sock"), r, {"pid": 1})
     finally:
         os.close(r)
         os.close(w)
@@ -693,15 +501,15 @@ def test_send_to_listener_errors(tmp_path):
 
 def test_process_state_shape():
     st = {"ociVersion": "1.3.0", "id": "x", "status": "creating", "pid": 7, "bundle": "/b"}
-    msg = seccomp.process_state(st)
+    msg = notify.process_state(st)
     assert msg == {"ociVersion": msg["ociVersion"], "fds": ["seccompFd"], "pid": 7, "state": st}
-    assert seccomp.process_state(st, "m")["metadata"] == "m"
+    assert notify.process_state(st, "m")["metadata"] == "m"
 
 
 def test_notification_struct_layout():
     raw_notif = struct.pack("=QIIiIQ6Q", 9, 123, 0, 110, 0xC000003E, 0xdead, 1, 2, 3, 4, 5, 6)
     assert len(raw_notif) == 80
-    n = seccomp.Notification(raw_notif)
+    n = seccomp_agent.Notification(raw_notif)
     assert (n.id, n.pid, n.nr, n.arch, n.args) == (9, 123, 110, 0xC000003E, (1, 2, 3, 4, 5, 6))
 
 
@@ -781,7 +589,7 @@ def test_integration_listener_agent_answers_a_notified_syscall(runtime, bundle, 
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(payload[:fds.itemsize])
             got["state"] = json.loads(data)
-            n = seccomp.notify_answer(fds[0], error=errno.EXDEV)
+            n = seccomp_agent.notify_answer(fds[0], error=errno.EXDEV)
             got["syscall"] = n.syscall if hasattr(n, "syscall") else None
             os.close(fds[0])
 
@@ -816,7 +624,7 @@ def test_integration_listener_agent_gets_an_execs_notify_fd(runtime, bundle, tmp
 
     def answer(fd):
         try:
-            seccomp.notify_answer(fd, error=errno.EXDEV)
+            seccomp_agent.notify_answer(fd, error=errno.EXDEV)
             answered.append(fd)
         except (OSError, RuntimeError):
             pass  # the process went away unnotified (the init: sleep makes no mkdir)

@@ -30,6 +30,6 @@ def test_an_unknown_architecture_is_a_clear_error_not_a_wrong_syscall():
 
 
 def test_one_libc_handle():
-    from pyruntime.seccomp import filter as seccomp
+    from pyruntime.seccomp import kernel as seccomp
     from pyruntime.cgroups import bpf  # noqa: F401  (loads no libc of its own)
     assert seccomp._libc() is syscalls.libc()

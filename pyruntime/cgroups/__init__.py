@@ -1,5 +1,7 @@
-"""cgroups for pyruntime: v1, hybrid and v2 hosts; the cgroupfs driver, and the systemd one
-(systemd.py, `--systemd-cgroup`: cgroupsPath "slice:prefix:name", the cgroup is a unit).
+"""cgroups for pyruntime: v1, hybrid and v2 hosts; the cgroupfs driver (cgroupfs.py), and the
+systemd one (systemd/, `--systemd-cgroup`: cgroupsPath "slice:prefix:name", the cgroup is a
+unit). This module picks between them, for a new cgroup and for one read from the state:
+cgroupfs.py imports nothing of systemd/, whose manager subclasses cgroupfs's Manager.
 
     m = cgroups.manager(cgroups_path, container_id)   # paths only, nothing touched yet
     m.create(); m.add_pid(pid); m.apply(linux_resources)
@@ -16,7 +18,7 @@ from __future__ import annotations
 from pyruntime.errors import RuntimeFailure
 
 from pyruntime.cgroups.common import Layout, detect
-from pyruntime.cgroups.manager import Manager, build
+from pyruntime.cgroups.cgroupfs import Manager, build
 
 __all__ = ["Layout", "Manager", "detect", "manager", "manager_from_state", "update"]
 
@@ -25,14 +27,17 @@ def manager(cgroups_path: str | None, container_id: str, *, systemd: bool = Fals
             layout: Layout | None = None) -> Manager:
     """The manager of one container's cgroup. `layout` (from detect()) pins the mount layout."""
     if systemd:
-        from pyruntime.cgroups import systemd as driver  # only --systemd-cgroup pays for it
-        return driver.build(cgroups_path, container_id, layout)
+        from pyruntime.cgroups.systemd.manager import build as systemd_build  # only --systemd-cgroup pays for it
+        return systemd_build(cgroups_path, container_id, layout)
     if cgroups_path is not None and not isinstance(cgroups_path, str):
         raise RuntimeFailure(f"linux.cgroupsPath: {cgroups_path!r} is not a string")
     return build(cgroups_path or None, container_id, layout)
 
 
 def manager_from_state(d: dict) -> Manager:
+    if "systemd" in (d.get("extra") or {}):  # the unit's name is in extra
+        from pyruntime.cgroups.systemd.manager import SystemdManager
+        return SystemdManager.from_state(d)
     return Manager.from_state(d)
 
 

@@ -338,8 +338,8 @@ def prime_attach_lock() -> None:
     """Start paying, in a thread, the wait that the first cgroup move of this process pays.
 
     Moving a process into a cgroup takes a kernel-wide lock whose writer first waits for an RCU
-    grace period (10-20 ms on this kind of host) unless another writer held it within the last
-    grace period. `create`, `run` and `exec` move their child some milliseconds into their work:
+    grace period unless another writer held it within the last grace period. `create`, `run`
+    and `exec` move their child a little into their work:
     writing our own pid into the cgroup we already are in (a move to where we are) takes the
     lock now, in the background, so that wait overlaps the imports and the preparation (the CLI
     calls this before it imports the command). Best effort. The thread only makes syscalls: it

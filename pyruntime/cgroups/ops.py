@@ -10,7 +10,7 @@ import re
 
 from pyruntime.errors import RuntimeFailure
 
-from pyruntime.cgroups.manager import Manager
+from pyruntime.cgroups import Manager, manager_from_state
 
 
 def container_manager(c) -> Manager:
@@ -18,7 +18,7 @@ def container_manager(c) -> Manager:
     if not c.state.cgroup:
         raise RuntimeFailure(f"container {c.id} has no cgroup (a rootless container gets one "
                              "only where a cgroup was delegated to its user)")
-    return Manager.from_state(c.state.cgroup)
+    return manager_from_state(c.state.cgroup)
 
 
 # ---------------------------------------------------------------- parsers

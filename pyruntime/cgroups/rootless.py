@@ -56,7 +56,7 @@ class NoCgroup:
 
     def apply(self, resources, update: bool = False) -> None:
         if resources:  # a limit with nowhere to go: the manager's check names the controller
-            from pyruntime.cgroups.manager import Manager  # only to name the missing controller
+            from pyruntime.cgroups.cgroupfs import Manager  # only to name the missing controller
             m = Manager({}, self.mode, None)
             m.undelegated = self.undelegated or {"": "/sys/fs/cgroup"}
             m.apply(resources, update)

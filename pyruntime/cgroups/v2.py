@@ -6,7 +6,7 @@ import time
 
 from pyruntime.errors import RuntimeFailure
 
-from pyruntime.cgroups.common import (Fields, blkio_to_io_weight, device_entries, exists, read, read_int,
+from pyruntime.cgroups.common import (Fields, blkio_to_io_weight, device_entries, exists, read_int,
                      read_kv, read_or, shares_to_weight, swap_to_v2, write)
 
 
@@ -252,6 +252,3 @@ def stat_hugetlb(st: dict, d: str, sizes: list[str]) -> None:
         st["hugetlb"][size] = {"usage": read_int(d, f"hugetlb.{size}.current"),
                                "failcnt": read_kv(d, f"hugetlb.{size}.events").get("max", 0)}
 
-
-def read_procs(d: str) -> list[int]:
-    return [int(x) for x in read(d, "cgroup.procs").split()]

@@ -1,7 +1,7 @@
 """Write a fast launcher script for pyruntime: `python3 -m pyruntime.cli.launcher /usr/local/bin/pyruntime`.
 
 pip's console script starts the interpreter with `site`, which imports every .pth hook of the
-environment (an editable install's finder, certifi, ...): 80 ms here before our first line.
+environment (an editable install's finder, certifi, ...), all before our first line.
 The launcher runs the interpreter with -I -S (isolated, no site) and puts the package's
 directory on sys.path itself, so a CLI call costs the bare interpreter start. The installing
 environment's site-packages go at the end of sys.path, unprocessed (no .pth hooks), so that the
@@ -9,8 +9,8 @@ commands that need a dependency (validate: jsonschema; --systemd-cgroup: jeepney
 
 Which interpreter: every CLI call starts one, so its build matters. Distributions build their
 python3 with PGO and LTO and link libpython into the executable; pyenv and plain source builds
-have neither and load a shared libpython, whose start alone is ~4 ms slower here, and which runs
-our code slower too (bench: create+start+delete 134 -> 106 ms, exec 73 -> 57 ms). So the
+have neither and load a shared libpython, which starts slower and runs our code slower too
+(bench/ measures both builds). So the
 launcher runs the distribution's build of the same CPython minor version (same bytecode and
 extension ABI, so the .pyc files and the installing environment's packages serve both) when
 there is one and it can import what pyruntime needs; otherwise the installing interpreter.

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             from pyruntime.cgroups.common import prime_attach_lock
             prime_attach_lock()
         from pyruntime.cli.options import Parser
-        # __import__, not importlib.import_module: the importlib package costs ~1 ms a call
+        # __import__, not importlib.import_module: the importlib package is one more import a call
         module = getattr(__import__("pyruntime.cli.commands", fromlist=[name]), name)
         parser = Parser(prog=f"pyruntime {name}", description=COMMANDS[name],
                         help_name=f"runc {name}")
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """Entry point: main(), then leave without tearing the interpreter down (module and GC
-    teardown is pure cost for a process that exits anyway: ~10 ms a call)."""
+    teardown is pure cost for a process that exits anyway)."""
     code = main()
     try:
         sys.stdout.flush()

@@ -1,7 +1,7 @@
 """Command-line options of one subcommand: the part of argparse's API the commands use.
 
-argparse costs more than a lifecycle call can afford (it pulls in gettext, locale and shutil,
-~10 ms a call). This parser takes the same add_argument() calls: options with action
+argparse costs more than a lifecycle call can afford (it pulls in gettext, locale and shutil
+on every call). This parser takes the same add_argument() calls: options with action
 store/store_true/append, type, default and choices; positionals with nargs None, "?", "*" and
 "..." (the rest of the line, options included). Options may come between positionals until a
 "..." positional starts; "--" ends the options; "--name=value" and "-xVALUE" work.

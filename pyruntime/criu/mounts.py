@@ -8,13 +8,14 @@ import os
 
 from pyruntime.errors import RuntimeFailure
 from pyruntime.oci.mounts import parse_options
+from pyruntime.setup.rootfs import follow_symlink, path_parts
 from pyruntime.linux import syscalls as sc
 
 
 def in_root(root: str, path: str) -> str:
     """path with its symlinks resolved inside root (never above it), as an absolute path
     relative to root: the mountpoint the init really used for a destination."""
-    todo = [p for p in path.split("/") if p and p != "."]
+    todo = path_parts(path)
     done: list[str] = []
     hops = 0
     while todo:
@@ -28,12 +29,8 @@ def in_root(root: str, path: str) -> str:
         except OSError:  # not a symlink, or not there (yet): taken as it is
             done.append(part)
             continue
-        hops += 1
-        if hops > 40:
-            raise RuntimeFailure(f"{path}: too many levels of symbolic links in the rootfs")
-        if target.startswith("/"):
-            done = []
-        todo = [p for p in target.split("/") if p and p != "."] + todo
+        hops = follow_symlink(target, todo, done, hops,
+                              f"{path}: too many levels of symbolic links in the rootfs")
     return "/" + "/".join(done)
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 
+from pyruntime.log import now_rfc3339
 from pyruntime.oci import config as configmod
 from pyruntime.lifecycle import hooks, state as statemod
 from pyruntime.linux import syscalls as sc
@@ -92,7 +93,7 @@ def restore(root: str, cid: str, o, criu_flag: str | None,
         check_same_shape(image, meta, [k for k, _ in ext], terminal)
         from pyruntime.lean.records import asdict
         c.state = State(id=cid, bundle=bundle, rootfs=cfg.root_path,
-                        created=statemod.now_rfc3339(), annotations=cfg.annotations,
+                        created=now_rfc3339(), annotations=cfg.annotations,
                         owner=_owner(), oci_version=cfg.oci_version, cgroup=mgr.to_state(),
                         hooks={k: [asdict(h) for h in cfg.hooks.get(k, [])]
                                for k in ("poststart", "poststop") if cfg.hooks.get(k)},

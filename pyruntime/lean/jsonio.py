@@ -1,7 +1,7 @@
 """JSON for the lifecycle commands, over the C accelerator that the json package itself uses.
 
 Importing `json` compiles regular expressions at import time (json.decoder, json.encoder), which
-pulls in `re` and `enum`: ~8 ms of every CLI call. The C scanner and string encoder in `_json`
+pulls in `re` and `enum`, on every CLI call. The C scanner and string encoder in `_json`
 need neither. Output is the same as json.dumps with its defaults (ensure_ascii, and with indent
 the "," / ": " separators); parse errors are json.JSONDecodeError (a ValueError), as with json,
 also for input nested deeper than the interpreter's recursion limit.

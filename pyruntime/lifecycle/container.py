@@ -53,7 +53,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     try:
         # The first save is the intent log: the cgroup dirs this create is about to make are on
         # disk before any exists, so `delete --force` after a kill at any instant finds them.
-        c.state = State(id=cid, bundle=bundle, rootfs=cfg.root_path, created=statemod.now_rfc3339(),
+        c.state = State(id=cid, bundle=bundle, rootfs=cfg.root_path, created=log.now_rfc3339(),
                         annotations=cfg.annotations, owner=_owner(), oci_version=cfg.oci_version,
                         hooks={k: [asdict(h) for h in cfg.hooks.get(k, [])]
                                for k in ("poststart", "poststop") if cfg.hooks.get(k)},
@@ -147,7 +147,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
     c.state.cgroup = mgr.to_state()
     seccomp_prog = listener = None
     if linux.seccomp:
-        from pyruntime.seccomp import filter as seccomp
+        from pyruntime.seccomp import compile as seccomp
         seccomp_prog = seccomp.compile(linux.seccomp,
                                        cache_dir=os.path.join(c.root, seccomp.CACHE_SUBDIR))
         log.debug("seccomp filter compiled")
@@ -163,7 +163,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             from pyruntime.setup.rootfs import open_bind_sources
             bind_sources = open_bind_sources(cfg, bundle)
         if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
-            listener = seccomp.connect_listener(linux.seccomp["listenerPath"])
+            from pyruntime.seccomp import notify as seccomp_notify
+            listener = seccomp_notify.connect_listener(linux.seccomp["listenerPath"])
         console_sock = boot.console_socket(bool(cfg.process and cfg.process.terminal),
                                            console_socket, console)
         fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)

@@ -93,22 +93,21 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         raise RuntimeFailure("cannot exec in a stopped container: container not running")
     if status == "paused" and not ignore_paused:
         raise RuntimeFailure("cannot exec in a paused container (use --ignore-paused to override)")
-    from pyruntime.linux.lsm import apparmor_enabled
-    if proc.apparmor_profile and not apparmor_enabled():
-        raise RuntimeFailure(f"process.apparmorProfile: {proc.apparmor_profile!r} cannot be applied: "
-                             "AppArmor is not enabled on this host")
+    from pyruntime.linux.lsm import check_apparmor
+    check_apparmor(proc.apparmor_profile)
     if proc.capabilities:
         from pyruntime.linux import capabilities
         capabilities.check(proc.capabilities, "process.capabilities")
         capabilities.check_grantable(proc.capabilities, "process.capabilities")
     seccomp_prog = notify = None
     if c.state.seccomp:
-        from pyruntime.seccomp import filter as seccomp
+        from pyruntime.seccomp import compile as seccomp
         seccomp_prog = seccomp.compile(c.state.seccomp,
                                        cache_dir=os.path.join(root, seccomp.CACHE_SUBDIR))
         if c.state.seccomp.get("listenerPath"):
             # connected here: the process cannot reach the host's path once it is inside
-            notify = (seccomp.connect_listener(c.state.seccomp["listenerPath"]),
+            from pyruntime.seccomp import notify as seccomp_notify
+            notify = (seccomp_notify.connect_listener(c.state.seccomp["listenerPath"]),
                       dict(c.oci_state(), status="running"),
                       c.state.seccomp.get("listenerMetadata", ""))
     init_pid = c.state.pid
@@ -278,8 +277,8 @@ def _finish(chan: Channel, host_pid: int, proc, sock, in_user_ns, seccomp_prog, 
         keep += (listener.fileno(),)
 
         def on_notify_fd(fd: int) -> None:
-            from pyruntime.seccomp import filter as seccomp  # loaded by the parent: no import from the container
-            seccomp.send_state(listener, fd, state, metadata, pid=host_pid)
+            from pyruntime.seccomp import notify as seccomp_notify  # loaded by the parent: no import from the container
+            seccomp_notify.send_state(listener, fd, state, metadata, pid=host_pid)
     boot.at("exec")
     process.finalize_and_exec(
         proc, path, env, in_user_ns=in_user_ns, seccomp=seccomp_prog,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import time
 
 from pyruntime.lean import jsonio
 from pyruntime.errors import ContainerExists, ContainerNotFound, RuntimeFailure
@@ -63,11 +62,6 @@ class State:
         (the file may have been damaged: every command that reads it relies on these types)."""
         check_state(data)
         return cls(**data)
-
-
-def now_rfc3339() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
 def proc_start_time(pid: int) -> int | None:

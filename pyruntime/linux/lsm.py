@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from pyruntime.errors import RuntimeFailure
+from pyruntime.errors import ConfigError, RuntimeFailure
 
 
 def apparmor_enabled() -> bool:
@@ -17,6 +17,13 @@ def apparmor_enabled() -> bool:
             return f.read().strip() == "Y"
     except OSError:
         return False
+
+
+def check_apparmor(profile: str | None) -> None:
+    """runc refuses too: running without the confinement the config asks for is unsafe."""
+    if profile and not apparmor_enabled():
+        raise ConfigError("process.apparmorProfile", profile,
+                          "cannot be applied: AppArmor is not enabled on this host")
 
 
 def selinux_enabled() -> bool:

@@ -461,7 +461,7 @@ def _linux(lr: Reader | None) -> Linux:
         policy = mempolicy.parse(policy)
     seccomp = lr.get("seccomp", dict)
     if seccomp is not None:
-        from pyruntime.seccomp import filter as seccomp_mod
+        from pyruntime.seccomp import profile as seccomp_mod
         seccomp_mod.check(seccomp)
     return Linux(
         namespaces=namespaces, uid_mappings=_id_maps(lr, "uidMappings"),
@@ -513,11 +513,9 @@ def _cross_checks(cfg: Config, r: Reader) -> None:
         if not linux.namespace(needs):
             raise ConfigError(f"linux.sysctl.{name}", value, f"needs a {needs} namespace in "
                               "linux.namespaces: setting it would change the host")
-    from pyruntime.linux.lsm import apparmor_enabled
-    if cfg.process and cfg.process.apparmor_profile and not apparmor_enabled():
-        # runc refuses too: running without the confinement the config asks for is unsafe.
-        raise ConfigError("process.apparmorProfile", cfg.process.apparmor_profile,
-                          "cannot be applied: AppArmor is not enabled on this host")
+    if cfg.process:
+        from pyruntime.linux.lsm import check_apparmor
+        check_apparmor(cfg.process.apparmor_profile)
     if cfg.process and cfg.process.capabilities:
         from pyruntime.linux import capabilities
         capabilities.check(cfg.process.capabilities, "process.capabilities")

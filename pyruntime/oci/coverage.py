@@ -214,22 +214,22 @@ FIELDS: dict[str, tuple] = {
     "linux.memoryPolicy.nodes": (APPLIED, "mempolicy.py"),
     "linux.memoryPolicy.flags": (APPLIED, "mempolicy.py"),
     "linux.sysctl": (APPLIED, "init.write_sysctl (only namespaced ones)"),
-    "linux.seccomp": (APPLIED, "seccomp.py (libseccomp, loaded last)"),
-    "linux.seccomp.defaultAction": (APPLIED, "seccomp.py"),
-    "linux.seccomp.defaultErrnoRet": (APPLIED, "seccomp.py"),
-    "linux.seccomp.architectures": (APPLIED, "seccomp.py"),
-    "linux.seccomp.flags": (APPLIED, "seccomp.py"),
-    "linux.seccomp.listenerPath": (APPLIED, "seccomp.connect_listener"),
-    "linux.seccomp.listenerMetadata": (APPLIED, "seccomp.send_state"),
-    "linux.seccomp.syscalls": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].names": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].action": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].errnoRet": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].args": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].args[].index": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].args[].value": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].args[].valueTwo": (APPLIED, "seccomp.py"),
-    "linux.seccomp.syscalls[].args[].op": (APPLIED, "seccomp.py"),
+    "linux.seccomp": (APPLIED, "seccomp/ (libseccomp, loaded last)"),
+    "linux.seccomp.defaultAction": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.defaultErrnoRet": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.architectures": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.flags": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.listenerPath": (APPLIED, "seccomp/notify.connect_listener"),
+    "linux.seccomp.listenerMetadata": (APPLIED, "seccomp/notify.send_state"),
+    "linux.seccomp.syscalls": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].names": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].action": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].errnoRet": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].args": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].args[].index": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].args[].value": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].args[].valueTwo": (APPLIED, "seccomp/compile.py"),
+    "linux.seccomp.syscalls[].args[].op": (APPLIED, "seccomp/compile.py"),
     "linux.rootfsPropagation": (APPLIED, "rootfs.set_rootfs_propagation"),
     "linux.maskedPaths": (APPLIED, "rootfs.mask_paths"),
     "linux.readonlyPaths": (APPLIED, "rootfs.readonly_paths"),
@@ -291,14 +291,19 @@ def _exists(path: str) -> bool:
     return os.path.exists(path)
 
 
+def _lsm():
+    from pyruntime.linux import lsm
+    return lsm
+
+
 def _mount_setattr() -> bool:
     from pyruntime.setup import mountattr
     return mountattr.supported()
 
 
 PROBES = {
-    "apparmor": lambda: _read("/sys/module/apparmor/parameters/enabled") == "Y",
-    "selinux": lambda: _exists("/sys/fs/selinux/enforce"),
+    "apparmor": lambda: _lsm().apparmor_enabled(),
+    "selinux": lambda: _lsm().selinux_enabled(),
     "memory_v1": lambda: _v1_or_ignored("memory/memory.limit_in_bytes"),
     "kmem_tcp": lambda: _exists("/sys/fs/cgroup/memory/memory.kmem.tcp.limit_in_bytes"),
     "net_cls_v1": lambda: _v1_or_ignored("net_cls/net_cls.classid"),
@@ -323,18 +328,10 @@ _probed: dict[str, bool | str] = {}
 def _v1_or_ignored(file: str) -> bool | str:
     """A v1-only knob: applied where its v1 hierarchy is mounted, ignored on a pure cgroup v2
     host (no v1 equivalent: runc ignores it there), refused otherwise (the controller is
-    missing: cgroups/manager.py says so)."""
+    missing: cgroups/cgroupfs.py says so)."""
     if _exists(f"/sys/fs/cgroup/{file}"):
         return True
     return IGNORED if _exists("/sys/fs/cgroup/cgroup.controllers") else False
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def effective(row: tuple) -> tuple[str, str]:

@@ -5,7 +5,7 @@ Each problem comes back as one line, ``config.json: <json.path[index]>: <value> 
 
     config.json: linux.namespaces[2].type: "pidd" is not one of ["pid", "network", ...]
 
-jsonschema costs ~150 ms to import, so it is imported inside the functions only: importing
+jsonschema is slow to import, so it is imported inside the functions only: importing
 this module stays cheap, and nothing on the hot path should call into it.
 
 The schemas live in ``spec/`` beside the package (an editable install); a wheel would carry

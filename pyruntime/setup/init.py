@@ -39,7 +39,7 @@ class InitArgs:
     preserve_fds: int
     cgroup_paths: dict
     cgroup_mode: str
-    seccomp: object  # a seccomp.Program compiled before the fork, or None
+    seccomp: object  # a seccomp.compile.Program made before the fork, or None
     bind_sources: dict  # mount index -> detached copy of its source, made before a user ns
     caller_waits: bool  # `run` in the foreground: it holds its stderr until the end anyway
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
@@ -188,8 +188,8 @@ def _notify_sender(listener, seccomp_cfg, state):
         return None
 
     def send(fd: int) -> None:
-        from pyruntime.seccomp import filter as seccomp
-        seccomp.send_state(listener, fd, dict(state, status="running"),
+        from pyruntime.seccomp import notify as seccomp_notify
+        seccomp_notify.send_state(listener, fd, dict(state, status="running"),
                            seccomp_cfg.get("listenerMetadata", ""))
     return send
 

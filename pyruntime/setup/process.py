@@ -227,7 +227,7 @@ def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
 
 
 def _load_seccomp(prog, on_notify_fd) -> None:
-    from pyruntime.seccomp import filter as seccomp_mod
+    from pyruntime.seccomp import kernel as seccomp_mod
     fd = seccomp_mod.install(prog)
     if fd is not None:
         if on_notify_fd:

@@ -47,6 +47,23 @@ def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH, sys: Sys = SYS
     return sys.openat2(root_fd, path.lstrip("/") or ".", flags, _IN_ROOT)
 
 
+def path_parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p and p != "."]
+
+
+def follow_symlink(target: str, todo: list[str], done: list[str], hops: int, error: str) -> int:
+    """One symlink met walking a path inside the root: its target's parts go first in `todo`,
+    an absolute target restarts from the root (`done` emptied). Returns the hops so far; past
+    40 (the kernel's limit), `error`."""
+    hops += 1
+    if hops > 40:
+        raise RuntimeFailure(error)
+    if target.startswith("/"):
+        done.clear()
+    todo[:0] = path_parts(target)
+    return hops
+
+
 def make_path(root_fd: int, path: str, is_dir: bool = True, mode: int = 0o755,
               sys: Sys = SYS) -> int:
     """Create path (and its parents) inside the rootfs; return an O_PATH fd to it.
@@ -54,7 +71,7 @@ def make_path(root_fd: int, path: str, is_dir: bool = True, mode: int = 0o755,
     Existing components are resolved by openat2 inside the root. A dangling symlink is
     followed by hand, still inside the root, so `/link -> /host/dir` creates
     <rootfs>/host/dir, never the host's."""
-    todo = [p for p in path.split("/") if p and p != "."]
+    todo = path_parts(path)
     done: list[str] = []
     hops = 0
     while todo:
@@ -73,12 +90,8 @@ def make_path(root_fd: int, path: str, is_dir: bool = True, mode: int = 0o755,
             except OSError:
                 target = None
             if target is not None:
-                hops += 1
-                if hops > 40:
-                    raise RuntimeFailure(f"cannot create {path!r} in the rootfs: too many symlinks")
-                if target.startswith("/"):
-                    done = []
-                todo = [p for p in target.split("/") if p and p != "."] + todo
+                hops = follow_symlink(target, todo, done, hops,
+                                      f"cannot create {path!r} in the rootfs: too many symlinks")
                 continue
             try:
                 if not todo and not is_dir:

@@ -9,9 +9,7 @@ import os
 import sys
 
 from pyruntime import SPEC_VERSION, __version__
-
-HOOKS = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
-
+from pyruntime.oci.config import HOOK_KINDS
 
 def configure(p):
     pass
@@ -35,7 +33,7 @@ def capabilities() -> list[str]:
 
 
 def seccomp_features() -> dict:
-    from pyruntime.seccomp import filter as seccomp
+    from pyruntime.seccomp import compile as seccomp, kernel, profile
     try:
         seccomp._lib()
         lib_ok = True
@@ -45,21 +43,21 @@ def seccomp_features() -> dict:
     out = {"enabled": lib_ok and kernel_ok}
     if not out["enabled"]:
         return out
-    out["actions"] = sorted(seccomp.ACTIONS)
-    out["operators"] = sorted(seccomp.OPERATORS)
+    out["actions"] = sorted(profile.ACTIONS)
+    out["operators"] = sorted(profile.OPERATORS)
     archs = []
-    for name in sorted(seccomp.ARCHES):
+    for name in sorted(profile.ARCHES):
         try:
             seccomp._arch_token(name)
         except Exception:  # this libseccomp does not know it (loongarch64 before 2.6)
             continue
         archs.append(name)
     out["archs"] = archs
-    out["knownFlags"] = sorted(seccomp.FLAGS)
+    out["knownFlags"] = sorted(kernel.FLAGS)
     supported = []
-    for name, bit in sorted(seccomp.FLAGS.items()):
-        probe = bit | (seccomp.FLAG_NEW_LISTENER if bit == seccomp.FLAG_WAIT_KILLABLE_RECV else 0)
-        if seccomp.kernel_supports_flags(probe):
+    for name, bit in sorted(kernel.FLAGS.items()):
+        probe = bit | (kernel.FLAG_NEW_LISTENER if bit == kernel.FLAG_WAIT_KILLABLE_RECV else 0)
+        if kernel.kernel_supports_flags(probe):
             supported.append(name)
     out["supportedFlags"] = supported
     return out
@@ -80,7 +78,7 @@ def memory_policy() -> dict:
 
 
 def features() -> dict:
-    from pyruntime.seccomp import filter as seccomp
+    from pyruntime.seccomp import compile as seccomp
     from pyruntime.oci.coverage import field_applied
     annotations = {
         "io.github.pyruntime.version": __version__,
@@ -93,7 +91,7 @@ def features() -> dict:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": SPEC_VERSION,
-        "hooks": HOOKS,
+        "hooks": list(HOOK_KINDS),
         "mountOptions": mount_options(),
         "linux": {
             "namespaces": namespaces(),

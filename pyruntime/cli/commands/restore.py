@@ -2,22 +2,14 @@
 
 
 def configure(p):
+    from pyruntime.cli.commands.checkpoint import criu_options
+    criu_options(p, "path to criu image files for restoring (default: ./checkpoint)")
     p.add_argument("--console-socket", help="unix socket that receives the pty master")
-    p.add_argument("--image-path", help="path to criu image files for restoring (default: ./checkpoint)")
-    p.add_argument("--work-path", help="path for saving work files and logs")
-    p.add_argument("--tcp-established", action="store_true", help="allow open tcp connections")
-    p.add_argument("--ext-unix-sk", action="store_true", help="allow external unix sockets")
-    p.add_argument("--shell-job", action="store_true", help="allow shell jobs")
-    p.add_argument("--file-locks", action="store_true", help="handle file locks, for safety")
-    p.add_argument("--manage-cgroups-mode", help="cgroups mode: soft|full|strict|ignore (default: soft)")
     p.add_argument("--bundle", "-b", default=".", help="path to the bundle (default: cwd)")
     p.add_argument("--detach", "-d", action="store_true", help="detach from the container's process")
     p.add_argument("--pid-file", help="file to write the init's host pid to (no newline)")
     p.add_argument("--no-subreaper", action="store_true", help="do not reap reparented processes")
     p.add_argument("--no-pivot", action="store_true", help="(accepted as runc does: CRIU sets the root)")
-    p.add_argument("--empty-ns", action="append", default=[], help="create a namespace, but don't restore its properties")
-    p.add_argument("--auto-dedup", action="store_true", help="enable auto deduplication of memory images")
-    p.add_argument("--lazy-pages", action="store_true", help="use userfaultfd to lazily restore memory")
     p.add_argument("--lsm-profile", help="LSM profile for the restored process, TYPE:NAME")
     p.add_argument("--lsm-mount-context", help="LSM mount context for the restored mounts")
     p.add_argument("container_id")

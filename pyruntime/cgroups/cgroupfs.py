@@ -1,4 +1,5 @@
-"""The cgroup manager: one container's cgroup in every hierarchy of the host.
+"""The cgroupfs driver: one container's cgroup in every hierarchy of the host. Its Manager is
+also the base of the systemd driver's (systemd/manager.py); cgroups/__init__.py picks between them.
 
 One class serves v1, hybrid and v2 hosts. Each controller is driven where the host has it:
 its own v1 hierarchy if mounted, else the cgroup2 hierarchy (in hybrid mode that is how
@@ -252,12 +253,6 @@ class Manager:
         for prog_id in old:
             bpf.detach(d, {"prog_id": prog_id})
 
-    def detach_devices_program(self) -> None:
-        info = self.extra.pop("devices_bpf", None)
-        if info and "" in self.dirs:
-            from pyruntime.cgroups import bpf
-            bpf.detach(self.dirs[""], info)
-
     # ------------------------------------------------------------ stats
 
     def stats(self) -> dict:
@@ -292,9 +287,6 @@ class Manager:
 
     @classmethod
     def from_state(cls, d: dict) -> "Manager":
-        if cls is Manager and "systemd" in (d.get("extra") or {}):
-            from pyruntime.cgroups.systemd import SystemdManager  # the unit's name is in extra
-            cls = SystemdManager
         return cls(d["dirs"], d["mode"], d.get("unified_mount"), d.get("created"),
                    d.get("extra"))
 
