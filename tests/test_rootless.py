@@ -180,7 +180,7 @@ def user_launcher():
             shutil.copy(f, d)
         launcher = d / "pyruntime-rootless"
         launcher.write_text(f"#!{interpreter} -IS\nimport sys\nsys.path.insert(0, {str(d)!r})\n"
-                            "from pyruntime.cli.main import run\nrun()\n")
+                            "from pyruntime.cli.fast import run\nrun()\n")
         subprocess.run(["chmod", "-R", "a+rX", str(d)], check=True)
         launcher.chmod(0o755)
         yield str(launcher)

@@ -61,7 +61,7 @@ def user_launcher(path: str, workdir: str) -> str:
         return path
     d = tempfile.mkdtemp(prefix="launcher-", dir=workdir)
     for p in paths:
-        if os.path.isfile(os.path.join(p, "pyruntime", "cli.py")) and \
+        if os.path.isfile(os.path.join(p, "pyruntime", "__init__.py")) and \
                 not os.path.exists(os.path.join(d, "pyruntime")):
             shutil.copytree(os.path.join(p, "pyruntime"), os.path.join(d, "pyruntime"),
                             ignore=shutil.ignore_patterns("__pycache__"))
@@ -70,7 +70,7 @@ def user_launcher(path: str, workdir: str) -> str:
     launcher = os.path.join(d, "pyruntime-rootless")
     with open(launcher, "w") as f:
         f.write(f"#!{interpreter} -IS\nimport sys\nsys.path.insert(0, {d!r})\n"
-                "from pyruntime.cli.main import run\nrun()\n")
+                "from pyruntime.cli.fast import run\nrun()\n")
     subprocess.run(["chmod", "-R", "a+rX", d], check=True)
     os.chmod(launcher, 0o755)
     return launcher
