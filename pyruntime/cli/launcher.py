@@ -31,7 +31,10 @@ import sys
 sys.path.insert(0, {path!r})
 sys.path += {site!r}
 try:
-    from pyruntime.cli.fast import run  # start/state/kill/delete/list without os, else main's
+    if {{"start", "state", "kill", "delete", "list"}}.intersection(sys.argv[1:]):
+        from pyruntime.cli.fast import run  # builtin modules only, else main's run
+    else:
+        from pyruntime.cli.main import run
 except ImportError as e:
     sys.stderr.write(f"pyruntime: {{sys.executable}} cannot import {{e.name}}: reinstall pyruntime "
                      f"for this interpreter or rewrite this launcher\\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 from pyruntime.lean import jsonio
-from pyruntime.oci import mounts
 from pyruntime.errors import MISSING, ConfigError, RuntimeFailure
 from pyruntime.lean.records import field, record
 
@@ -302,8 +301,10 @@ def parse(raw, bundle: str) -> Config:
             raise ConfigError("linux.intelRdt", rdt, "cannot be applied: no resctrl filesystem "
                               "is mounted on this host")
         cfg.linux.intel_rdt = rdt
-    for m in cfg.mounts:
-        mounts.check_options(m)
+    if cfg.mounts:
+        from pyruntime.oci import mounts  # a full config's: exec parses only its process
+        for m in cfg.mounts:
+            mounts.check_options(m)
     return cfg
 
 
@@ -381,6 +382,7 @@ def _mount(m: Reader) -> Mount:
     mt = Mount(destination=dest, type=m.string("type", ""), source=m.string("source", ""),
                options=m.strings("options"), path=m.path,
                uid_mappings=_id_maps(m, "uidMappings"), gid_mappings=_id_maps(m, "gidMappings"))
+    from pyruntime.oci import mounts
     if not mt.type and not mounts.is_bind(mt):
         # mount(2) with no filesystem type: runc and crun fail with ENODEV, at start.
         m.fail("type", m.obj.get("type", MISSING), 'is needed unless the options hold "bind" '
