@@ -1,5 +1,6 @@
 """A blocking client of systemd's Manager over D-Bus: the system bus if a bus daemon is there,
-else systemd's private socket.
+else systemd's private socket; in rootless mode the user's systemd (user@UID.service), reached
+through $DBUS_SESSION_BUS_ADDRESS or, without it, $XDG_RUNTIME_DIR/systemd/private.
 
 jeepney (pure-Python D-Bus) is imported only here, and only when a bus is needed.
 """
@@ -37,13 +38,35 @@ class DBusError(RuntimeFailure):
         self.name = name
 
 
+def user_addresses(env) -> list[tuple[str, str]]:
+    """Where the user's systemd is, as (address, "bus" | "private"): the session bus when
+    $DBUS_SESSION_BUS_ADDRESS names one, else the user manager's private socket under
+    $XDG_RUNTIME_DIR, as runc finds it in rootless mode."""
+    bus = env.get("DBUS_SESSION_BUS_ADDRESS")
+    if bus:
+        from jeepney.bus import get_connectable_addresses
+        try:
+            return [(a, "bus") for a in get_connectable_addresses(bus)]
+        except (RuntimeError, ValueError):
+            raise RuntimeFailure(f"systemd cgroup driver: DBUS_SESSION_BUS_ADDRESS={bus!r} is "
+                                 "not a unix address") from None
+    xdg = env.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return [(os.path.join(xdg, "systemd", "private"), "private")]
+    raise RuntimeFailure("systemd cgroup driver: rootless mode needs the user's systemd, and "
+                         "neither $DBUS_SESSION_BUS_ADDRESS nor $XDG_RUNTIME_DIR (for "
+                         "$XDG_RUNTIME_DIR/systemd/private) is set")
+
+
 class Systemd:
     """A blocking client of systemd's Manager: the system bus if a bus daemon is there, else
-    systemd's private socket (a direct connection: no bus, no Hello, no AddMatch)."""
+    systemd's private socket (a direct connection: no bus, no Hello, no AddMatch).
+    user=True: the caller's own user manager (rootless mode)."""
 
-    def __init__(self, timeout: float = JOB_TIMEOUT):
+    def __init__(self, timeout: float = JOB_TIMEOUT, user: bool = False):
         self.j = _jeepney()
         self.timeout = timeout
+        self.user = user
         self._jobs: dict[str, str] = {}   # job path -> result, from JobRemoved
         self._version: int | None = None
         self.manager = self.j.DBusAddress(_PATH, bus_name=_DEST, interface=_MANAGER)
@@ -51,7 +74,7 @@ class Systemd:
         for addr, via in self._addresses(tried):
             self._serial = 0
             self.parser = self.j.Parser()
-            self.via = via
+            self.via, self.addr = via, addr
             try:
                 self.sock = self._open(addr)
             except (OSError, ValueError) as e:
@@ -65,12 +88,17 @@ class Systemd:
                 self.sock.close()
                 tried.append(f"{addr.lstrip(chr(0))}: {e}")
         detail = f" ({'; '.join(tried)})" if tried else ""
+        if user:
+            raise RuntimeFailure(f"systemd cgroup driver: cannot reach the user's systemd"
+                                 f"{detail}")
         raise RuntimeFailure("systemd cgroup driver: cannot reach systemd (no "
                              f"{SYSTEM_BUS} or {PRIVATE_SOCKET}){detail}")
 
     # ------------------------------------------------------------ connection
 
     def _addresses(self, tried: list) -> list:
+        if self.user:
+            return user_addresses(os.environ)
         env = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
         bus_addrs = [SYSTEM_BUS]
         if env:
@@ -137,7 +165,7 @@ class Systemd:
             except TimeoutError:
                 if time.monotonic() >= deadline:
                     raise RuntimeFailure("systemd cgroup driver: systemd does not answer on "
-                                         f"{PRIVATE_SOCKET}") from None
+                                         f"{self.addr}") from None
 
     def close(self) -> None:
         self.sock.close()
@@ -275,4 +303,11 @@ class Systemd:
             self.call("SetUnitProperties", "sba(sv)", (unit, True, props))
         except DBusError as e:
             raise RuntimeFailure(f"systemd cgroup driver: setting properties of {unit}: "
+                                 f"{e}") from None
+
+    def attach_processes(self, unit: str, pids: list) -> None:
+        try:
+            self.call("AttachProcessesToUnit", "ssau", (unit, "", pids))
+        except DBusError as e:
+            raise RuntimeFailure(f"systemd cgroup driver: attaching {pids} to {unit}: "
                                  f"{e}") from None
