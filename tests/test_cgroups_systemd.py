@@ -691,10 +691,14 @@ def test_rootless_with_the_users_systemd(runtime, rootfs_template, tmp_path, mod
     box = SystemdContainer(runtime, tmp_path, mode)
     box.build()
 
-    def as_user(*args):
+    def as_user(*args, userns=False, session_bus=False):
         env = f"env -i PATH=/usr/bin:/bin XDG_RUNTIME_DIR=/run/user/{uid}"
+        if session_bus:
+            env += f" DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus"
+        if userns:  # as rootless podman runs it: root of a user namespace of the user's
+            env += " unshare --user --map-root-user"
         cmd = (f"setpriv --reuid {uid} --regid {gid} --init-groups {env} {runtime_binary()} "
-               f"--rootless true --systemd-cgroup --root /run/user/{uid}/pyrt " + " ".join(args))
+               f"--rootless auto --systemd-cgroup --root /run/user/{uid}/pyrt " + " ".join(args))
         return box.sh(f"{cmd} </dev/null >/run/out 2>/run/err; rc=$?; cat /run/out; "
                       "cat /run/err >&2; exit $rc")
 
@@ -769,6 +773,37 @@ def test_rootless_with_the_users_systemd(runtime, rootfs_template, tmp_path, mod
         assert user_unit(unit)["LoadState"] == "not-found"
         assert not host_scope.exists()
         assert not box.path(f"/run/user/{uid}/pyrt/rl").exists()
+
+        # Root of the user's own user namespace: the bus still sees the user (SO_PEERCRED),
+        # so the client claims no uid of its own; and this time through the session bus
+        # (dbus-daemon's side of that exchange), once the user manager has joined it.
+        interp, pkg, site = launcher_parts()
+        probe = (f"import sys; sys.path.insert(0, {pkg!r}); sys.path += {site!r}; "
+                 "from pyruntime.cgroups.systemd.dbus import Systemd; "
+                 "print(Systemd(user=True).via)")
+        deadline = time.monotonic() + 10
+        while True:
+            p = box.sh(f"setpriv --reuid {uid} --regid {gid} --init-groups env -i "
+                       f"XDG_RUNTIME_DIR=/run/user/{uid} "
+                       f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus "
+                       f"unshare --user --map-root-user {interp} -IS -c \"{probe}\"")
+            if p.stdout.strip() == "bus":
+                break
+            assert time.monotonic() < deadline, (p.stdout, p.stderr)
+            time.sleep(0.1)
+        for key in ("uidMappings", "gidMappings"):
+            cfg["linux"][key] = [{"containerID": 0, "hostID": 0, "size": 1}]
+        b.write(cfg)
+        subprocess.run(["chown", "-R", f"{uid}:{gid}", str(box.inner / "rl")], check=True)
+        p = as_user("run", "-d", "--bundle", "/inner/rl", "rl2", userns=True, session_bus=True)
+        assert p.returncode == 0, p.stderr
+        u = user_unit("pyruntime-rl2.scope")
+        assert u["ActiveState"] == "active", u
+        assert u["ControlGroup"] == f"{manager_cg}/user.slice/pyruntime-rl2.scope"
+        p = as_user("delete", "--force", "rl2", userns=True, session_bus=True)
+        assert p.returncode == 0, p.stderr
+        assert user_unit("pyruntime-rl2.scope")["LoadState"] == "not-found"
+        assert not box.path(f"/run/user/{uid}/pyrt/rl2").exists()
     except AssertionError as e:
         raise AssertionError(f"{e}{box.diagnose()}") from None
     finally:

@@ -12,6 +12,9 @@ pytest.importorskip("jeepney")
 def test_session_bus_address_comes_first():
     env = {"DBUS_SESSION_BUS_ADDRESS": "unix:path=/run/user/1000/bus",
            "XDG_RUNTIME_DIR": "/run/user/1000"}
+    assert dbus.user_addresses(env) == [("/run/user/1000/bus", "bus"),
+                                        ("/run/user/1000/systemd/private", "private")]
+    del env["XDG_RUNTIME_DIR"]
     assert dbus.user_addresses(env) == [("/run/user/1000/bus", "bus")]
 
 

@@ -43,16 +43,18 @@ def user_addresses(env) -> list[tuple[str, str]]:
     $DBUS_SESSION_BUS_ADDRESS names one, else the user manager's private socket under
     $XDG_RUNTIME_DIR, as runc finds it in rootless mode."""
     bus = env.get("DBUS_SESSION_BUS_ADDRESS")
+    xdg = env.get("XDG_RUNTIME_DIR")
+    # The private socket also stands behind a bus that the manager has not joined yet.
+    private = [(os.path.join(xdg, "systemd", "private"), "private")] if xdg else []
     if bus:
         from jeepney.bus import get_connectable_addresses
         try:
-            return [(a, "bus") for a in get_connectable_addresses(bus)]
+            return [(a, "bus") for a in get_connectable_addresses(bus)] + private
         except (RuntimeError, ValueError):
             raise RuntimeFailure(f"systemd cgroup driver: DBUS_SESSION_BUS_ADDRESS={bus!r} is "
                                  "not a unix address") from None
-    xdg = env.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return [(os.path.join(xdg, "systemd", "private"), "private")]
+    if private:
+        return private
     raise RuntimeFailure("systemd cgroup driver: rootless mode needs the user's systemd, and "
                          "neither $DBUS_SESSION_BUS_ADDRESS nor $XDG_RUNTIME_DIR (for "
                          "$XDG_RUNTIME_DIR/systemd/private) is set")
@@ -130,6 +132,10 @@ class Systemd:
             sock.settimeout(5.0)
             sock.connect(addr)
             sock.sendall(b"\0")
+            from pyruntime.lifecycle.rootless import in_foreign_userns
+            if self.user and in_foreign_userns():
+                self._auth_as_peer(sock)
+                return sock
             auth = self.j.auth.Authenticator(inc_null_byte=False)
             for line in auth:
                 sock.sendall(line)
@@ -143,6 +149,28 @@ class Systemd:
         except BaseException:
             sock.close()
             raise
+
+    def _auth_as_peer(self, sock: socket.socket) -> None:
+        """EXTERNAL without an identity: in a user namespace (rootless podman's) our euid is
+        not the uid the bus sees through SO_PEERCRED, so let it take that one."""
+        def line() -> bytes:
+            buf = b""
+            while not buf.endswith(b"\r\n"):
+                data = sock.recv(1)
+                if not data:
+                    raise ConnectionResetError(104, "connection closed during authentication")
+                buf += data
+            return buf
+        sock.sendall(b"AUTH EXTERNAL\r\n")
+        reply = line()
+        if reply.startswith(b"DATA"):  # dbus-daemon asks for the (empty) identity
+            sock.sendall(b"DATA\r\n")
+            reply = line()
+        if not reply.startswith(b"OK "):
+            raise ConnectionRefusedError(111, "authentication refused: "
+                                         + reply.decode(errors="replace").strip())
+        sock.sendall(b"BEGIN\r\n")
+        sock.settimeout(None)
 
     def _settle(self) -> None:
         """Ping until systemd answers. On its private socket (sd-bus, v252 at least) a message
