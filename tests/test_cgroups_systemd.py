@@ -767,6 +767,11 @@ def test_rootless_with_the_users_systemd(runtime, rootfs_template, tmp_path, mod
             assert host_scope.joinpath("pids.max").read_text().strip() == "64"
         assert host_scope.stat().st_uid == uid  # delegated to the user
         assert "sleep 300" in as_user("ps", "rl").stdout
+        assert as_user("pause", "rl").returncode == 0  # the scope's cgroup.freeze is the user's
+        assert host_scope.joinpath("cgroup.freeze").read_text().strip() == "1"
+        assert json.loads(as_user("state", "rl").stdout)["status"] == "paused"
+        assert as_user("resume", "rl").returncode == 0
+        assert host_scope.joinpath("cgroup.freeze").read_text().strip() == "0"
 
         p = as_user("delete", "--force", "rl")
         assert p.returncode == 0, p.stderr
