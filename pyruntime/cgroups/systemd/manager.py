@@ -16,7 +16,8 @@ from pyruntime.cgroups.systemd.properties import base_properties, resource_prope
 
 class SystemdManager(Manager):
     """A Manager whose cgroup is a systemd unit. extra["systemd"] = {"unit", "slice", "cgroup",
-    "name", "started"} goes to the state, so every later command finds the unit.
+    "name", "started"} goes to the state, so every later command finds the unit; rootless,
+    also "user": the user manager's cgroup2 dir (its unit, its bus).
 
     The unit starts at the apply() that follows the first add_pid() (create always makes that
     pair), so that systemd gets the resource properties, device policy included, in the same
@@ -41,7 +42,6 @@ class SystemdManager(Manager):
         user_dir = self.extra["systemd"].get("user")
         if not user_dir or self.where(ctrl) is not None:
             return super()._need(ctrl, field)
-        from pyruntime.cgroups import v2
         have = " ".join(sorted(v2.controllers(user_dir))) or "none"
         raise RuntimeFailure(f"{field}: rootless --systemd-cgroup applies limits through cgroup "
                              f"v2 only, and the user's systemd has no {_V2_NAME.get(ctrl, ctrl)} "
