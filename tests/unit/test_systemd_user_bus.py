@@ -50,3 +50,34 @@ def test_rootless_default_slice_is_user_slice():
     assert names.parse_cgroups_path(":p:c", "c", names.USER_SLICE) == ("user.slice", "p-c.scope")
     assert names.parse_cgroups_path("a.slice:p:c", "c", names.USER_SLICE) == \
         ("a.slice", "p-c.scope")
+
+
+class FakeUserManager:
+    """Stands in for the user's systemd: the one property _build_user asks."""
+
+    def __init__(self, user=False):
+        assert user, "rootless mode must ask the user's systemd"
+
+    def get_property(self, path, iface, name):
+        assert (iface, name) == ("org.freedesktop.systemd1.Manager", "ControlGroup")
+        return "/user.slice/user-1000.slice/user@1000.service"
+
+
+def test_rootless_unit_lives_under_the_user_manager_on_cgroup2_only(monkeypatch):
+    from pyruntime.cgroups.common import Layout
+    from pyruntime.cgroups.systemd import manager as sdm
+    monkeypatch.setattr(sdm, "Systemd", FakeUserManager)
+    hybrid = Layout({"pids": ("/sys/fs/cgroup/pids", "/")}, ("/sys/fs/cgroup/unified", "/"), {})
+    m = sdm.build(None, "c1", hybrid, rootless=True)
+    scope = "/user.slice/user-1000.slice/user@1000.service/user.slice/pyruntime-c1.scope"
+    assert m.mode == "v2" and m.dirs == {"": "/sys/fs/cgroup/unified" + scope}
+    assert m.extra["systemd"]["cgroup"] == scope
+    assert m.extra["systemd"]["user"] == \
+        "/sys/fs/cgroup/unified/user.slice/user-1000.slice/user@1000.service"
+    # a cgroup namespace's mount shows the tree below its root
+    nested = Layout({}, ("/sys/fs/cgroup", "/user.slice"), {})
+    m = sdm.build("a.slice:p:n", "c1", nested, rootless=True)
+    assert m.dirs == {"": "/sys/fs/cgroup/user-1000.slice/user@1000.service/a.slice/p-n.scope"}
+    with pytest.raises(RuntimeFailure, match="rootless --systemd-cgroup needs a cgroup v2"):
+        sdm.build(None, "c1", Layout({"pids": ("/sys/fs/cgroup/pids", "/")}, None, {}),
+                  rootless=True)
