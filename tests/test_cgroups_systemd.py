@@ -653,3 +653,165 @@ def test_real_systemd(runtime, rootfs_template, tmp_path, mode):
         runtime("delete", "--force", box.cid, check=False)
         shutil.rmtree(box.bundle, ignore_errors=True)
     assert not os.path.exists(box.host_cg)
+
+
+# ---------------------------------------------------------------- rootless: the user's systemd
+
+ROOTLESS_USER = "pyrt-rootless"  # tests/setup.sh creates it (tests/test_rootless.py)
+
+
+def _rootless_user():
+    import pwd
+    try:
+        return pwd.getpwnam(ROOTLESS_USER)
+    except KeyError:
+        return None
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's --systemd-cgroup")
+@pytest.mark.skipif(not os.path.exists(SYSTEMD), reason="systemd is not installed "
+                    "(tests/setup.sh installs it)")
+@pytest.mark.skipif(LAYOUT.unified is None, reason="needs a cgroup2 hierarchy for systemd")
+@pytest.mark.skipif(_rootless_user() is None, reason=f"no user {ROOTLESS_USER}: tests/setup.sh "
+                    "creates it")
+@pytest.mark.skipif(not Path("/usr/bin/dbus-daemon").exists(), reason="logind (for the user "
+                    "manager) needs the system bus: package dbus")
+@pytest.mark.parametrize("mode", [
+    "unified",
+    pytest.param("hybrid", marks=pytest.mark.skipif(
+        LAYOUT.mode != "hybrid", reason="the v1 hierarchies of a hybrid host")),
+])
+def test_rootless_with_the_users_systemd(runtime, rootfs_template, tmp_path, mode):
+    """A user of the systemd container runs pyruntime --rootless --systemd-cgroup: the scope is
+    the user manager's (under user@UID.service, cgroup2 only, also in hybrid mode, where the
+    v1 hierarchies stay root's), limits land in its dir, exec joins it, delete stops it and
+    leaves nothing."""
+    pw = _rootless_user()
+    uid, gid = pw.pw_uid, pw.pw_gid
+    box = SystemdContainer(runtime, tmp_path, mode)
+    box.build()
+
+    def as_user(*args, userns=False, session_bus=False):
+        env = f"env -i PATH=/usr/bin:/bin XDG_RUNTIME_DIR=/run/user/{uid}"
+        if session_bus:
+            env += f" DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus"
+        if userns:  # as rootless podman runs it: root of a user namespace of the user's
+            env += " unshare --user --map-root-user"
+        cmd = (f"setpriv --reuid {uid} --regid {gid} --init-groups {env} {runtime_binary()} "
+               f"--rootless auto --systemd-cgroup --root /run/user/{uid}/pyrt " + " ".join(args))
+        return box.sh(f"{cmd} </dev/null >/run/out 2>/run/err; rc=$?; cat /run/out; "
+                      "cat /run/err >&2; exit $rc")
+
+    def user_unit(unit):
+        out = box.sh(f"setpriv --reuid {uid} --regid {gid} --init-groups env -i "
+                     f"XDG_RUNTIME_DIR=/run/user/{uid} systemctl --user show --no-pager "
+                     f"-p LoadState -p ActiveState -p ControlGroup {unit}").stdout
+        return dict(line.partition("=")[::2] for line in out.splitlines())
+
+    host_v2 = box.host_dirs[""]  # the systemd container's cgroup2 dir, from the host
+    try:
+        box.start()
+        # logind needs the system bus; linger keeps the user manager without a login session
+        box.exec("systemctl", "start", "dbus.service")
+        box.exec("loginctl", "enable-linger", ROOTLESS_USER, timeout=30)
+        box.exec("systemctl", "start", f"user@{uid}.service", timeout=30)
+        manager_cg = f"/user.slice/user-{uid}.slice/user@{uid}.service"
+        controllers = Path(host_v2 + manager_cg, "cgroup.controllers").read_text().split()
+
+        b = Bundle(box.inner / "rl", rootfs_template)
+        cfg = b.config
+        cfg["process"]["args"] = ["sh", "-c", "cat /proc/self/cgroup > /cgroup; exec sleep 300"]
+        cfg["root"]["path"] = "/inner/rl/rootfs"
+        cfg["linux"]["namespaces"] = [{"type": t} for t in
+                                      ("pid", "ipc", "uts", "mount", "user", "network")]
+        cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": uid, "size": 1}]
+        cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": gid, "size": 1}]
+        for m in cfg["mounts"]:
+            m["options"] = [o for o in m.get("options", []) if o != "gid=5"]
+        limits = {"unified": {"cgroup.max.descendants": "7"}, "pids": {"limit": 64}}
+        if "pids" not in controllers:
+            # This hybrid host's pids controller is v1, which the user manager is not given:
+            # the limit is refused in one line, and nothing is left.
+            cfg["linux"]["resources"] = {"pids": {"limit": 64}}
+            b.write(cfg)
+            subprocess.run(["chown", "-R", f"{uid}:{gid}", str(box.inner / "rl")], check=True)
+            p = as_user("create", "--bundle", "/inner/rl", "rl")
+            assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+            assert "linux.resources.pids.limit: rootless --systemd-cgroup applies limits " \
+                   "through cgroup v2 only" in p.stderr, p.stderr
+            assert user_unit("pyruntime-rl.scope")["LoadState"] == "not-found"
+            assert as_user("list", "-q").stdout.strip() == ""
+            del limits["pids"]
+        cfg["linux"]["resources"] = limits
+        b.write(cfg)
+        subprocess.run(["chown", "-R", f"{uid}:{gid}", str(box.inner / "rl")], check=True)
+
+        p = as_user("create", "--bundle", "/inner/rl", "rl")
+        assert p.returncode == 0, p.stderr
+        assert as_user("start", "rl").returncode == 0
+        unit = "pyruntime-rl.scope"  # no cgroupsPath: user.slice, as runc's rootless default
+        scope = f"{manager_cg}/user.slice/{unit}"
+        u = user_unit(unit)
+        assert u["ActiveState"] == "active" and u["ControlGroup"] == scope, u
+        deadline = time.monotonic() + 10
+        seen = box.inner / "rl" / "rootfs" / "cgroup"
+        while not seen.exists() or not seen.read_text().endswith("\n"):
+            assert time.monotonic() < deadline, "the container did not write /cgroup"
+            time.sleep(0.05)
+        assert f"0::{scope}\n" in seen.read_text()  # what the container itself sees
+        p = as_user("exec", "rl", "cat", "/proc/self/cgroup")
+        assert p.returncode == 0 and f"0::{scope}\n" in p.stdout, p.stderr
+        host_scope = Path(host_v2 + scope)
+        assert host_scope.joinpath("cgroup.max.descendants").read_text().strip() == "7"
+        if "pids" in limits:
+            assert host_scope.joinpath("pids.max").read_text().strip() == "64"
+        assert host_scope.stat().st_uid == uid  # delegated to the user
+        assert "sleep 300" in as_user("ps", "rl").stdout
+        assert as_user("pause", "rl").returncode == 0  # the scope's cgroup.freeze is the user's
+        assert host_scope.joinpath("cgroup.freeze").read_text().strip() == "1"
+        assert json.loads(as_user("state", "rl").stdout)["status"] == "paused"
+        assert as_user("resume", "rl").returncode == 0
+        assert host_scope.joinpath("cgroup.freeze").read_text().strip() == "0"
+
+        p = as_user("delete", "--force", "rl")
+        assert p.returncode == 0, p.stderr
+        assert user_unit(unit)["LoadState"] == "not-found"
+        assert not host_scope.exists()
+        assert not box.path(f"/run/user/{uid}/pyrt/rl").exists()
+
+        # Root of the user's own user namespace: the bus still sees the user (SO_PEERCRED),
+        # so the client claims no uid of its own; and this time through the session bus
+        # (dbus-daemon's side of that exchange), once the user manager has joined it.
+        interp, pkg, site = launcher_parts()
+        probe = (f"import sys; sys.path.insert(0, {pkg!r}); sys.path += {site!r}; "
+                 "from pyruntime.cgroups.systemd.dbus import Systemd; "
+                 "print(Systemd(user=True).via)")
+        deadline = time.monotonic() + 10
+        while True:
+            p = box.sh(f"setpriv --reuid {uid} --regid {gid} --init-groups env -i "
+                       f"XDG_RUNTIME_DIR=/run/user/{uid} "
+                       f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus "
+                       f"unshare --user --map-root-user {interp} -IS -c \"{probe}\"")
+            if p.stdout.strip() == "bus":
+                break
+            assert time.monotonic() < deadline, (p.stdout, p.stderr)
+            time.sleep(0.1)
+        for key in ("uidMappings", "gidMappings"):
+            cfg["linux"][key] = [{"containerID": 0, "hostID": 0, "size": 1}]
+        b.write(cfg)
+        subprocess.run(["chown", "-R", f"{uid}:{gid}", str(box.inner / "rl")], check=True)
+        p = as_user("run", "-d", "--bundle", "/inner/rl", "rl2", userns=True, session_bus=True)
+        assert p.returncode == 0, p.stderr
+        u = user_unit("pyruntime-rl2.scope")
+        assert u["ActiveState"] == "active", u
+        assert u["ControlGroup"] == f"{manager_cg}/user.slice/pyruntime-rl2.scope"
+        p = as_user("delete", "--force", "rl2", userns=True, session_bus=True)
+        assert p.returncode == 0, p.stderr
+        assert user_unit("pyruntime-rl2.scope")["LoadState"] == "not-found"
+        assert not box.path(f"/run/user/{uid}/pyrt/rl2").exists()
+    except AssertionError as e:
+        raise AssertionError(f"{e}{box.diagnose()}") from None
+    finally:
+        runtime("delete", "--force", box.cid, check=False)
+        shutil.rmtree(box.bundle, ignore_errors=True)
+    assert not os.path.exists(box.host_cg)

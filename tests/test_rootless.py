@@ -178,6 +178,12 @@ def user_launcher():
                         ignore=shutil.ignore_patterns("__pycache__"))
         for f in (prctl.__file__, _prctl.__file__):
             shutil.copy(f, d)
+        try:
+            import jeepney  # --systemd-cgroup's D-Bus client
+            shutil.copytree(Path(jeepney.__file__).parent, d / "jeepney",
+                            ignore=shutil.ignore_patterns("__pycache__", "tests"))
+        except ImportError:
+            pass
         launcher = d / "pyruntime-rootless"
         launcher.write_text(f"#!{interpreter} -IS\nimport sys\nsys.path.insert(0, {str(d)!r})\n"
                             "from pyruntime.cli.fast import run\nrun()\n")
@@ -495,10 +501,17 @@ def test_root_the_user_cannot_write(user_rt):
 
 
 @needs_user
-def test_systemd_cgroup_is_refused_in_rootless_mode(user_rt):
+@pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/unified") and
+                    not os.path.exists("/sys/fs/cgroup/cgroup.controllers"),
+                    reason="no cgroup2 hierarchy: refused before the bus is looked for")
+def test_systemd_cgroup_without_a_user_manager_fails_cleanly(user_rt):
+    """This host runs no systemd: the user's manager is looked for, not found, and named.
+    (tests/test_cgroups_systemd.py runs a real one.)"""
+    pytest.importorskip("jeepney")
     user_rt.write(rootless_config(["true"]))
     p = user_rt("run", user_rt.new_id(), check=False, global_args=("--systemd-cgroup",))
-    _fails_cleanly(user_rt, p, "--systemd-cgroup is not supported in rootless mode")
+    _fails_cleanly(user_rt, p, "systemd cgroup driver: cannot reach the user's systemd",
+                   f"{user_rt.xdg}/systemd/private: No such file or directory")
 
 
 @needs_user

@@ -24,11 +24,12 @@ __all__ = ["Layout", "Manager", "detect", "manager", "manager_from_state", "upda
 
 
 def manager(cgroups_path: str | None, container_id: str, *, systemd: bool = False,
-            layout: Layout | None = None) -> Manager:
-    """The manager of one container's cgroup. `layout` (from detect()) pins the mount layout."""
+            layout: Layout | None = None, rootless: bool = False) -> Manager:
+    """The manager of one container's cgroup. `layout` (from detect()) pins the mount layout;
+    `rootless` matters to the systemd driver only (the user's manager makes the unit)."""
     if systemd:
         from pyruntime.cgroups.systemd.manager import build as systemd_build  # only --systemd-cgroup pays for it
-        return systemd_build(cgroups_path, container_id, layout)
+        return systemd_build(cgroups_path, container_id, layout, rootless)
     if cgroups_path is not None and not isinstance(cgroups_path, str):
         raise RuntimeFailure(f"linux.cgroupsPath: {cgroups_path!r} is not a string")
     return build(cgroups_path or None, container_id, layout)

@@ -39,13 +39,10 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     resources = cfg.linux.resources
     if rootless:
         from pyruntime.lifecycle import rootless as rl
-        if systemd_cgroup:
-            raise RuntimeFailure("--systemd-cgroup is not supported in rootless mode (the user's "
-                                 "systemd is not driven yet): use the cgroupfs driver")
         rl.check_config(cfg)
         resources = rl.without_unset(resources)
-    mgr = cgroups.manager(cfg.linux.cgroups_path, cid, systemd=systemd_cgroup)
-    if rootless:
+    mgr = cgroups.manager(cfg.linux.cgroups_path, cid, systemd=systemd_cgroup, rootless=rootless)
+    if rootless and not systemd_cgroup:  # the user's systemd delegates the unit it makes
         from pyruntime.cgroups.rootless import restrict
         mgr = restrict(mgr, resources)
     c = Container.new(root, cid)

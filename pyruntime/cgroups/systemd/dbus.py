@@ -1,5 +1,6 @@
 """A blocking client of systemd's Manager over D-Bus: the system bus if a bus daemon is there,
-else systemd's private socket.
+else systemd's private socket; in rootless mode the user's systemd (user@UID.service), reached
+through $DBUS_SESSION_BUS_ADDRESS or, without it, $XDG_RUNTIME_DIR/systemd/private.
 
 jeepney (pure-Python D-Bus) is imported only here, and only when a bus is needed.
 """
@@ -37,13 +38,37 @@ class DBusError(RuntimeFailure):
         self.name = name
 
 
+def user_addresses(env) -> list[tuple[str, str]]:
+    """Where the user's systemd is, as (address, "bus" | "private"): the session bus when
+    $DBUS_SESSION_BUS_ADDRESS names one, else the user manager's private socket under
+    $XDG_RUNTIME_DIR, as runc finds it in rootless mode."""
+    bus = env.get("DBUS_SESSION_BUS_ADDRESS")
+    xdg = env.get("XDG_RUNTIME_DIR")
+    # The private socket also stands behind a bus that the manager has not joined yet.
+    private = [(os.path.join(xdg, "systemd", "private"), "private")] if xdg else []
+    if bus:
+        from jeepney.bus import get_connectable_addresses
+        try:
+            return [(a, "bus") for a in get_connectable_addresses(bus)] + private
+        except (RuntimeError, ValueError):
+            raise RuntimeFailure(f"systemd cgroup driver: DBUS_SESSION_BUS_ADDRESS={bus!r} is "
+                                 "not a unix address") from None
+    if private:
+        return private
+    raise RuntimeFailure("systemd cgroup driver: rootless mode needs the user's systemd, and "
+                         "neither $DBUS_SESSION_BUS_ADDRESS nor $XDG_RUNTIME_DIR (for "
+                         "$XDG_RUNTIME_DIR/systemd/private) is set")
+
+
 class Systemd:
     """A blocking client of systemd's Manager: the system bus if a bus daemon is there, else
-    systemd's private socket (a direct connection: no bus, no Hello, no AddMatch)."""
+    systemd's private socket (a direct connection: no bus, no Hello, no AddMatch).
+    user=True: the caller's own user manager (rootless mode)."""
 
-    def __init__(self, timeout: float = JOB_TIMEOUT):
+    def __init__(self, timeout: float = JOB_TIMEOUT, user: bool = False):
         self.j = _jeepney()
         self.timeout = timeout
+        self.user = user
         self._jobs: dict[str, str] = {}   # job path -> result, from JobRemoved
         self._version: int | None = None
         self.manager = self.j.DBusAddress(_PATH, bus_name=_DEST, interface=_MANAGER)
@@ -51,7 +76,7 @@ class Systemd:
         for addr, via in self._addresses(tried):
             self._serial = 0
             self.parser = self.j.Parser()
-            self.via = via
+            self.via, self.addr = via, addr
             try:
                 self.sock = self._open(addr)
             except (OSError, ValueError) as e:
@@ -65,12 +90,17 @@ class Systemd:
                 self.sock.close()
                 tried.append(f"{addr.lstrip(chr(0))}: {e}")
         detail = f" ({'; '.join(tried)})" if tried else ""
+        if user:
+            raise RuntimeFailure(f"systemd cgroup driver: cannot reach the user's systemd"
+                                 f"{detail}")
         raise RuntimeFailure("systemd cgroup driver: cannot reach systemd (no "
                              f"{SYSTEM_BUS} or {PRIVATE_SOCKET}){detail}")
 
     # ------------------------------------------------------------ connection
 
     def _addresses(self, tried: list) -> list:
+        if self.user:
+            return user_addresses(os.environ)
         env = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
         bus_addrs = [SYSTEM_BUS]
         if env:
@@ -102,6 +132,10 @@ class Systemd:
             sock.settimeout(5.0)
             sock.connect(addr)
             sock.sendall(b"\0")
+            from pyruntime.lifecycle.rootless import in_foreign_userns
+            if self.user and in_foreign_userns():
+                self._auth_as_peer(sock)
+                return sock
             auth = self.j.auth.Authenticator(inc_null_byte=False)
             for line in auth:
                 sock.sendall(line)
@@ -115,6 +149,28 @@ class Systemd:
         except BaseException:
             sock.close()
             raise
+
+    def _auth_as_peer(self, sock: socket.socket) -> None:
+        """EXTERNAL without an identity: in a user namespace (rootless podman's) our euid is
+        not the uid the bus sees through SO_PEERCRED, so let it take that one."""
+        def line() -> bytes:
+            buf = b""
+            while not buf.endswith(b"\r\n"):
+                data = sock.recv(1)
+                if not data:
+                    raise ConnectionResetError(104, "connection closed during authentication")
+                buf += data
+            return buf
+        sock.sendall(b"AUTH EXTERNAL\r\n")
+        reply = line()
+        if reply.startswith(b"DATA"):  # dbus-daemon asks for the (empty) identity
+            sock.sendall(b"DATA\r\n")
+            reply = line()
+        if not reply.startswith(b"OK "):
+            raise ConnectionRefusedError(111, "authentication refused: "
+                                         + reply.decode(errors="replace").strip())
+        sock.sendall(b"BEGIN\r\n")
+        sock.settimeout(None)
 
     def _settle(self) -> None:
         """Ping until systemd answers. On its private socket (sd-bus, v252 at least) a message
@@ -137,7 +193,7 @@ class Systemd:
             except TimeoutError:
                 if time.monotonic() >= deadline:
                     raise RuntimeFailure("systemd cgroup driver: systemd does not answer on "
-                                         f"{PRIVATE_SOCKET}") from None
+                                         f"{self.addr}") from None
 
     def close(self) -> None:
         self.sock.close()
@@ -275,4 +331,11 @@ class Systemd:
             self.call("SetUnitProperties", "sba(sv)", (unit, True, props))
         except DBusError as e:
             raise RuntimeFailure(f"systemd cgroup driver: setting properties of {unit}: "
+                                 f"{e}") from None
+
+    def attach_processes(self, unit: str, pids: list) -> None:
+        try:
+            self.call("AttachProcessesToUnit", "ssau", (unit, "", pids))
+        except DBusError as e:
+            raise RuntimeFailure(f"systemd cgroup driver: attaching {pids} to {unit}: "
                                  f"{e}") from None

@@ -6,16 +6,18 @@ import os
 from pyruntime.errors import RuntimeFailure
 
 from pyruntime.cgroups import v1, v2
-from pyruntime.cgroups.cgroupfs import Manager, _makedirs
+from pyruntime.cgroups.cgroupfs import _V2_NAME, Manager, _makedirs
 from pyruntime.cgroups.common import Layout, default_layout, write
 from pyruntime.cgroups.systemd.dbus import Systemd
-from pyruntime.cgroups.systemd.names import _pid1_cgroups, parse_cgroups_path, unit_cgroup, unit_dirs
+from pyruntime.cgroups.systemd.names import (DEFAULT_SLICE, USER_SLICE, _pid1_cgroups,
+                                             parse_cgroups_path, unit_cgroup, unit_dirs)
 from pyruntime.cgroups.systemd.properties import base_properties, resource_properties
 
 
 class SystemdManager(Manager):
     """A Manager whose cgroup is a systemd unit. extra["systemd"] = {"unit", "slice", "cgroup",
-    "name", "started"} goes to the state, so every later command finds the unit.
+    "name", "started"} goes to the state, so every later command finds the unit; rootless,
+    also "user": the user manager's cgroup2 dir (its unit, its bus).
 
     The unit starts at the apply() that follows the first add_pid() (create always makes that
     pair), so that systemd gets the resource properties, device policy included, in the same
@@ -33,14 +35,27 @@ class SystemdManager(Manager):
 
     def bus(self) -> Systemd:
         if self._bus is None:
-            self._bus = Systemd()
+            self._bus = Systemd(user=bool(self.extra["systemd"].get("user")))
         return self._bus
+
+    def _need(self, ctrl: str, field: str):
+        user_dir = self.extra["systemd"].get("user")
+        if not user_dir or self.where(ctrl) is not None:
+            return super()._need(ctrl, field)
+        have = " ".join(sorted(v2.controllers(user_dir))) or "none"
+        raise RuntimeFailure(f"{field}: rootless --systemd-cgroup applies limits through cgroup "
+                             f"v2 only, and the user's systemd has no {_V2_NAME.get(ctrl, ctrl)} "
+                             f"controller there ({user_dir}/cgroup.controllers: {have})")
 
     def create(self) -> None:
         self.bus()  # nothing to make yet (a scope needs a pid); fail before forking
 
     def add_pid(self, pid: int) -> None:
-        if self.extra["systemd"].get("started"):
+        if self.extra["systemd"].get("started") and self.extra["systemd"].get("user"):
+            # exec, rootless: a cgroup2 move needs write access to the common ancestor of
+            # both cgroups, which the user seldom has; the user's systemd asks the system's
+            self.bus().attach_processes(self.unit, [pid])
+        elif self.extra["systemd"].get("started"):
             super().add_pid(pid)  # exec: systemd's dirs exist, join them
         elif self._pending is None:
             self._pending = pid
@@ -110,9 +125,12 @@ class SystemdManager(Manager):
 
 
 def build(cgroups_path: str | None, container_id: str,
-          layout: Layout | None = None) -> SystemdManager:
-    slice_name, unit = parse_cgroups_path(cgroups_path, container_id)
+          layout: Layout | None = None, rootless: bool = False) -> SystemdManager:
+    slice_name, unit = parse_cgroups_path(cgroups_path, container_id,
+                                          USER_SLICE if rootless else DEFAULT_SLICE)
     layout = layout or default_layout()
+    if rootless:
+        return _build_user(cgroups_path, container_id, slice_name, unit, layout)
     rel = unit_cgroup(slice_name, unit)
     dirs = unit_dirs(layout, rel, _pid1_cgroups())
     name = cgroups_path.rsplit(":", 1)[-1] if cgroups_path else container_id
@@ -120,3 +138,29 @@ def build(cgroups_path: str | None, container_id: str,
                          "started": False}}
     return SystemdManager(dirs, layout.mode, layout.unified[0] if layout.unified else None,
                           extra=extra)
+
+
+def _build_user(cgroups_path, container_id: str, slice_name: str, unit: str,
+                layout: Layout) -> SystemdManager:
+    """Rootless mode: the unit is the user manager's (user@UID.service), which is delegated
+    cgroup2 alone (on a hybrid host its v1 dirs stay root's), so the container's cgroup is
+    the unit's cgroup2 dir, under the manager's own cgroup, which the manager tells (runc)."""
+    if not layout.unified:
+        raise RuntimeFailure("rootless --systemd-cgroup needs a cgroup v2 hierarchy: the "
+                             "user's systemd is delegated no cgroup v1 one")
+    bus = Systemd(user=True)
+    root = str(bus.get_property("/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+                                "ControlGroup"))
+    mnt, mroot = layout.unified
+
+    def host(rel: str) -> str:
+        if mroot != "/" and (rel == mroot or rel.startswith(mroot + "/")):
+            rel = rel[len(mroot):]
+        return os.path.normpath(f"{mnt}/{rel.strip('/')}")
+    rel = root.rstrip("/") + unit_cgroup(slice_name, unit)
+    name = cgroups_path.rsplit(":", 1)[-1] if cgroups_path else container_id
+    extra = {"systemd": {"unit": unit, "slice": slice_name, "cgroup": rel, "name": name,
+                         "started": False, "user": host(root)}}
+    m = SystemdManager({"": host(rel)}, "v2", None, extra=extra)
+    m._bus = bus
+    return m

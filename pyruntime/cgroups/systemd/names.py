@@ -15,6 +15,7 @@ from pyruntime.errors import RuntimeFailure
 from pyruntime.cgroups.common import Layout
 
 DEFAULT_SLICE = "system.slice"
+USER_SLICE = "user.slice"  # rootless mode's default, in the user's manager (runc's)
 DEFAULT_PREFIX = "pyruntime"
 
 
@@ -41,10 +42,11 @@ def expand_slice(slice_name: str) -> str:
     return path
 
 
-def parse_cgroups_path(cgroups_path: str | None, container_id: str) -> tuple[str, str]:
+def parse_cgroups_path(cgroups_path: str | None, container_id: str,
+                       default_slice: str = DEFAULT_SLICE) -> tuple[str, str]:
     """(slice, unit name) of a cgroupsPath in systemd form."""
     if not cgroups_path:
-        return DEFAULT_SLICE, f"{DEFAULT_PREFIX}-{container_id}.scope"
+        return default_slice, f"{DEFAULT_PREFIX}-{container_id}.scope"
     if not isinstance(cgroups_path, str):
         raise RuntimeFailure(f"linux.cgroupsPath: {cgroups_path!r} is not a string")
     parts = cgroups_path.split(":")
@@ -55,7 +57,7 @@ def parse_cgroups_path(cgroups_path: str | None, container_id: str) -> tuple[str
         raise _bad_path(cgroups_path, "has an empty name")
     if "/" in name or "/" in prefix:
         raise _bad_path(cgroups_path, "names a path, not a unit")
-    slice_name = parent or DEFAULT_SLICE
+    slice_name = parent or default_slice
     try:
         expand_slice(slice_name)
     except ValueError as e:
