@@ -119,9 +119,9 @@ def pytest_sessionfinish(session, exitstatus):
     before = getattr(session.config, "_cgroup2_root_before", None)
     # Users recorded by a delete that was killed on purpose (the kill -9 sweeps), or whose
     # cgroup a harness removed (the e2e daemons' leftovers), hold controllers until the next
-    # release; one prune stands for that next release. A live leftover still fails the check.
+    # release; release("") stands for that next one. A live leftover still fails the check.
     from pyruntime.cgroups import delegation
-    delegation.prune()
+    delegation.release("")
     after = _cgroup2_root_controllers()
     if before != after:
         session.config.get_terminal_writer().line(

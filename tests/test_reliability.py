@@ -384,7 +384,7 @@ def test_prune_drops_users_whose_cgroup_is_gone(tmp_path):
     (d / "cgroup.subtree_control").write_text("")
     with open(record, "w") as f:
         json.dump({str(d): {"hugetlb": [gone], "pids": [gone, live]}}, f)
-    delegation.prune(record)
+    delegation.release("", record)
     with open(record) as f:
         assert json.load(f) == {str(d): {"pids": [live]}}
     assert (d / "cgroup.subtree_control").read_text() == "-hugetlb"  # disabled: nobody needs it

@@ -121,15 +121,10 @@ def _enable(d: str, want: list[str]) -> list[str]:
         return failed
 
 
-def prune(record: str = RECORD) -> None:
-    """Drop the users whose cgroup is gone without a release (its remover was killed, or
-    something other than a delete removed it) and disable what no live container needs."""
-    release("", record)
-
-
 def release(leaf: str, record: str = RECORD) -> None:
     """`leaf` (already removed) no longer needs its controllers: disable those no other
-    container of ours needs, deepest dir first."""
+    container of ours needs, deepest dir first. Users whose cgroup is gone go too, so
+    release("") prunes what a killed remover left."""
     if not os.path.exists(record):
         return
     rec = _Record(record)
