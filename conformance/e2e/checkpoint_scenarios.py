@@ -7,10 +7,15 @@ not start again.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 from scenarios import PODMAN_IMG, PODMAN_RUN, Ctx, Fail, scenario, wait_for
 
+# containerd's content store refuses a blob that two writers commit at once ("commit failed:
+# content sha256:...: already exists"): pyruntime's and runc's runs of a scenario go side by
+# side and docker uploads the same blobs for both, so their checkpoint steps take turns.
+CONTENT_STORE = threading.Lock()
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"
 
 
@@ -40,11 +45,12 @@ def _(c: Ctx):
     if not wait_for(lambda: _count(read) >= 10, timeout=15):
         raise Fail(f"the counter did not start: {read().e}")
     before = _count(read)  # the dump comes later: the restored count is at least this
-    ck = c.docker("checkpoint", "create", n, "cp1", timeout=120)
-    if ck.rc:
-        return f"ck={ck.rc} err={ck.e[-200:]}"
-    stopped = c.inspect(n, "{{.State.Status}}")
-    st = c.docker("start", "--checkpoint", "cp1", n, timeout=120)
+    with CONTENT_STORE:
+        ck = c.docker("checkpoint", "create", n, "cp1", timeout=120)
+        if ck.rc:
+            return f"ck={ck.rc} err={ck.e[-200:]}"
+        stopped = c.inspect(n, "{{.State.Status}}")
+        st = c.docker("start", "--checkpoint", "cp1", n, timeout=120)
     running = c.inspect(n, "{{.State.Status}}")
     return (f"ck={ck.rc} status={stopped} start={st.rc} status={running} "
             f"goes-on={_goes_on(read, before) if st.rc == 0 else st.e[-200:]}")
@@ -54,7 +60,8 @@ def _(c: Ctx):
 def _(c: Ctx):
     n = c.running(f"sh -c '{COUNTER}'")
     time.sleep(1)
-    ck = c.docker("checkpoint", "create", "--leave-running", n, "cp1", timeout=120)
+    with CONTENT_STORE:
+        ck = c.docker("checkpoint", "create", "--leave-running", n, "cp1", timeout=120)
     return f"ck={ck.rc} status={c.inspect(n, '{{.State.Status}}')}"
 
 
