@@ -361,7 +361,7 @@ class Runtime:
         try:
             return container_manager(c).pids()
         except OSError as e:
-            raise RuntimeFailure(f"unable to get all container pids: {e}") from None
+            raise RuntimeFailure(f"unable to get all container pids: {e}", errno=e.errno) from None
 
     def stats(self, id: str) -> dict:
         """The container's cgroup figures now (cpu, memory, pids, blkio, hugetlb ...)."""
@@ -439,7 +439,7 @@ def _stats(cid: str, m) -> dict:
     try:
         return m.stats()
     except OSError as e:
-        raise RuntimeFailure(f"unable to get container cgroup stats: {e}") from None
+        raise RuntimeFailure(f"unable to get container cgroup stats: {e}", errno=e.errno) from None
 
 
 # What `update` may change (runc's list): everything else in a LinuxResources is ignored,

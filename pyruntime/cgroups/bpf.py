@@ -107,7 +107,7 @@ def _bpf(cmd: int, attr: bytes) -> tuple[int, bytes]:
     try:
         number = nr("bpf")
     except OSError as e:
-        raise RuntimeFailure(f"linux.resources.devices: {e.strerror}") from e
+        raise RuntimeFailure(f"linux.resources.devices: {e.strerror}", errno=e.errno) from e
     buf = ctypes.create_string_buffer(attr, len(attr))
     ret = libc().syscall(ctypes.c_long(number), ctypes.c_int(cmd), buf, ctypes.c_uint(len(attr)))
     if ret < 0:
@@ -137,10 +137,11 @@ def load(rules) -> int:
             if level:
                 why = log.value.decode(errors="replace")[-500:]
                 raise RuntimeFailure(f"linux.resources.devices: loading the cgroup v2 device "
-                                     f"filter: {e.strerror}: {why}") from None
+                                     f"filter: {e.strerror}: {why}", errno=e.errno) from None
             if e.errno in (errno.EPERM, errno.ENOSYS):
                 raise RuntimeFailure(f"linux.resources.devices: cgroup v2 needs a BPF device "
-                                     f"filter and bpf(2) failed: {e.strerror}") from None
+                                     f"filter and bpf(2) failed: {e.strerror}",
+                                     errno=e.errno) from None
     raise AssertionError("unreachable")
 
 
@@ -163,7 +164,7 @@ def attach_device_rules(cgroup_dir: str, rules) -> dict:
                 _bpf(BPF_PROG_ATTACH, _pad(attr))
             except OSError as e:
                 raise RuntimeFailure(f"linux.resources.devices: attaching the device filter to "
-                                     f"{cgroup_dir}: {e.strerror}") from None
+                                     f"{cgroup_dir}: {e.strerror}", errno=e.errno) from None
         finally:
             os.close(cfd)
         return {"prog_id": prog_id(pfd)}

@@ -315,7 +315,8 @@ def _makedirs(d: str, created: list[str]) -> list[str]:
         except FileExistsError:
             continue
         except OSError as e:
-            raise RuntimeFailure(f"cgroups: cannot create {p}: {e.strerror}") from None
+            raise RuntimeFailure(f"cgroups: cannot create {p}: {e.strerror}",
+                                 errno=e.errno) from None
         created.append(p)
         new.append(p)
     return new

@@ -191,13 +191,14 @@ def write(dirpath: str, name: str, value, field: str) -> None:
     except OSError as e:
         if e.errno == errno.ENOENT:
             raise RuntimeFailure(f"{field}: this host has no {name} (in {dirpath})",
-                                 path=field) from None
-        raise RuntimeFailure(f"{field}: cannot open {path}: {e.strerror}", path=field) from None
+                                 path=field, errno=e.errno) from None
+        raise RuntimeFailure(f"{field}: cannot open {path}: {e.strerror}", path=field,
+                             errno=e.errno) from None
     try:
         os.write(fd, data)
     except OSError as e:
         raise RuntimeFailure(f"{field}: writing {str(value)!r} to {path}: {e.strerror}",
-                             path=field) from e
+                             path=field, errno=e.errno) from e
     finally:
         os.close(fd)
 

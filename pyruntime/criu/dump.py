@@ -48,7 +48,7 @@ def open_dir(path: str, flag: str) -> int:
         os.makedirs(path, 0o700, exist_ok=True)
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
-        raise RuntimeFailure(f"{flag} {path}: {e.strerror}") from None
+        raise RuntimeFailure(f"{flag} {path}: {e.strerror}", errno=e.errno) from None
 
 
 def checkpoint(root: str, cid: str, o, criu_flag: str | None) -> None:
@@ -134,7 +134,8 @@ def fill_dump_opts(opts, c: Container, cfg, o) -> None:
             try:
                 ino = os.stat(ns.path).st_ino
             except OSError as e:
-                raise RuntimeFailure(f"linux.namespaces: {kind} {ns.path}: {e.strerror}") from None
+                raise RuntimeFailure(f"linux.namespaces: {kind} {ns.path}: {e.strerror}",
+                                     errno=e.errno) from None
             opts.external.append(f"{name}[{ino}]:{key}")
     dirs = (st.cgroup or {}).get("dirs") or {}
     freezer = dirs.get("freezer") or dirs.get("")
@@ -197,6 +198,7 @@ def _check_status_fd(fd: int) -> None:
     try:
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     except OSError as e:
-        raise RuntimeFailure(f"invalid --status-fd argument {fd}: {e.strerror}") from None
+        raise RuntimeFailure(f"invalid --status-fd argument {fd}: {e.strerror}",
+                             errno=e.errno) from None
     if not flags & (os.O_WRONLY | os.O_RDWR):
         raise RuntimeFailure(f"invalid --status-fd argument {fd}: not writable")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-from pyruntime.errors import RuntimeFailure
 from pyruntime.oci.mounts import parse_options
 from pyruntime.setup.rootfs import follow_symlink, path_parts
 from pyruntime.linux import syscalls as sc

@@ -35,7 +35,7 @@ def read_image(image: str) -> tuple[list, dict]:
     except (OSError, ValueError) as e:
         raise RuntimeFailure(f"--image-path {image}: {dump.DESCRIPTORS}: "
                              f"{getattr(e, 'strerror', None) or e}: not a container checkpoint "
-                             "(made by runc or pyruntime)") from None
+                             "(made by runc or pyruntime)", errno=e.errno) from None
     try:
         with open(os.path.join(image, dump.META)) as f:
             meta = json.load(f)
@@ -152,7 +152,8 @@ def restore(root: str, cid: str, o, criu_flag: str | None,
                 console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 console.connect(o.console_socket)
             except OSError as e:
-                raise RuntimeFailure(f"--console-socket {o.console_socket}: {e.strerror}") \
+                raise RuntimeFailure(f"--console-socket {o.console_socket}: {e.strerror}",
+                                     errno=e.errno) \
                     from None
 
         def started(criu_pid: int) -> None:
@@ -226,7 +227,7 @@ def open_dir(path: str, flag: str) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
-        raise RuntimeFailure(f"{flag} {path}: {e.strerror}") from None
+        raise RuntimeFailure(f"{flag} {path}: {e.strerror}", errno=e.errno) from None
 
 
 def external_namespaces(opts, cfg) -> list[tuple[str, int]]:
@@ -241,7 +242,7 @@ def external_namespaces(opts, cfg) -> list[tuple[str, int]]:
                 fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as e:
                 raise RuntimeFailure(f"config.json: linux.namespaces[{i}].path: {ns.path!r} "
-                                     f"cannot be opened: {e.strerror}") from None
+                                     f"cannot be opened: {e.strerror}", errno=e.errno) from None
             fds.append((dump.EXT_NS[ns.type][1], fd))
         elif ns.type == "cgroup":
             raise RuntimeFailure(f"config.json: linux.namespaces[{i}]: CRIU cannot join a "

@@ -55,7 +55,7 @@ def _write(kind: str, pid: int, maps: list[dict], own_id: int) -> None:
                 f.write(f"{maps[0]['containerID']} {own_id} 1\n")
         except OSError as e:
             raise RuntimeFailure(f"{FIELDS[kind]}: cannot write /proc/{pid}/{kind}_map: "
-                                 f"{e.strerror}") from None
+                                 f"{e.strerror}", errno=e.errno) from None
         return
     name = HELPERS[kind]
     binary = find_helper(name)
@@ -78,7 +78,7 @@ def _run(binary: str, args: list[str], field: str, name: str) -> None:
             os.close(devnull)
     except OSError as e:
         os.close(r)
-        raise RuntimeFailure(f"{field}: cannot run {binary}: {e.strerror}") from None
+        raise RuntimeFailure(f"{field}: cannot run {binary}: {e.strerror}", errno=e.errno) from None
     finally:
         os.close(w)
     out = b""

@@ -53,7 +53,8 @@ def _write(path: str, value: str, field: str, root: str) -> None:
                 status = f"; resctrl says: {f.read().strip()}"
         except OSError:
             pass
-        raise RuntimeFailure(f"{field}: cannot write {path}: {os.strerror(e.errno)}{status}") from None
+        raise RuntimeFailure(f"{field}: cannot write {path}: {os.strerror(e.errno)}{status}",
+                             errno=e.errno) from None
 
 
 def apply(rdt: dict, cid: str, pid: int, root: str | None = None) -> dict:
@@ -86,7 +87,8 @@ def apply(rdt: dict, cid: str, pid: int, root: str | None = None) -> dict:
         try:
             os.mkdir(d)
         except OSError as e:
-            raise RuntimeFailure(f"{F}: cannot create the group {d}: {os.strerror(e.errno)}") from None
+            raise RuntimeFailure(f"{F}: cannot create the group {d}: {os.strerror(e.errno)}",
+                                 errno=e.errno) from None
         if clos is None:  # only a group named after the container is ours to remove
             info["remove"].append(d)
     try:
@@ -98,7 +100,7 @@ def apply(rdt: dict, cid: str, pid: int, root: str | None = None) -> dict:
                 os.mkdir(mon)
             except OSError as e:
                 raise RuntimeFailure(f"{F}.enableMonitoring: cannot create the MON group {mon}: "
-                                     f"{os.strerror(e.errno)}") from None
+                                     f"{os.strerror(e.errno)}", errno=e.errno) from None
             info["mon"] = mon
             info["remove"].insert(0, mon)
         join(info, pid)

@@ -58,6 +58,7 @@ def _write_first(paths: list[str], value: str, field: str, shown: str) -> None:
         except FileNotFoundError as e:
             err = e
         except OSError as e:
-            raise RuntimeFailure(f"{field}: {shown!r}: cannot be applied: {e.strerror}") from None
+            raise RuntimeFailure(f"{field}: {shown!r}: cannot be applied: {e.strerror}",
+                                 errno=e.errno) from None
     raise RuntimeFailure(f"{field}: {shown!r}: cannot be applied: {err.strerror if err else 'no procfs'}"
                          " (is /proc mounted in the container?)")

@@ -63,4 +63,4 @@ def apply(parsed: tuple[int, int] | None) -> None:
         sc.set_mempolicy(mode, mask, mask.bit_length() + 64)
     except OSError as e:
         raise RuntimeFailure(f"linux.memoryPolicy: set_mempolicy: {os.strerror(e.errno)} (are the nodes "
-                             "online and allowed by the cpuset?)") from None
+                             "online and allowed by the cpuset?)", errno=e.errno) from None

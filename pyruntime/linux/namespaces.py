@@ -54,7 +54,8 @@ def join(opened: list[tuple[str, int]], sys: Sys = SYS) -> None:
         try:
             sys.setns(fd, FLAGS[kind])
         except OSError as e:
-            raise RuntimeFailure(f"joining the {kind} namespace: {e.strerror}") from None
+            raise RuntimeFailure(f"joining the {kind} namespace: {e.strerror}",
+                                 errno=e.errno) from None
         sys.close(fd)
 
 
@@ -99,7 +100,9 @@ def write_id_maps(pid: int, uid_mappings: list[dict], gid_mappings: list[dict]) 
         with open(f"/proc/{pid}/gid_map", "w") as f:
             f.write(fmt(gid_mappings))
     except OSError as e:
-        raise RuntimeFailure(f"linux.uidMappings/gidMappings: cannot write the id maps: {e.strerror}") from None
+        raise RuntimeFailure("linux.uidMappings/gidMappings: cannot write the id maps: "
+                             f"{e.strerror}",
+                             errno=e.errno) from None
 
 
 def write_time_offsets(offsets: dict) -> None:
@@ -110,4 +113,5 @@ def write_time_offsets(offsets: dict) -> None:
         with open("/proc/self/timens_offsets", "w") as f:
             f.write("".join(lines))
     except OSError as e:
-        raise RuntimeFailure(f"linux.timeOffsets: cannot set the offsets: {e.strerror}") from None
+        raise RuntimeFailure(f"linux.timeOffsets: cannot set the offsets: {e.strerror}",
+                             errno=e.errno) from None

@@ -247,7 +247,7 @@ def load(bundle: str) -> Config:
     except ValueError as e:
         raise RuntimeFailure(f"config.json: not valid JSON: {e}") from None
     except OSError as e:
-        raise RuntimeFailure(f"cannot read {path}: {e.strerror}") from None
+        raise RuntimeFailure(f"cannot read {path}: {e.strerror}", errno=e.errno) from None
     return parse(raw, bundle)
 
 

@@ -42,7 +42,7 @@ def _lib():
         lib = ctypes.CDLL(LIBSECCOMP)
     except OSError as e:
         raise RuntimeFailure(f"seccomp: cannot load {LIBSECCOMP} (is libseccomp2 installed? "
-                             f"compile() must run before pivot_root): {e}") from None
+                             f"compile() must run before pivot_root): {e}", errno=e.errno) from None
     u32, c_int, vp = ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p
 
     class ArgCmp(ctypes.Structure):  # struct scmp_arg_cmp

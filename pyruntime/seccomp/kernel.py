@@ -38,7 +38,7 @@ def _sys_seccomp_nr() -> int:
     try:
         return nr("seccomp")
     except OSError as e:
-        raise RuntimeFailure(f"seccomp: {e.strerror}") from e
+        raise RuntimeFailure(f"seccomp: {e.strerror}", errno=e.errno) from e
 
 
 def _seccomp_set_filter(flags: int, prog_ptr) -> tuple[int, int]:

@@ -37,7 +37,7 @@ def connect_listener(listener_path: str, timeout: float | None = 30.0):
     except OSError as e:
         s.close()
         raise RuntimeFailure(f"seccomp: failed to connect with seccomp agent at listenerPath "
-                             f"{listener_path}: {e.strerror or e}") from None
+                             f"{listener_path}: {e.strerror or e}", errno=e.errno) from None
     return s
 
 
@@ -58,4 +58,4 @@ def send_state(sock, notify_fd: int, state: dict, metadata: str = "",
             sock.close()
     except OSError as e:
         raise RuntimeFailure(f"seccomp: sending the notify fd to the listener: "
-                             f"{e.strerror or e}") from None
+                             f"{e.strerror or e}", errno=e.errno) from None

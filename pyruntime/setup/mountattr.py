@@ -90,7 +90,8 @@ def open_idmapped(m, source: str, linux) -> int:
         try:
             tree = sc.open_tree(-100, source, sc.OPEN_TREE_CLONE | (sc.AT_RECURSIVE if rec else 0))
         except OSError as e:
-            raise RuntimeFailure(f"{m.path}.source: {m.source!r}: {os.strerror(e.errno)}") from None
+            raise RuntimeFailure(f"{m.path}.source: {m.source!r}: {os.strerror(e.errno)}",
+                                 errno=e.errno) from None
         try:
             sc.mount_setattr(tree, "", sc.AT_EMPTY_PATH | (sc.AT_RECURSIVE if "ridmap" in m.options
                                                            else 0),
@@ -99,7 +100,8 @@ def open_idmapped(m, source: str, linux) -> int:
             os.close(tree)
             raise RuntimeFailure(f"{m.path}: {m.source!r} cannot be idmapped: its filesystem (or a "
                                  f"submount's) does not support idmapped mounts "
-                                 f"(mount_setattr: {os.strerror(e.errno)})") from None
+                                 f"(mount_setattr: {os.strerror(e.errno)})",
+                                 errno=e.errno) from None
         return tree
     finally:
         os.close(userns)

@@ -36,7 +36,7 @@ def set_rlimits(rlimits) -> None:
             resource.setrlimit(rl.resource, (soft, hard))
         except (ValueError, OSError) as e:
             raise RuntimeFailure(f"process.rlimits: {rl.type} soft={rl.soft} hard={rl.hard}: "
-                                 f"cannot set: {e}") from None
+                                 f"cannot set: {e}", errno=e.errno) from None
 
 
 def set_oom_score_adj(value: int | None) -> None:
@@ -46,7 +46,7 @@ def set_oom_score_adj(value: int | None) -> None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(value))
     except OSError as e:
-        raise RuntimeFailure(f"process.oomScoreAdj: {value}: {e.strerror}") from None
+        raise RuntimeFailure(f"process.oomScoreAdj: {value}: {e.strerror}", errno=e.errno) from None
 
 
 def set_personality(personality: dict | None, sys: Sys = SYS) -> None:
@@ -59,7 +59,8 @@ def set_personality(personality: dict | None, sys: Sys = SYS) -> None:
     try:
         sys.personality(domains[domain])
     except OSError as e:
-        raise RuntimeFailure(f"linux.personality.domain: {domain}: {e.strerror}") from None
+        raise RuntimeFailure(f"linux.personality.domain: {domain}: {e.strerror}",
+                             errno=e.errno) from None
 
 
 def set_scheduling(proc, sys: Sys = SYS) -> None:
@@ -75,7 +76,7 @@ def set_scheduling(proc, sys: Sys = SYS) -> None:
                 os.setpriority(os.PRIO_PROCESS, 0, sched["nice"])
             os.sched_setscheduler(0, policy, os.sched_param(sched.get("priority", 0)))
         except OSError as e:
-            raise RuntimeFailure(f"process.scheduler: {e.strerror}") from None
+            raise RuntimeFailure(f"process.scheduler: {e.strerror}", errno=e.errno) from None
     prio = proc.io_priority
     if prio:
         classes = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}
@@ -85,7 +86,7 @@ def set_scheduling(proc, sys: Sys = SYS) -> None:
         try:
             sys.ioprio_set(1, 0, cls << 13 | int(prio.get("priority", 0)))
         except OSError as e:
-            raise RuntimeFailure(f"process.ioPriority: {e.strerror}") from None
+            raise RuntimeFailure(f"process.ioPriority: {e.strerror}", errno=e.errno) from None
 
 
 def lookup_executable(arg0: str, env: list[str]) -> str:
@@ -122,7 +123,7 @@ def enter_cwd(cwd: str) -> None:
         os.makedirs(cwd, 0o755, exist_ok=True)
         os.chdir(cwd)
     except OSError as e:
-        raise RuntimeFailure(f"process.cwd: {cwd!r}: {e.strerror}") from None
+        raise RuntimeFailure(f"process.cwd: {cwd!r}: {e.strerror}", errno=e.errno) from None
     # A cwd reached through a leaked fd (CVE-2024-21626) lies outside our root: getcwd(3)
     # then fails instead of returning a path.
     try:
@@ -161,7 +162,8 @@ def switch_user(user, in_user_ns: bool) -> None:
         os.setresgid(user.gid, user.gid, user.gid)
         os.setresuid(user.uid, user.uid, user.uid)
     except OSError as e:
-        raise RuntimeFailure(f"process.user: uid={user.uid} gid={user.gid}: {e.strerror}") from None
+        raise RuntimeFailure(f"process.user: uid={user.uid} gid={user.gid}: {e.strerror}",
+                             errno=e.errno) from None
     prctl.set_keepcaps(False)
     os.umask(0o022 if user.umask is None else user.umask)
 
@@ -223,7 +225,8 @@ def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
     try:
         os.execve(path, proc.args, env)
     except OSError as e:
-        raise RuntimeFailure(f'exec: "{proc.args[0]}": {e.strerror.lower()}') from None
+        raise RuntimeFailure(f'exec: "{proc.args[0]}": {e.strerror.lower()}',
+                             errno=e.errno) from None
 
 
 def _load_seccomp(prog, on_notify_fd) -> None:

@@ -140,7 +140,7 @@ def open_bind_sources(cfg, bundle: str, sys: Sys = SYS) -> dict[int, int]:
                     fds[i] = sys.open_tree(-100, source, sc.OPEN_TREE_CLONE | rec)  # AT_FDCWD
                 except OSError as e:
                     raise RuntimeFailure(f"{m.path}.source: {m.source!r}: "
-                                         f"{e.strerror.lower()}") from None
+                                         f"{e.strerror.lower()}", errno=e.errno) from None
     except BaseException:
         for fd in fds.values():
             sys.close(fd)
@@ -157,7 +157,7 @@ def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: s
                       (source_fds or {}).get(i), sys)
         except OSError as e:
             raise RuntimeFailure(f"{m.path} (destination {m.destination!r}): mount failed: "
-                                 f"{e.strerror}") from None
+                                 f"{e.strerror}", errno=e.errno) from None
 
 
 def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str,
@@ -185,7 +185,8 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
             st = sys.fstat(m.idmap_fd) if m.idmap_fd >= 0 else sys.stat(source)
             src_is_dir = stat.S_ISDIR(st.st_mode)
         except OSError as e:
-            raise RuntimeFailure(f"{m.path}.source: {m.source!r}: {e.strerror.lower()}") from None
+            raise RuntimeFailure(f"{m.path}.source: {m.source!r}: {e.strerror.lower()}",
+                                 errno=e.errno) from None
     else:
         src_is_dir = True
     fd = make_path(root_fd, m.destination, is_dir=src_is_dir, sys=sys)
@@ -219,7 +220,8 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
             except OSError as e:
                 if e.errno == 22 and data:  # EINVAL: most likely an option the fs does not know
                     raise RuntimeFailure(f"{m.path}.options: {','.join(data)!r}: {m.type} refused "
-                                         "these options (Invalid argument)") from None
+                                         "these options (Invalid argument)",
+                                         errno=e.errno) from None
                 if not isinstance(e, PermissionError) or m.type != "sysfs":
                     raise
                 # sysfs can't be mounted without owning the network namespace: bind the host's.
@@ -529,7 +531,7 @@ def _for_each_in_root(paths: list[str], field: str, action, sys: Sys = SYS) -> N
             try:
                 action(path, fd, root)
             except OSError as e:
-                raise RuntimeFailure(f"{field}: {path}: {e.strerror}") from None
+                raise RuntimeFailure(f"{field}: {path}: {e.strerror}", errno=e.errno) from None
             finally:
                 sys.close(fd)
     finally:
@@ -573,7 +575,8 @@ def open_devnull(root_fd: int, sys: Sys = SYS) -> int:
     try:
         fd = sys.openat2(root_fd, "dev/null", os.O_PATH, _IN_ROOT | sc.RESOLVE_NO_SYMLINKS)
     except OSError as e:
-        raise RuntimeFailure(f"linux.maskedPaths: /dev/null in the container: {e.strerror}") from None
+        raise RuntimeFailure(f"linux.maskedPaths: /dev/null in the container: {e.strerror}",
+                             errno=e.errno) from None
     st = sys.fstat(fd)
     if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
         sys.close(fd)

@@ -122,6 +122,7 @@ def test_a_failed_mount_names_the_mount_and_the_errno(cfg, fake):
         set_up(cfg, fake)
     assert_message(e, "mounts[4] (destination '/dev/mqueue'): mount failed: mount('mqueue', ",
                    "Operation not permitted")
+    assert e.value.errno == errno.EPERM  # an attribute, not only words in the message
     assert not fake.named("pivot_root")
 
 
@@ -131,6 +132,7 @@ def test_a_filesystem_refusing_its_options(cfg, fake):
         set_up(cfg, fake)
     assert str(e.value) == ("mounts[3].options: 'mode=1777,size=65536k': tmpfs refused these "
                             "options (Invalid argument)")
+    assert e.value.errno == errno.EINVAL
 
 
 def test_a_missing_bind_source(cfg, fake):
@@ -138,6 +140,7 @@ def test_a_missing_bind_source(cfg, fake):
     with pytest.raises(RuntimeFailure) as e:
         set_up(cfg, fake)
     assert_message(e, "mounts[7].source: '/srv/data': open_tree(", "no such file or directory")
+    assert e.value.errno == errno.ENOENT
     assert fake.calls == [("open_tree", fake.calls[0][1])]  # nothing else was tried
 
 

@@ -37,7 +37,7 @@ def main(opts, ctx):
             with open(opts.process) as f:
                 process_json = jsonio.load(f)
         except OSError as e:
-            raise RuntimeFailure(f"--process {opts.process}: {e.strerror}") from None
+            raise RuntimeFailure(f"--process {opts.process}: {e.strerror}", errno=e.errno) from None
         except ValueError as e:
             raise RuntimeFailure(f"--process {opts.process}: not valid JSON: {e}") from None
     elif not opts.command:

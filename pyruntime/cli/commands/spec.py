@@ -19,5 +19,5 @@ def main(opts, ctx):
         with open(path, "x") as f:
             json.dump(default_spec(rootless=opts.rootless), f, indent="\t")
     except OSError as e:
-        raise RuntimeFailure(f"cannot write {path}: {e.strerror}") from None
+        raise RuntimeFailure(f"cannot write {path}: {e.strerror}", errno=e.errno) from None
     return 0

@@ -44,7 +44,7 @@ def _read_resources(src: str) -> dict:
             with open(src) as f:
                 text = f.read()
     except OSError as e:
-        raise RuntimeFailure(f"--resources {src}: {e.strerror}") from None
+        raise RuntimeFailure(f"--resources {src}: {e.strerror}", errno=e.errno) from None
     try:
         r = json.loads(text) if text.strip() else {}
     except ValueError as e:
