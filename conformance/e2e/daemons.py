@@ -248,6 +248,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         for d in absent:
             if d in SIDE_TREES:
                 shutil.rmtree(d, ignore_errors=True)
+            elif d.startswith("/sys/fs/cgroup/") and \
+                    not os.path.ismount("/".join(d.split("/")[:5])):
+                # a controller this host does not mount is a plain dir of the tmpfs, where
+                # conmon still makes its dirs and writes a `tasks` file: rmdir alone leaves it
+                shutil.rmtree(d, ignore_errors=True)
             elif d.startswith("/sys/fs/cgroup/"):
                 for sub, _, _ in sorted(os.walk(d), key=lambda w: -len(w[0])):
                     try:
