@@ -11,6 +11,7 @@ sides: systemctl inside, the cgroup files from the host.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import shutil
@@ -593,6 +594,23 @@ def check_running_unit(box: SystemdContainer, template, name: str, slice_name: s
 
 
 @pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's --systemd-cgroup")
+@contextlib.contextmanager
+def started_box(runtime, tmp_path, mode):
+    """A booted SystemdContainer for the test's body: a failure carries its diagnosis, and it
+    is removed afterwards, its host cgroup with it."""
+    box = SystemdContainer(runtime, tmp_path, mode)
+    box.build()
+    try:
+        box.start()
+        yield box
+    except AssertionError as e:
+        raise AssertionError(f"{e}{box.diagnose()}") from None
+    finally:
+        runtime("delete", "--force", box.cid, check=False)
+        shutil.rmtree(box.bundle, ignore_errors=True)
+    assert not os.path.exists(box.host_cg)
+
+
 @pytest.mark.skipif(not os.path.exists(SYSTEMD), reason="systemd is not installed "
                     "(tests/setup.sh installs it)")
 @pytest.mark.skipif(LAYOUT.unified is None, reason="needs a cgroup2 hierarchy for systemd")
@@ -605,10 +623,7 @@ def test_real_systemd(runtime, rootfs_template, tmp_path, mode):
     """unified: systemd gets its own cgroup2 dir; hybrid: the runtime's cgroup mount (the
     container's dir in each v1 hierarchy; systemd mounts cgroup2 at /sys/fs/cgroup/unified),
     so the driver's v1 properties (MemoryLimit, CPUShares) and v1 dirs run for real too."""
-    box = SystemdContainer(runtime, tmp_path, mode)
-    box.build()
-    try:
-        box.start()
+    with started_box(runtime, tmp_path, mode) as box:
         assert not box.path(dbus.SYSTEM_BUS).exists()  # no bus daemon yet: the private socket
         # A nested slice ("pyrt-test.slice" lives at pyrt.slice/pyrt-test.slice).
         check_running_unit(box, rootfs_template, "viaprivate", "pyrt-test.slice")
@@ -647,12 +662,6 @@ def test_real_systemd(runtime, rootfs_template, tmp_path, mode):
                 assert time.monotonic() < deadline, f"the driver still uses {who!r}"
                 time.sleep(0.1)
             check_running_unit(box, rootfs_template, "viabus", "system.slice")
-    except AssertionError as e:
-        raise AssertionError(f"{e}{box.diagnose()}") from None
-    finally:
-        runtime("delete", "--force", box.cid, check=False)
-        shutil.rmtree(box.bundle, ignore_errors=True)
-    assert not os.path.exists(box.host_cg)
 
 
 # ---------------------------------------------------------------- rootless: the user's systemd
@@ -688,8 +697,6 @@ def test_rootless_with_the_users_systemd(runtime, rootfs_template, tmp_path, mod
     leaves nothing."""
     pw = _rootless_user()
     uid, gid = pw.pw_uid, pw.pw_gid
-    box = SystemdContainer(runtime, tmp_path, mode)
-    box.build()
 
     def as_user(*args, userns=False, session_bus=False):
         env = f"env -i PATH=/usr/bin:/bin XDG_RUNTIME_DIR=/run/user/{uid}"
@@ -708,9 +715,8 @@ def test_rootless_with_the_users_systemd(runtime, rootfs_template, tmp_path, mod
                      f"-p LoadState -p ActiveState -p ControlGroup {unit}").stdout
         return dict(line.partition("=")[::2] for line in out.splitlines())
 
-    host_v2 = box.host_dirs[""]  # the systemd container's cgroup2 dir, from the host
-    try:
-        box.start()
+    with started_box(runtime, tmp_path, mode) as box:
+        host_v2 = box.host_dirs[""]  # the systemd container's cgroup2 dir, from the host
         # logind needs the system bus; linger keeps the user manager without a login session
         box.exec("systemctl", "start", "dbus.service")
         box.exec("loginctl", "enable-linger", ROOTLESS_USER, timeout=30)
@@ -809,9 +815,3 @@ def test_rootless_with_the_users_systemd(runtime, rootfs_template, tmp_path, mod
         assert p.returncode == 0, p.stderr
         assert user_unit("pyruntime-rl2.scope")["LoadState"] == "not-found"
         assert not box.path(f"/run/user/{uid}/pyrt/rl2").exists()
-    except AssertionError as e:
-        raise AssertionError(f"{e}{box.diagnose()}") from None
-    finally:
-        runtime("delete", "--force", box.cid, check=False)
-        shutil.rmtree(box.bundle, ignore_errors=True)
-    assert not os.path.exists(box.host_cg)
