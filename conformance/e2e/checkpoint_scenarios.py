@@ -7,19 +7,14 @@ not start again.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 from scenarios import PODMAN_IMG, PODMAN_RUN, Ctx, Fail, scenario, wait_for
 
-# containerd's content store refuses a blob that two writers commit at once ("commit failed:
-# content sha256:...: already exists"): pyruntime's and runc's runs of a scenario go side by
-# side, so their checkpoint steps take turns.
-CONTENT_STORE = threading.Lock()
 # docker's `start --checkpoint` uploads the checkpoint to containerd before any runtime is
-# called, and fails with that error while containerd still holds the same blob from `checkpoint
-# create` (its garbage collector has not run yet: seen under CI's load, with runc and pyruntime
-# alike). Such a start is tried again; any other failure counts.
+# called, and fails ("commit failed: content sha256:...: already exists") while containerd still
+# holds the same blob from `checkpoint create` (its garbage collector has not run yet: seen under
+# CI's load, with runc and pyruntime alike). Such a start is tried again; any other failure counts.
 UPLOAD_RACE = "failed to upload checkpoint to containerd"
 
 
@@ -30,6 +25,8 @@ def _start_from_checkpoint(c: Ctx, n: str, name: str):
             return st
         time.sleep(1)
     return st
+
+
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"
 
 
@@ -59,12 +56,11 @@ def _(c: Ctx):
     if not wait_for(lambda: _count(read) >= 10, timeout=15):
         raise Fail(f"the counter did not start: {read().e}")
     before = _count(read)  # the dump comes later: the restored count is at least this
-    with CONTENT_STORE:
-        ck = c.docker("checkpoint", "create", n, "cp1", timeout=120)
-        if ck.rc:
-            return f"ck={ck.rc} err={ck.e[-200:]}"
-        stopped = c.inspect(n, "{{.State.Status}}")
-        st = _start_from_checkpoint(c, n, "cp1")
+    ck = c.docker("checkpoint", "create", n, "cp1", timeout=120)
+    if ck.rc:
+        return f"ck={ck.rc} err={ck.e[-200:]}"
+    stopped = c.inspect(n, "{{.State.Status}}")
+    st = _start_from_checkpoint(c, n, "cp1")
     running = c.inspect(n, "{{.State.Status}}")
     return (f"ck={ck.rc} status={stopped} start={st.rc} status={running} "
             f"goes-on={_goes_on(read, before) if st.rc == 0 else st.e[-200:]}")
@@ -74,8 +70,7 @@ def _(c: Ctx):
 def _(c: Ctx):
     n = c.running(f"sh -c '{COUNTER}'")
     time.sleep(1)
-    with CONTENT_STORE:
-        ck = c.docker("checkpoint", "create", "--leave-running", n, "cp1", timeout=120)
+    ck = c.docker("checkpoint", "create", "--leave-running", n, "cp1", timeout=120)
     return f"ck={ck.rc} status={c.inspect(n, '{{.State.Status}}')}"
 
 
