@@ -34,6 +34,25 @@ def cap_mask(names) -> int:
     return m
 
 
+def assert_in_cgroup_everywhere(pid: int, rel: str, inside: str | None = None) -> None:
+    """Process `pid` is in cgroup `rel` in every hierarchy of this host (v1 ones and cgroup2):
+    its /proc/<pid>/cgroup names `rel` on each line, as does `inside` (the same file read in
+    the container, without a cgroup namespace), and each hierarchy's cgroup.procs lists it."""
+    from pyruntime.cgroups import detect
+    layout = detect()
+    seen = Path(f"/proc/{pid}/cgroup").read_text()
+    host = Path("/proc/self/cgroup").read_text()
+    assert len(seen.splitlines()) == len(host.splitlines()), (seen, host)
+    if inside is not None:
+        assert inside == seen, (inside, seen)
+    for line in seen.splitlines():
+        _, ctrls, path = line.split(":", 2)
+        assert path == rel, line
+        mnt, root = layout.unified if ctrls == "" else layout.v1[ctrls.split(",")[0]]
+        procs = Path(mnt + rel[len(root.rstrip("/")):], "cgroup.procs").read_text().split()
+        assert str(pid) in procs, (line, procs)
+
+
 def set_sh(bundle, script: str, **process) -> None:
     """Make the container's process `sh -c script` and write config.json."""
     bundle.config["process"]["args"] = ["sh", "-c", script]

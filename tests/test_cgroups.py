@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 
@@ -477,3 +478,99 @@ def test_oom_watcher_eventfd_and_polling(mgr):
         assert by_fd.check() == 0 and by_fd.gone
     finally:
         by_fd.close()
+
+
+# ---------------------------------------------------------------- placement (a new child)
+
+# Run in a fresh interpreter: clone3 needs a process with one thread (a pytest-xdist worker
+# has more), and an os.register_at_fork hook cannot be taken back.
+_PLACE = """
+import json, os, sys, threading
+from pyruntime import cgroups
+m = cgroups.manager_from_state(json.loads(sys.argv[1]))
+stop = threading.Event()
+extra = [threading.Thread(target=stop.wait) for _ in range(int(sys.argv[2]))]
+for t in extra:
+    t.start()
+p = m.placement()
+r, w = os.pipe()
+go_r, go_w = os.pipe()
+pid = p.fork()
+if pid == 0:
+    p.child()
+    os.write(w, b"moved")
+    os.read(go_r, 1)
+    with open("/proc/self/cgroup") as f:
+        os.write(w, f.read().encode())
+    os._exit(0)
+stop.set()
+os.close(w)
+assert os.read(r, 5) == b"moved"
+p.parent(pid)
+os.write(go_w, b"x")
+with os.fdopen(r) as f:
+    seen = f.read()
+os.waitpid(pid, 0)
+print(json.dumps({"born_in_v2": p.born_in_v2, "seen": seen}))
+"""
+
+
+def _python(code: str, *args: str) -> str:
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", code, *args], check=True, text=True,
+                          capture_output=True, cwd=repo, timeout=30).stdout
+
+
+@pytest.mark.parametrize("threads", [0, 1], ids=["clone3", "a-thread-forces-fork"])
+def test_placement_puts_a_child_in_every_hierarchy(mgr, threads):
+    """The child moves itself into each v1 hierarchy and is born into the cgroup2 one
+    (clone3); with another thread alive it is forked and the parent moves it into cgroup2."""
+    m = mgr()
+    rel = "/" + os.path.basename(m.paths["memory"])
+    got = json.loads(_python(_PLACE, json.dumps(m.to_state()), str(threads)))
+    assert got["born_in_v2"] == (threads == 0 and "" in m.paths)
+    lines = got["seen"].splitlines()
+    assert len(lines) == len(open("/proc/self/cgroup").read().splitlines())
+    assert all(line.endswith(":" + rel) for line in lines), got["seen"]
+
+
+_WHOLE_FORK = """
+import ctypes, os, sys, threading
+from pyruntime.linux import syscalls
+ran = []
+os.register_at_fork(after_in_child=lambda: ran.append("child"))
+fd = os.open(sys.argv[1], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+r, w = os.pipe()
+pid = syscalls.fork_into_cgroup(fd)
+if pid == 0:
+    addr = ctypes.c_uint64()
+    syscalls.libc().prctl(syscalls.PR_GET_TID_ADDRESS, ctypes.byref(addr), 0, 0, 0)
+    tid = ctypes.c_int.from_address(addr.value).value
+    grandchild = os.fork()
+    if grandchild == 0:
+        os._exit(7)
+    forked = os.waitstatus_to_exitcode(os.waitpid(grandchild, 0)[1])
+    t = threading.Thread(target=lambda: ran.append("thread"))
+    t.start()
+    t.join()
+    with open("/proc/self/cgroup") as f:
+        v2 = [line for line in f if line.startswith("0::")]
+    os.write(w, repr((tid == os.getpid(), ran, forked, v2)).encode())
+    os._exit(0)
+os.close(w)
+with os.fdopen(r) as f:
+    print(f.read())
+assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+assert ran == []
+"""
+
+
+def test_fork_into_cgroup_is_a_whole_fork(mgr):
+    """What glibc's and CPython's fork do holds in clone3's child: glibc's cached tid is the
+    child's, os.register_at_fork's hooks ran, and it can fork and start threads."""
+    m = mgr()
+    if "" not in m.paths:
+        pytest.skip("no cgroup2 hierarchy on this host")
+    rel = "/" + os.path.basename(m.paths[""])
+    got = _python(_WHOLE_FORK, m.paths[""]).strip()
+    assert got == repr((True, ["child", "thread"], 7, [f"0::{rel}\n"])), got

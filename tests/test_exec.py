@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from conftest import CGROUP_ROOT, is_pyruntime, reap_zombies
-from corehelp import ConsoleSocket, assert_failed, cap_mask, parse_status, wait_for
+from corehelp import (ConsoleSocket, assert_failed, assert_in_cgroup_everywhere, cap_mask,
+                      parse_status, wait_for)
 
 
 @pytest.fixture
@@ -45,10 +46,20 @@ def test_joins_every_namespace_and_lands_in_the_pid_namespace(runtime, running):
     assert out[7].startswith("sleep 300")
 
 
-def test_joins_the_cgroup(runtime, running):
+def test_joins_the_cgroup(runtime, running, tmp_path):
+    """In every hierarchy, seen from inside and from outside (while it runs)."""
     cid, _ = running
-    out = sh(runtime, cid, "cat /proc/self/cgroup").stdout
-    assert f"/pyrt-test/{cid}" in out
+    pid_file = tmp_path / "exec.pid"
+    p = subprocess.Popen(runtime.cmd("exec", "--pid-file", pid_file, cid, "sh", "-c",
+                                     "cat /proc/self/cgroup; echo END; read x"),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        inside = "".join(iter(p.stdout.readline, "END\n"))
+        wait_for(lambda: pid_file.exists() and pid_file.read_text())
+        assert_in_cgroup_everywhere(int(pid_file.read_text()), f"/pyrt-test/{cid}", inside)
+    finally:
+        p.communicate("\n", timeout=30)
+    assert p.returncode == 0
 
 
 def test_env_cwd_user_and_groups(runtime, running):
@@ -189,8 +200,8 @@ def test_cgroup_flag_joins_a_sub_cgroup(runtime, running):
             assert where[ctrl] == f"/pyrt-test/{cid}/sub", out
         assert where["devices"] == f"/pyrt-test/{cid}", out
         for bad, words in ((["--cgroup", ".."], ".. is not a sub cgroup path"),
-                           (["--cgroup", "none"], "/none/cgroup.procs: no such file"),
-                           (["--cgroup", "cpu:none"], "/none/cgroup.procs: no such file"),
+                           (["--cgroup", "none"], "/none: no such cgroup"),
+                           (["--cgroup", "cpu:none"], "/none: no such cgroup"),
                            (["--cgroup", "whaaat:/"], "unknown controller whaaat"),
                            (["--cgroup", "a", "--cgroup", "b"], "invalid --cgroup argument")):
             proc = sh(runtime, cid, "true", *bad, check=False)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import is_pyruntime
-from corehelp import (alive, assert_failed, parse_rfc3339, ppid_of, set_sh, wait_file, wait_for)
+from corehelp import (alive, assert_failed, assert_in_cgroup_everywhere, parse_rfc3339, ppid_of,
+                      set_sh, wait_file, wait_for)
 
 
 def cgroup_config(bundle, cid):
@@ -45,7 +46,7 @@ def test_create_leaves_a_created_container(runtime, bundle, tmp_path):
     pidfile = tmp_path / "init.pid"
     cid = runtime.new_id()
     cgroup_config(bundle, cid)
-    set_sh(bundle, "echo started > /started")
+    set_sh(bundle, "cat /proc/self/cgroup > /cgroup; echo started > /started")
     runtime.create(bundle, cid, "--pid-file", pidfile)
 
     raw = pidfile.read_text()
@@ -57,9 +58,9 @@ def test_create_leaves_a_created_container(runtime, bundle, tmp_path):
     assert st["id"] == cid
     # the init is a direct child of the caller (a subreaper); our own processes have exited
     assert ppid_of(pid) == os.getpid()
-    # it is already in its cgroup
-    cg = Path(f"/proc/{pid}/cgroup").read_text()
-    assert f":/pyrt-test/{cid}\n" in cg, cg
+    # it is already in its cgroup, in every hierarchy
+    assert_in_cgroup_everywhere(pid, f"/pyrt-test/{cid}")
+    seen = Path(f"/proc/{pid}/cgroup").read_text()
     # it holds <root>/<id>/exec.fifo open, waiting for start
     fifo = runtime.root / cid / "exec.fifo"
     assert fifo.exists()
@@ -72,6 +73,7 @@ def test_create_leaves_a_created_container(runtime, bundle, tmp_path):
     runtime("start", cid)
     assert wait_file(bundle.rootfs / "started") == "started\n"
     assert not fifo.exists()
+    assert (bundle.rootfs / "cgroup").read_text() == seen  # and sees itself there
     st = runtime.wait_stopped(cid)
     assert st["status"] == "stopped"
     runtime("delete", cid)

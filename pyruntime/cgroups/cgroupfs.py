@@ -15,6 +15,7 @@ from pyruntime.errors import RuntimeFailure
 
 from pyruntime.cgroups import devices as _devices
 from pyruntime.cgroups import v1, v2
+from pyruntime.cgroups.placement import Placement, add
 from pyruntime.cgroups.common import Fields, Layout, clean_path, default_layout, hugepage_sizes, read_or, write
 
 # v1 controller name -> its cgroup v2 name
@@ -31,6 +32,7 @@ class Manager:
         self.extra = dict(extra or {})       # e.g. the attached device BPF program
         self.undelegated: dict[str, str] = {}  # rootless: controller -> the dir we may not write
         self._v2ctl: set[str] | None = None
+        self.self_move = True  # False: the parent moves a new child (placement.py)
 
     # ------------------------------------------------------------ paths
 
@@ -98,15 +100,14 @@ class Manager:
 
     def add_pid(self, pid: int) -> None:
         for d in self._unique_dirs():
-            try:
-                write(d, "cgroup.procs", pid, "cgroups")
-            except RuntimeFailure as e:
-                why = e.errno == errno.EACCES and \
-                    d == self.dirs.get("") and " (a cgroup2 move needs write access to the " \
-                    "common ancestor: run from inside the delegated subtree)" or ""
-                raise RuntimeFailure(f"cgroups: cannot add pid {pid} to {d}: "
-                                     f"{os.strerror(e.errno) if e.errno else e}{why}",
-                                     errno=e.errno) from None
+            add(d, "cgroup.procs", pid, f"pid {pid}", cgroup2=d == self.dirs.get(""))
+
+    def placement(self) -> Placement:
+        """How a new child gets in (placement.py): it moves itself, unless the caller is not
+        root (rootless: a delegation may not extend to v1's `tasks`; cgroup.procs is what
+        rootless.restrict checked)."""
+        return Placement(self.dirs, self_move=self.self_move and os.geteuid() == 0,
+                         move=self.add_pid)
 
     def destroy(self) -> None:
         # (an attached device filter goes away with its cgroup: no need to detach it)

@@ -33,6 +33,7 @@ def restrict(mgr, resources: dict):
         return NoCgroup(mgr.mode, refused)
     mgr.dirs = keep
     mgr.undelegated = refused
+    mgr.self_move = False  # the parent moves the child: cgroup.procs is what was checked
     # Enabling cgroup2 controllers is the delegating admin's part (and the host-wide record of
     # what pyruntime enabled lives in /run): a rootless create uses what it was given.
     mgr.unified_mount = None
@@ -53,6 +54,10 @@ class NoCgroup:
 
     def add_pid(self, pid: int) -> None:
         pass
+
+    def placement(self):
+        from pyruntime.cgroups.placement import Placement
+        return Placement({})
 
     def apply(self, resources, update: bool = False) -> None:
         if resources:  # a limit with nowhere to go: the manager's check names the controller

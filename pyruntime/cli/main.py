@@ -34,7 +34,10 @@ COMMANDS = {
 GLOBAL_VALUE_FLAGS = {"root", "log", "log-format", "rootless", "criu"}
 GLOBAL_BOOL_FLAGS = {"debug", "systemd-cgroup"}
 # Commands whose first cgroup move would otherwise wait for an RCU grace period (see
-# cgroups.common.prime_attach_lock).
+# cgroups.common.prime_attach_lock), where the parent still moves its child by pid: with the
+# systemd driver or rootless. Elsewhere the child needs no such move (cgroups/placement.py),
+# and priming would cost: its move holds cgroup_mutex through the wait (our mkdirs queue
+# behind it) and its thread, while it lives, keeps clone3 out.
 MOVE_A_CHILD_INTO_A_CGROUP = ("create", "run", "exec")
 
 
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     # (containerd relies on it), so exec fails with 255, as runc's does
     failed = 255 if name == "exec" else 1
     try:
-        if name in MOVE_A_CHILD_INTO_A_CGROUP:
+        if name in MOVE_A_CHILD_INTO_A_CGROUP and (ctx.systemd_cgroup or ctx.rootless):
             # as early as we can: the move's lock wait then overlaps the imports and preparation
             from pyruntime.cgroups.common import prime_attach_lock
             prime_attach_lock()

@@ -4,8 +4,11 @@ then, for `create`, a marker byte on exec.fifo.
 create (the parent is the `create` command; the init is PID 1 of the container)::
 
     parent                       bootstrap child                 init
-    fork ----------------------> (waits)
-    cgroup: add pid, apply
+    fork (clone3 into the -----> moves itself into each v1
+    cgroup2 dir, if it can)      hierarchy (tasks)
+                       MOVED <-- (waits)
+    cgroup: add pid where the
+    child could not go, apply
     GO ------------------------> join and unshare namespaces
                       USERNS <-- (a new user namespace only)
     write uid/gid maps
@@ -27,7 +30,8 @@ create (the parent is the `create` command; the init is PID 1 of the container):
 exec (the process is the program `exec` runs)::
 
     parent                       bootstrap child                 process
-    fork ----------------------> (waits)
+    fork, as for create -------> moves itself, as for create
+                       MOVED <-- (waits)
     affinity, cgroup, intelRdt
     GO ------------------------> join the init's namespaces
                                  fork the process --------------> (held until PID is sent)
@@ -51,6 +55,7 @@ from pyruntime.errors import PeerGone, ProtocolError, RuntimeFailure
 TRACE = __import__("traceback") if os.environ.get("PYRUNTIME_TRACE") else None
 
 # the messages (a message's "type")
+MOVED = "moved"            # bootstrap -> parent: I am in the cgroups I could enter myself
 GO = "go"                  # parent -> bootstrap: you are in the container's cgroup
 USERNS = "userns"          # bootstrap -> parent: I unshared a user namespace, map it
 MAPPED = "mapped"          # parent -> bootstrap: the uid/gid maps are written

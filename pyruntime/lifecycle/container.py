@@ -176,7 +176,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             c.unlock()  # our copy of the lock fd would hold the flock for the init's lifetime
             boot.redirect_stdio(stdio)
             bootstrap(chan, args)
-        pid, chan = boot.spawn(WHO, child, args)
+        placement = mgr.placement()
+        pid, chan = boot.spawn(WHO, child, args, cgroup=placement)
     finally:
         for _, fd in ns_fds:
             os.close(fd)
@@ -195,8 +196,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
     try:
         try:
             with step("cgroups"):
-                mgr.add_pid(pid)
-                log.debug(f"bootstrap child {pid} put in the cgroup")
+                boot.in_cgroup(chan, pid, placement)
+                log.debug(f"bootstrap child {pid} in the cgroup")
                 if rootless:  # no device rules: the kernel refuses them to an unprivileged user
                     mgr.apply(resources)
                 else:

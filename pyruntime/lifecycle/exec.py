@@ -129,8 +129,9 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         def child(chan, *args):
             boot.redirect_stdio(stdio)
             _bootstrap(chan, *args)
+        placement = _placement(c, cgroup, proc)
         pid, chan = boot.spawn(WHO, child, ns_fds, proc, sock, in_user_ns, seccomp_prog,
-                               preserve_fds, notify)
+                               preserve_fds, notify, cgroup=placement)
     finally:
         for _, fd in ns_fds:
             os.close(fd)
@@ -141,7 +142,7 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
     try:
         _set_affinity(pid, proc, "initial")
         with step("cgroups"):
-            _join_cgroup(c, pid, cgroup)
+            boot.in_cgroup(chan, pid, placement)
         if c.state.intel_rdt:
             from pyruntime.linux import intelrdt
             intelrdt.join(c.state.intel_rdt, pid)
@@ -202,15 +203,24 @@ def _maybe_seal(c: Container, init_pid: int, reexec: bool = True) -> None:
     sealed.reexec()
 
 
-def _join_cgroup(c: Container, pid: int, subs: list[str] | None) -> None:
+def _placement(c: Container, subs: list[str] | None, proc):
+    """Where the process goes: the container's cgroup, or the sub-cgroups of --cgroup."""
     if not c.state.cgroup:
-        return
+        return None
     from pyruntime import cgroups
     mgr = cgroups.manager_from_state(c.state.cgroup)
     if not subs:
-        mgr.add_pid(pid)
-        return
-    dirs = dict(mgr.paths)
+        placement = mgr.placement()
+    else:
+        from pyruntime.cgroups.placement import Placement
+        placement = Placement(_sub_dirs(mgr.paths, subs), self_move=os.geteuid() == 0)
+    if (proc.exec_cpu_affinity or {}).get("initial"):
+        placement.self_move = False  # the parent sets it before the move
+    return placement
+
+
+def _sub_dirs(dirs: dict[str, str], subs: list[str]) -> dict[str, str]:
+    dirs = dict(dirs)
     for ctrl, sub in sub_cgroups(subs).items():
         for key in (dirs if ctrl == "" else [ctrl]):
             if key not in dirs:
@@ -219,14 +229,10 @@ def _join_cgroup(c: Container, pid: int, subs: list[str] | None) -> None:
             target = os.path.normpath(os.path.join(top, sub.lstrip("/")))
             if target != top and not target.startswith(top + "/"):
                 raise RuntimeFailure(f"--cgroup: {sub} is not a sub cgroup path")
+            if not os.path.isdir(target):
+                raise RuntimeFailure(f"--cgroup: {target}: no such cgroup")
             dirs[key] = target
-    for d in dict.fromkeys(dirs.values()):  # one write per hierarchy, in order
-        try:
-            with open(os.path.join(d, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
-        except OSError as e:
-            raise RuntimeFailure(f"error adding pid {pid} to cgroups: {d}/cgroup.procs: "
-                                 f"{e.strerror.lower()}", errno=e.errno) from None
+    return dirs
 
 
 def sub_cgroups(args: list[str]) -> dict[str, str]:

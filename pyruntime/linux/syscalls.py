@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import sys
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -263,6 +264,78 @@ def set_mempolicy(mode: int, nodemask: int, maxnode: int) -> None:
     _check(_libc.syscall(nr("set_mempolicy"), ctypes.c_int(mode), mask if nodemask else None,
                          ctypes.c_ulong(words * 64 + 1 if nodemask else 0)),
            "set_mempolicy", hex(mode), hex(nodemask))
+
+
+# clone3
+CLONE_CHILD_CLEARTID = 0x00200000
+CLONE_CHILD_SETTID = 0x01000000
+CLONE_INTO_CGROUP = 0x200000000
+PR_GET_TID_ADDRESS = 40
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls",
+        "set_tid", "set_tid_size", "cgroup")]
+
+
+# Called with the GIL held, as os.fork calls fork(): a CDLL call releases it, and a child made
+# meanwhile would inherit a GIL that another thread may hold.
+_pyapi = ctypes.PyDLL(None)
+_pysyscall = ctypes.PyDLL(None, use_errno=True).syscall
+_pysyscall.restype = ctypes.c_long
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """os.fork(), but the child starts in the cgroup2 dir `cgroup_fd` (clone3 with
+    CLONE_INTO_CGROUP): no move, so no wait for the kernel's cgroup_threadgroup_rwsem.
+
+    A raw clone3 skips what glibc's fork() does around the syscall, so this does it, or
+    refuses (OSError; the caller falls back to os.fork): the process must have one thread
+    (glibc's fork also locks malloc's arenas and runs pthread_atfork handlers, for the sake of
+    other threads); the child's cached tid (glibc's struct pthread) is set by the kernel at the
+    address glibc registered for it (PR_GET_TID_ADDRESS), with the flags glibc's fork passes;
+    CPython's own fork hooks run as in os.fork (PyOS_BeforeFork, PyOS_AfterFork_*: the GIL,
+    the import lock, threading's and os.register_at_fork's hooks). Signals are blocked and the
+    garbage collector is off from before the clone until the child's hooks have run, so that
+    no Python code (a signal handler, a finalizer) runs in the child before them."""
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:
+        raise OSError(16, f"fork_into_cgroup: this process has {threads} threads")
+    tid_address = ctypes.c_uint64()
+    _check(_libc.prctl(ctypes.c_int(PR_GET_TID_ADDRESS), ctypes.byref(tid_address),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+           "prctl", PR_GET_TID_ADDRESS)
+    if not tid_address.value:
+        raise OSError(22, "fork_into_cgroup: glibc registered no tid address")
+    args = _CloneArgs(flags=CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | CLONE_INTO_CGROUP,
+                      child_tid=tid_address.value, exit_signal=17, cgroup=cgroup_fd)  # SIGCHLD
+    import gc
+    from pyruntime.lean import signal
+    sys.audit("os.fork")
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    collecting = gc.isenabled()
+    gc.disable()  # no finalizer may run in the child before its hooks
+    _pyapi.PyOS_BeforeFork()
+    pid = _pysyscall(ctypes.c_long(nr("clone3")), ctypes.byref(args),
+                     ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid == 0:
+        try:
+            _pyapi.PyOS_AfterFork_Child()
+            if collecting:
+                gc.enable()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        except BaseException:
+            os._exit(1)  # a child never returns into its parent's code
+        return 0
+    err = ctypes.get_errno()
+    _pyapi.PyOS_AfterFork_Parent()
+    if collecting:
+        gc.enable()
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    if pid < 0:
+        raise OSError(err, f"clone3(CLONE_INTO_CGROUP, {cgroup_fd}): {os.strerror(err)}")
+    return pid
 
 
 class Sys:

@@ -1,8 +1,9 @@
 """What `create` and `exec` share around their children, on both sides of the fork.
 
 The parent connects the console socket, forks a bootstrap child (spawn) and, should it fail
-after that, kills and reaps it. The bootstrap child waits until the parent has put it into the
-container's cgroup, joins namespaces (enter), then forks the process that goes on, held until
+after that, kills and reaps it. The bootstrap child enters the container's cgroups where it can
+itself (cgroups/placement.py), waits until the parent has put it into the rest (in_cgroup),
+joins namespaces (enter), then forks the process that goes on, held until
 the parent has its pid (fork_held): the init for `create`, the new process for `exec`. That
 one may set a terminal up (setup_terminal). Whichever fails reports it over the channel
 (fail) and exits: it never returns into the caller's code. The messages are in
@@ -17,7 +18,7 @@ import prctl
 from pyruntime import log
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lean import signal, socket
-from pyruntime.lifecycle.channel import GO, PID, TRACE, Channel
+from pyruntime.lifecycle.channel import GO, MOVED, PID, TRACE, Channel
 from pyruntime.linux import console, namespaces
 
 # The lifecycle step a child is at: a failure that names none is reported as this one's.
@@ -47,12 +48,13 @@ def console_socket(terminal: bool, path: str | None,
         raise RuntimeFailure(f"--console-socket {path}: {e.strerror}", errno=e.errno) from None
 
 
-def spawn(who: str, main, *args) -> tuple[int, Channel]:
-    """Fork the bootstrap child, which runs main(chan, *args) and never returns; `who` names
-    it in failures that are not a RuntimeFailure. Returns its pid and the parent's end."""
+def spawn(who: str, main, *args, cgroup: Placement | None = None) -> tuple[int, Channel]:
+    """Fork the bootstrap child, which enters what it can of `cgroup` itself, reports MOVED,
+    then runs main(chan, *args) and never returns; `who` names it in failures that are not a
+    RuntimeFailure. Returns its pid and the parent's end; the parent goes on with in_cgroup."""
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        pid = os.fork()
+        pid = cgroup.fork() if cgroup is not None else os.fork()
     except BaseException:
         parent_sock.close()
         child_sock.close()
@@ -61,12 +63,23 @@ def spawn(who: str, main, *args) -> tuple[int, Channel]:
         parent_sock.close()
         chan = Channel(child_sock)
         try:
+            at("cgroups")
+            if cgroup is not None:
+                cgroup.child()
+            chan.send(MOVED)
             main(chan, *args)
         except BaseException as e:
             fail(chan, e, who)
         os._exit(1)  # main ends in execve or os._exit
     child_sock.close()
     return pid, Channel(parent_sock)
+
+
+def in_cgroup(chan: Channel, pid: int, cgroup: Placement | None) -> None:
+    """The parent's part: once the child has moved itself, move it where it could not go."""
+    chan.recv(MOVED)
+    if cgroup is not None:
+        cgroup.parent(pid)
 
 
 def kill_and_reap(pid: int) -> None:

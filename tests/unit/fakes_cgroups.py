@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pyruntime.cgroups import bpf, cgroupfs, common, devices, v1, v2
+from pyruntime.cgroups import bpf, cgroupfs, common, devices, placement, v1, v2
 
 HUGEPAGE_SIZES = ["2MB", "1GB"]
 
@@ -59,6 +59,8 @@ class FakeCgroup:
             for name, content in files.items():
                 (d / name).write_text(content)
             (d / "cgroup.procs").touch()
+            if key:
+                (d / "tasks").touch()
             self.dirs[key] = str(d)
         self._key = {d: k for k, d in self.dirs.items()}
         real_write = common.write
@@ -67,7 +69,7 @@ class FakeCgroup:
             self.writes.append((self._key.get(dirpath, dirpath), name, str(value)))
             real_write(dirpath, name, value, field)
 
-        for module in (common, v1, v2, devices, cgroupfs):
+        for module in (common, v1, v2, devices, cgroupfs, placement):
             monkeypatch.setattr(module, "write", write)
         monkeypatch.setattr(cgroupfs, "hugepage_sizes", lambda: list(HUGEPAGE_SIZES))
         # The v2 device filter: what would be attached, not a program loaded into the kernel.

@@ -32,6 +32,7 @@ def _fails_at_rootfs(chan, exc):
 def test_a_childs_failure_reaches_the_parent_typed(exc, want):
     pid, chan = boot.spawn("container init", _fails_at_rootfs, exc)
     try:
+        boot.in_cgroup(chan, pid, None)  # MOVED: no cgroup to enter
         chan.send(channel.GO)
         with pytest.raises(RuntimeFailure) as e:
             chan.recv(channel.PID)
@@ -52,6 +53,7 @@ def test_the_held_process_speaks_after_pid_and_knows_its_pid():
     prctl.set_child_subreaper(True)  # the held process is orphaned: we reap it
     pid, chan = boot.spawn("exec", lambda c: (boot.enter(c, []), boot.fork_held(c, "exec", _held)))
     try:
+        boot.in_cgroup(chan, pid, None)  # MOVED: no cgroup to enter
         chan.send(channel.GO)
         held = chan.recv(channel.PID)["pid"]
         assert chan.recv(channel.CREATED)["host_pid"] == held

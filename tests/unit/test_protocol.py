@@ -20,7 +20,7 @@ def pair():
     b.close()
 
 
-MESSAGES = [(channel.GO, {}), (channel.USERNS, {}), (channel.MAPPED, {}),
+MESSAGES = [(channel.MOVED, {}), (channel.GO, {}), (channel.USERNS, {}), (channel.MAPPED, {}),
             (channel.PID, {"pid": 4242}), (channel.HOOKS, {}),
             (channel.HOOKS_DONE, {"state": {"id": "c1", "status": "created", "pid": 7}}),
             (channel.CREATED, {})]
@@ -34,7 +34,7 @@ def test_each_message_round_trips(pair, kind, fields):
 
 
 def test_the_names_are_distinct():
-    names = [channel.GO, channel.USERNS, channel.MAPPED, channel.PID, channel.HOOKS,
+    names = [channel.MOVED, channel.GO, channel.USERNS, channel.MAPPED, channel.PID, channel.HOOKS,
              channel.HOOKS_DONE, channel.CREATED, channel.ERROR]
     assert len(set(names)) == len(names)
     assert channel.FIFO_READY != channel.FIFO_ERROR and len(channel.FIFO_READY) == 1

@@ -8,6 +8,7 @@ from pyruntime.errors import RuntimeFailure
 from pyruntime.cgroups import v1, v2
 from pyruntime.cgroups.cgroupfs import _V2_NAME, Manager, _makedirs
 from pyruntime.cgroups.common import Layout, default_layout, write
+from pyruntime.cgroups.placement import Placement
 from pyruntime.cgroups.systemd.dbus import Systemd
 from pyruntime.cgroups.systemd.names import (DEFAULT_SLICE, USER_SLICE, _pid1_cgroups,
                                              parse_cgroups_path, unit_cgroup, unit_dirs)
@@ -61,6 +62,13 @@ class SystemdManager(Manager):
             self._pending = pid
         else:
             raise RuntimeFailure(f"systemd cgroup driver: {self.unit} is not started yet")
+
+    def placement(self) -> Placement:
+        sd = self.extra["systemd"]
+        if sd.get("started") and not sd.get("user"):
+            return super().placement()  # exec: as add_pid, the cgroupfs way
+        # create: systemd moves the pid into the unit it starts (add_pid, then apply)
+        return Placement(self.dirs, self_move=False, move=self.add_pid)
 
     def apply(self, resources: dict | None, update: bool = False) -> None:
         unified = self.mode == "v2"
