@@ -339,12 +339,14 @@ def prime_attach_lock() -> None:
     """Start paying, in a thread, the wait that the first cgroup move of this process pays.
 
     Moving a process into a cgroup takes a kernel-wide lock whose writer first waits for an RCU
-    grace period unless another writer held it within the last grace period. `create`, `run`
-    and `exec` move their child a little into their work:
-    writing our own pid into the cgroup we already are in (a move to where we are) takes the
-    lock now, in the background, so that wait overlaps the imports and the preparation (the CLI
-    calls this before it imports the command). Best effort. The thread only makes syscalls: it
-    holds no lock of the interpreter's that a later fork could inherit."""
+    grace period unless another writer held it within the last grace period. Where `create`,
+    `run` and `exec` still move their child by pid (placement.py: rootless, the systemd
+    driver), they do it a little into their work: writing our own pid into the cgroup we
+    already are in (a move to where we are) takes the lock now, in the background, so that wait
+    overlaps the imports and the preparation (the CLI calls this before it imports the
+    command). Best effort. The thread only makes syscalls: it holds no lock of the
+    interpreter's that a later fork could inherit; while it lives, clone3 is refused
+    (syscalls.fork_into_cgroup) and the child is forked."""
     import _thread
     layout = default_layout()
     key = "" if layout.unified else next(iter(layout.v1), None)
