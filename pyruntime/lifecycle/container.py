@@ -197,7 +197,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         try:
             with step("cgroups"):
                 boot.in_cgroup(chan, pid, placement)
-                log.debug(f"bootstrap child {pid} in the cgroup")
+                log.debug(f"bootstrap child {pid} put in the cgroup")
                 if rootless:  # no device rules: the kernel refuses them to an unprivileged user
                     mgr.apply(resources)
                 else:
