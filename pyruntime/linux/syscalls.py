@@ -292,9 +292,11 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
 
     A raw clone3 skips what glibc's fork() does around the syscall, so this does it, or
     refuses (OSError; the caller falls back to os.fork): the process must have one thread
-    (glibc's fork also locks malloc's arenas and runs pthread_atfork handlers, for the sake of
-    other threads); the child's cached tid (glibc's struct pthread) is set by the kernel at the
-    address glibc registered for it (PR_GET_TID_ADDRESS), with the flags glibc's fork passes;
+    (glibc's fork locks malloc's arenas for the sake of other threads; it also runs
+    pthread_atfork handlers, which no library pyruntime loads registers, and re-registers the
+    robust-mutex list, which CPython does not use); the child's cached tid (glibc's struct
+    pthread) is set by the kernel at the address glibc registered for it (PR_GET_TID_ADDRESS),
+    with the flags glibc's fork passes;
     CPython's own fork hooks run as in os.fork (PyOS_BeforeFork, PyOS_AfterFork_*: the GIL,
     the import lock, threading's and os.register_at_fork's hooks). Signals are blocked and the
     garbage collector is off from before the clone until the child's hooks have run, so that
