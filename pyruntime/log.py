@@ -11,12 +11,14 @@ import time
 
 from pyruntime.lean import jsonio
 
-_file = None
+# Plain fds written with one os.write a line, no file objects: a file object's lock, held by
+# one thread of the warm server while another forks, would stay held in the child for good.
+_file = -1
 _json = False
 _debug = False
 # --debug without --log: runc writes the debug lines to stderr. A dup taken at setup, because
 # the init's fd 2 later becomes the container's console, which must not get them.
-_debug_out = None
+_debug_out = -1
 
 
 def setup(path: str | None, fmt: str = "text", debug: bool = False) -> None:
@@ -24,14 +26,12 @@ def setup(path: str | None, fmt: str = "text", debug: bool = False) -> None:
     _json, _debug = fmt == "json", debug
     if path:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            _file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+            _file = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
             print(f"pyruntime: cannot open log file {path}: {e.strerror}", file=sys.stderr)
-    if debug and _file is None:
+    if debug and _file < 0:
         try:
-            # os.dup: close-on-exec
-            _debug_out = os.fdopen(os.dup(2), "a", buffering=1, encoding="utf-8")
+            _debug_out = os.dup(2)  # (close-on-exec)
         except OSError:
             pass
 
@@ -42,17 +42,17 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
-def _write(level: str, msg: str, out=None) -> None:
-    out = out or _file
-    if out is None:
+def _write(level: str, msg: str, out: int = -1) -> None:
+    out = out if out >= 0 else _file
+    if out < 0:
         return
     if _json:  # as logrus's: Go's encoding/json
         line = jsonio.go_dumps({"level": level, "msg": msg, "time": now_rfc3339()})
     else:  # logrus's text: the message quoted (and escaped) as Go's %q does
         line = f'time="{now_rfc3339()}" level={level} msg={go_q(msg)}'
     try:
-        out.write(line + "\n")
-    except (OSError, ValueError):
+        os.write(out, (line + "\n").encode("utf-8", "backslashreplace"))
+    except OSError:
         pass
 
 
@@ -88,6 +88,10 @@ def error(msg: str) -> None:
 
 
 def warning(msg: str) -> None:
+    lines = getattr(_capture, "lines", None) if _capture is not None else None
+    if lines is not None:
+        lines.append(msg)
+        return
     _write("warning", msg)
     print(f"pyruntime: warning: {msg}", file=sys.stderr)
 
@@ -101,7 +105,7 @@ def debug(msg: str, stage: int | None = None) -> None:
     if _debug:
         if stage is not None:
             msg = f"nsexec-{stage}[{os.getpid()}]: {msg}"
-        _write("debug", msg, _file or _debug_out)
+        _write("debug", msg, _file if _file >= 0 else _debug_out)
 
 
 def drop_stderr_copy() -> None:
@@ -109,20 +113,38 @@ def drop_stderr_copy() -> None:
     longer has the caller's stderr as its own: holding a copy would keep the caller from
     seeing EOF on it."""
     global _debug_out
-    if _debug_out is not None:
+    if _debug_out >= 0:
         try:
-            _debug_out.close()
+            os.close(_debug_out)
         except OSError:
             pass
-        _debug_out = None
+        _debug_out = -1
 
 
 def close() -> None:
     global _file, _debug_out
-    for f in (_file, _debug_out):
-        if f is not None:
+    for fd in (_file, _debug_out):
+        if fd >= 0:
             try:
-                f.close()
+                os.close(fd)
             except OSError:
                 pass
-    _file = _debug_out = None
+    _file = _debug_out = -1
+
+
+# The warm server's requests run in threads: each one's warnings go back to its client.
+_capture = None
+
+
+def capture_warnings(local) -> None:
+    global _capture
+    _capture = local
+
+
+def capture_start() -> list:
+    lines = _capture.lines = []
+    return lines
+
+
+def capture_end() -> None:
+    _capture.lines = None

@@ -16,7 +16,7 @@ from pyruntime.errors import RuntimeFailure
 from pyruntime.cgroups import devices as _devices
 from pyruntime.cgroups import v1, v2
 from pyruntime.cgroups.placement import Placement, add
-from pyruntime.cgroups.common import Fields, Layout, clean_path, default_layout, hugepage_sizes, read_or, write
+from pyruntime.cgroups.common import Fields, Layout, clean_path, default_layout, hugepage_sizes, read_or, write  # noqa: F401 (tests/unit/fakes_cgroups.py replaces it)
 
 # v1 controller name -> its cgroup v2 name
 _V2_NAME = {"blkio": "io"}

@@ -71,3 +71,42 @@ def asdict(obj):
     if isinstance(obj, dict):
         return {k: asdict(v) for k, v in obj.items()}
     return obj
+
+
+_TAG = "\x00record"
+_SET = "\x00set"
+
+
+def to_plain(obj):
+    """A record as JSON-able values that from_plain() turns back into the same records (the
+    warm server hands the parsed config to the container's init this way)."""
+    cls = type(obj)
+    if hasattr(cls, "_record_fields"):
+        return {_TAG: f"{cls.__module__}:{cls.__qualname__}",
+                **{n: to_plain(getattr(obj, n)) for n in cls._record_fields}}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return {_SET: sorted(obj)}
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def from_plain(data, allowed: tuple[str, ...]):
+    """to_plain()'s inverse, for record classes of the modules in `allowed` only."""
+    if isinstance(data, list):
+        return [from_plain(v, allowed) for v in data]
+    if not isinstance(data, dict):
+        return data
+    if _SET in data:
+        return set(data[_SET])
+    if _TAG not in data:
+        return {k: from_plain(v, allowed) for k, v in data.items()}
+    module, _, name = data[_TAG].partition(":")
+    if module not in allowed:
+        raise ValueError(f"record class {data[_TAG]!r} is not one this message may carry")
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    if not hasattr(cls, "_record_fields"):
+        raise ValueError(f"{data[_TAG]!r} is not a record class")
+    return cls(**{k: from_plain(v, allowed) for k, v in data.items() if k != _TAG})

@@ -27,6 +27,25 @@ create (the parent is the `create` command; the init is PID 1 of the container):
     `start` reads to EOF: FIFO_READY then EOF means the process called execve (the fifo is
     close-on-exec); FIFO_READY, FIFO_ERROR, ERROR means the last steps or execve failed.
 
+create through the warm server (server/): the server is the parent; once the cgroups exist its
+client forks the init (PID 1 of a new pid namespace, the caller's child, born in the cgroup2
+cgroup; it enters the v1 ones itself) and hands the server a channel to it (server/wire.py).
+The bootstrap child joins that pid namespace, and its fork is a preparer (PID 2), which it
+reaps; it joins the cgroups only to create a cgroup namespace::
+
+    server                       bootstrap / preparer            init (the client's child)
+    (as above, to HOOKS, with the preparer for the init)         (waits)
+                       HOOKS <-- fds=<ns>
+    JOIN fds=<ns, fifo> args=<config> ---------------------------> join the namespaces
+                      JOINED <----------------------------------
+    prestart, createRuntime
+    HOOKS_DONE state=<state> --> createContainer hooks,
+                                 root switch .. sysctls
+                    PREPARED <-- exit (the bootstrap child reaps it)
+    PREPARED state=<state> --------------------------------------> (its root was switched
+                                                                 too) terminal .. keyring
+                     CREATED <---------------------------------- opens exec.fifo: blocks
+
 exec (the process is the program `exec` runs)::
 
     parent                       bootstrap child                 process
@@ -46,8 +65,7 @@ from __future__ import annotations
 
 import os
 
-from pyruntime.lean import socket
-from pyruntime.lean import jsonio
+from pyruntime.lean import fdpass, jsonio, socket
 from pyruntime.errors import PeerGone, ProtocolError, RuntimeFailure
 
 # PYRUNTIME_TRACE=1: full tracebacks from the container side on stderr, for debugging. Imported
@@ -63,6 +81,10 @@ PID = "pid"                # bootstrap -> parent: the host pid of the init (or e
 HOOKS = "hooks"            # init -> parent: mounts done, run prestart and createRuntime
 HOOKS_DONE = "hooks-done"  # parent -> init: done; carries the state the hooks were given
 CREATED = "created"        # init -> parent: set up; now blocking on exec.fifo
+PREPARED = "prepared"      # preparer -> server -> init: the root is switched, all is ready
+JOIN = "join"              # server -> init: join these namespaces (fds)
+JOINED = "joined"          # init -> server: done (the hooks may look at them through us)
+PLAN = "plan"              # server -> exec's bootstrap child: what to join and to run
 ERROR = "error"            # child -> parent: a failure (then the child exits)
 
 # what the init writes to exec.fifo once `start` opens it
@@ -108,10 +130,33 @@ class Channel:
         self.sock = sock
 
     def send(self, kind: str, **fields) -> None:
-        self.sock.send(jsonio.dumps({"type": kind, **fields}).encode())
+        try:
+            self.sock.send(jsonio.dumps({"type": kind, **fields}).encode())
+        except (BrokenPipeError, ConnectionResetError):
+            raise PeerGone(GONE) from None
 
     def fail(self, e: RuntimeFailure) -> None:
         self.sock.send(error_message(e))
+
+    def send_fds(self, kind: str, fds, **fields) -> None:
+        try:
+            fdpass.send(self.sock, jsonio.dumps({"type": kind, **fields}).encode(), fds)
+        except (BrokenPipeError, ConnectionResetError):
+            raise PeerGone(GONE) from None
+
+    def recv_fds(self, *expect: str) -> tuple[dict, list[int]]:
+        """As recv, for a message that carries fds (closed here if the message is not the
+        one expected)."""
+        data, fds = fdpass.recv(self.sock, 1 << 20)
+        try:
+            msg = self._decode(data, expect)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        if msg is None:
+            raise PeerGone(GONE)
+        return msg, fds
 
     def recv(self, *expect: str) -> dict:
         """The next message, which must be one of `expect`; an ERROR is raised as the
@@ -123,7 +168,10 @@ class Channel:
 
     def recv_or_eof(self, *expect: str) -> dict | None:
         """As recv, but EOF (the peer closed it, e.g. by execve) is None."""
-        data = self.sock.recv(1 << 16)
+        return self._decode(self.sock.recv(1 << 16), expect)
+
+    @staticmethod
+    def _decode(data: bytes, expect) -> dict | None:
         if not data:
             return None
         msg = jsonio.loads(data)

@@ -20,16 +20,19 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
            console_socket: str | None = None, no_pivot: bool = False, no_new_keyring: bool = False,
            preserve_fds: int = 0, systemd_cgroup: bool = False,
            console: socket.socket | None = None, rootless: bool = False, stdio=None,
-           reexec: bool = True) -> Container:
+           reexec: bool = True, cfg=None, joiner=None) -> Container:
     """Set the container up and leave its init blocked on exec.fifo; return its Container.
 
     stdio: the init's fds 0, 1, 2 (None each: ours). reexec=False refuses a container that
-    needs a sealed interpreter instead of re-executing this process (a library's caller)."""
+    needs a sealed interpreter instead of re-executing this process (a library's caller).
+    cfg: the bundle's config, already loaded. joiner: the warm server's handle on an init
+    that its client forked (server/remote.py), which then joins what we prepare."""
     from pyruntime.lean.records import asdict
     from pyruntime.oci import config as configmod  # create-only: start/kill/delete never parse a config
     statemod.check_id(cid)
     bundle = os.path.abspath(bundle)
-    cfg = configmod.load(bundle)
+    if cfg is None:
+        cfg = configmod.load(bundle)
     log.debug(f"create {cid}: {bundle}/config.json loaded")
     if cfg.process and cfg.process.capabilities:
         from pyruntime.linux import capabilities
@@ -73,7 +76,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
             raise statemod.os_failure("cannot create", e) from None
         log.debug(f"state dir {c.dir} and its exec.fifo made")
         init_pid = _spawn_init(c, cfg, cleanup, mgr, bundle, console_socket, console, no_pivot,
-                               no_new_keyring, preserve_fds, rootless, resources, stdio)
+                               no_new_keyring, preserve_fds, rootless, resources, stdio, joiner)
         if pid_file:
             write_pid_file(pid_file, init_pid)
         return c
@@ -126,11 +129,12 @@ class _Cleanup:
 
 def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socket, console,
                 no_pivot, no_new_keyring, preserve_fds, rootless=False, resources=None,
-                stdio=None) -> int:
+                stdio=None, joiner=None) -> int:
     from pyruntime.linux import namespaces
-    from pyruntime.lifecycle.channel import CREATED, GO, HOOKS, HOOKS_DONE, MAPPED, PID, USERNS
+    from pyruntime.lifecycle.channel import (CREATED, GO, HOOKS, HOOKS_DONE, MAPPED, PID,
+                                             JOIN, JOINED, PREPARED, USERNS)
     from pyruntime.setup import bootstrap as boot
-    from pyruntime.setup.init import WHO, InitArgs, bootstrap
+    from pyruntime.setup.init import WHO, InitArgs, bootstrap, join_message
     linux = cfg.linux
     if linux.resources.get("unified") and mgr.mode != "v2":
         raise ConfigError("linux.resources.unified", linux.resources["unified"],
@@ -142,6 +146,10 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         log.debug(f"cgroup made: {sorted(set(mgr.paths.values()))}")
         _check_existing_cgroup(mgr)
     c.state.cgroup = mgr.to_state()
+    if joiner is not None:
+        joiner.cgroups_ready(mgr)
+        cleanup.pid = joiner.pid
+        stdio = joiner.stdio
     seccomp_prog = listener = None
     if linux.seccomp:
         from pyruntime.seccomp import compile as seccomp
@@ -149,6 +157,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                                        cache_dir=os.path.join(c.root, seccomp.CACHE_SUBDIR))
         log.debug("seccomp filter compiled")
     ns_fds = namespaces.open_paths(linux)
+    if joiner is not None:
+        ns_fds = joiner.callers_namespaces(linux, ns_fds)
     console_sock = None
     fifo_fd = -1
     bind_sources: dict = {}
@@ -162,22 +172,34 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         if seccomp_prog is not None and linux.seccomp.get("listenerPath"):
             from pyruntime.seccomp import notify as seccomp_notify
             listener = seccomp_notify.connect_listener(linux.seccomp["listenerPath"])
-        console_sock = boot.console_socket(bool(cfg.process and cfg.process.terminal),
-                                           console_socket, console)
+        if joiner is None:  # (the server's client holds the console socket for its init)
+            console_sock = boot.console_socket(bool(cfg.process and cfg.process.terminal),
+                                               console_socket, console)
         fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
         args = InitArgs(cfg=cfg, container_id=c.id, bundle=bundle, fifo_fd=fifo_fd, ns_fds=ns_fds,
                         console_sock=console_sock, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
                         preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
                         seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources,
-                        caller_waits=console is not None, rootless=rootless)
+                        caller_waits=console is not None, rootless=rootless,
+                        pid_ns_fd=joiner.pidfd if joiner is not None else -1)
         log.debug("nsexec container setup: forking the bootstrap child", stage=0)
 
         def child(chan, args):
             c.unlock()  # our copy of the lock fd would hold the flock for the init's lifetime
             boot.redirect_stdio(stdio)
             bootstrap(chan, args)
-        placement = mgr.placement()
+        # under the warm server the bootstrap child only needs its cgroups to create a
+        # cgroup namespace rooted there (the init joins them on its own)
+        placement = mgr.placement() if joiner is None or namespaces.new_flags(
+            linux, ("cgroup",)) else None
         pid, chan = boot.spawn(WHO, child, args, cgroup=placement)
+    except BaseException:
+        if joiner is not None:  # kept for the JOIN otherwise
+            if fifo_fd >= 0:
+                os.close(fifo_fd)
+            if listener is not None:
+                listener.close()
+        raise
     finally:
         for _, fd in ns_fds:
             os.close(fd)
@@ -185,11 +207,11 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             if m.idmap_fd >= 0:
                 os.close(m.idmap_fd)
                 m.idmap_fd = -1
-        if fifo_fd >= 0:
+        if fifo_fd >= 0 and joiner is None:
             os.close(fifo_fd)
         for fd in bind_sources.values():
             os.close(fd)
-        if listener is not None:
+        if listener is not None and joiner is None:
             listener.close()
         if console_sock is not None:
             console_sock.close()
@@ -206,7 +228,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                 log.debug("cgroup resources applied")
             c.state.cgroup = mgr.to_state()
         except BaseException:
-            boot.kill_and_reap(pid)
+            _abort(pid, joiner)
             raise
         chan.send(GO)
         msg = chan.recv(USERNS, PID)
@@ -219,9 +241,12 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             log.debug("user namespace: uid and gid maps written")
             chan.send(MAPPED)
             msg = chan.recv(PID)
-        init_pid = msg["pid"]
+        init_pid = ns_pid = msg["pid"]
         log.debug(f"init forked: pid {init_pid}")
-        os.waitpid(pid, 0)  # the bootstrap child is done; the init is reparented to our caller
+        if joiner is None:
+            os.waitpid(pid, 0)  # the bootstrap child is done; the init is reparented to our caller
+        else:
+            init_pid = joiner.pid  # and ns_pid is the preparer's, in the new namespaces
         cleanup.pid = init_pid
         st = c.state
         st.pid, st.init_start = init_pid, statemod.proc_start_time(init_pid) or 0
@@ -229,25 +254,45 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         c.save()
         if linux.net_devices:  # before the hooks: prestart may configure them
             from pyruntime.linux import netdev
-            netdev.move(linux.net_devices, init_pid)
+            netdev.move(linux.net_devices, ns_pid)
         if linux.intel_rdt is not None:
             from pyruntime.linux import intelrdt
             st.intel_rdt = intelrdt.apply(linux.intel_rdt, c.id, init_pid)
             c.save()
-        chan.recv(HOOKS)
+        if joiner is None:
+            chan.recv(HOOKS)
+        else:  # the init joins the new namespaces first: the hooks look at them through it
+            msg, fds = chan.recv_fds(HOOKS)
+            try:
+                joiner.chan.send_fds(JOIN, [*fds, fifo_fd] + (
+                    [listener.fileno()] if listener is not None else []),
+                    **join_message(args, msg["ns"]))
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            joiner.chan.recv(JOINED)
         oci = dict(c.oci_state(), status="created", pid=init_pid)
         log.debug("init's mounts are ready: running the prestart and createRuntime hooks")
         with step("hooks"):
-            hooks.run("prestart", cfg.hooks.get("prestart", []), oci)
-            hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci)
+            cwd = joiner.cwd if joiner is not None else None
+            hooks.run("prestart", cfg.hooks.get("prestart", []), oci, cwd)
+            hooks.run("createRuntime", cfg.hooks.get("createRuntime", []), oci, cwd)
         chan.send(HOOKS_DONE, state=oci)
+        if joiner is not None:
+            chan.recv(PREPARED)
+            os.waitpid(pid, 0)  # the bootstrap child reaped the preparer
+            chan.sock.close()
+            chan = joiner.chan
+            chan.send(PREPARED, state=oci)
         chan.recv(CREATED)
+        if joiner is not None:
+            joiner.moved()
         st.status = "created"
         c.save()
         log.debug(f"container {c.id} created: its init waits on exec.fifo")
         return init_pid
     except RuntimeFailure as e:
-        boot.kill_and_reap(pid)
+        _abort(pid, joiner)
         if isinstance(e, ConfigError):
             raise
         # runc's wording for what fails once the container process exists: Docker and
@@ -255,10 +300,25 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         raise RuntimeFailure(f"unable to start container process: {e}", errno=e.errno,
                              path=e.path, step=e.step) from e
     except BaseException:
-        boot.kill_and_reap(pid)
+        _abort(pid, joiner)
         raise
     finally:
         chan.sock.close()
+        if joiner is not None:
+            os.close(fifo_fd)
+            if listener is not None:
+                listener.close()
+
+
+def _abort(pid: int, joiner) -> None:
+    """Kill the bootstrap child (our own). Under the warm server, the init first: its pid
+    namespace ends with it, the preparer in it too, which the bootstrap child then reaps; a
+    preparer orphaned by the bootstrap child's death would go to the server's reaper, and
+    the init's end would wait for that one to reap it."""
+    if joiner is not None:
+        _kill_and_wait(joiner.pid, 0)
+    from pyruntime.setup import bootstrap as boot
+    boot.kill_and_reap(pid)
 
 
 def _open_idmapped(cfg, bundle: str) -> None:

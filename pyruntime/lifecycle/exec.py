@@ -84,9 +84,10 @@ def build_process(c: Container, process_json: dict | None, args: list[str], *, c
 
 def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket=None,
                  console_sock: socket.socket | None = None, pid_file=None, preserve_fds=0,
-                 ignore_paused=False, cgroup=None, stdio=None, reexec=True) -> int:
+                 ignore_paused=False, cgroup=None, stdio=None, reexec=True, joiner=None) -> int:
     """Start proc in the container; return its host pid once it has called execve.
-    stdio and reexec: as for container.create."""
+    stdio and reexec: as for container.create. joiner: the warm server's handle on its
+    client, which forks the bootstrap child (server/remote.py)."""
     c = Container.load(root, cid)
     status = c.status()
     if status == "stopped":
@@ -120,8 +121,9 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
     in_user_ns = any(kind == "user" for kind, _ in ns_fds)
     sock = None
     try:
-        sock = boot.console_socket(proc.terminal, console_socket, console_sock)
-        if c.state.memory_policy:  # set on ourselves: the fork and the process inherit it
+        if joiner is None:  # (the server's client holds the console socket for its child)
+            sock = boot.console_socket(proc.terminal, console_socket, console_sock)
+        if c.state.memory_policy and joiner is None:  # on us: the fork and the process inherit it
             from pyruntime.linux import mempolicy
             mempolicy.apply(tuple(c.state.memory_policy))
         log.debug(f"exec in {cid}: nsexec container setup: forking the bootstrap child", stage=0)
@@ -130,8 +132,12 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
             boot.redirect_stdio(stdio)
             _bootstrap(chan, *args)
         placement = _placement(c, cgroup, proc)
-        pid, chan = boot.spawn(WHO, child, ns_fds, proc, sock, in_user_ns, seccomp_prog,
-                               preserve_fds, notify, cgroup=placement)
+        if joiner is None:
+            pid, chan = boot.spawn(WHO, child, ns_fds, proc, sock, in_user_ns, seccomp_prog,
+                                   preserve_fds, notify, cgroup=placement)
+        else:
+            pid, chan = joiner.spawn_exec(placement, ns_fds, proc, in_user_ns, seccomp_prog,
+                                          preserve_fds, notify, c.state.memory_policy)
     finally:
         for _, fd in ns_fds:
             os.close(fd)
@@ -150,11 +156,15 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
         chan.send(GO)
         exec_pid = chan.recv(PID)["pid"]
         log.debug(f"process forked in the container: pid {exec_pid}")
-        os.waitpid(pid, 0)
+        if joiner is None:  # (else the client's child: the client reaps it)
+            os.waitpid(pid, 0)
         # EOF (the channel is close-on-exec) means execve succeeded; a message is a failure.
         chan.recv_or_eof()
     except BaseException:
-        boot.kill_and_reap(pid)
+        if joiner is None:
+            boot.kill_and_reap(pid)
+        else:
+            os.kill(pid, 9)
         raise
     finally:
         chan.sock.close()
@@ -183,23 +193,28 @@ def _set_affinity(pid: int, proc, which: str) -> None:
                                  path=f"process.execCPUAffinity.{which}") from None
 
 
-def _maybe_seal(c: Container, init_pid: int, reexec: bool = True) -> None:
-    """The container's processes see ours while it sets up: if they may hold CAP_SYS_PTRACE
-    outside a user namespace, run from a sealed copy of the interpreter (see sealed.py)."""
+def needs_seal(c: Container, init_pid: int) -> bool:
     from pyruntime.setup import sealed
     caps = (c.state.config_process or {}).get("capabilities") or {}
     if not sealed.needed(caps.values()):
-        return
+        return False
     try:
-        if os.stat(f"/proc/{init_pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
-            return
+        return os.stat(f"/proc/{init_pid}/ns/user").st_ino == os.stat("/proc/self/ns/user").st_ino
     except OSError:
+        return False
+
+
+def _maybe_seal(c: Container, init_pid: int, reexec: bool = True) -> None:
+    """The container's processes see ours while it sets up: if they may hold CAP_SYS_PTRACE
+    outside a user namespace, run from a sealed copy of the interpreter (see sealed.py)."""
+    if not needs_seal(c, init_pid):
         return
     if not reexec:
         raise RuntimeFailure("exec: the container's processes may hold CAP_SYS_PTRACE: an exec "
                              "into it needs the command line, which re-executes itself from a "
                              "sealed copy of the interpreter (CVE-2019-5736); a library cannot "
                              "do that to its caller")
+    from pyruntime.setup import sealed
     sealed.reexec()
 
 
@@ -260,6 +275,50 @@ WHO = "exec"  # names a failure that is not a RuntimeFailure
 def _bootstrap(chan: Channel, ns_fds, *args) -> None:
     boot.enter(chan, ns_fds)
     boot.fork_held(chan, WHO, _finish, *args)
+
+
+# the modules whose records a PLAN may carry
+_PLAN_RECORDS = ("pyruntime.oci.config",)
+
+
+def plan_message(ns_fds, proc, in_user_ns, seccomp_prog, preserve_fds, notify,
+                 memory_policy) -> tuple[dict, list[int]]:
+    """The bootstrap child's arguments as JSON-able values and fds (the warm server's PLAN to
+    the child its client forked)."""
+    from pyruntime.lean.records import to_plain
+    fds = [fd for _, fd in ns_fds] + ([notify[0].fileno()] if notify is not None else [])
+    return {"ns": [k for k, _ in ns_fds], "proc": to_plain(proc), "in_user_ns": in_user_ns,
+            "seccomp": None if seccomp_prog is None else [
+                seccomp_prog.bpf.hex(), seccomp_prog.flags, seccomp_prog.notify],
+            "preserve_fds": preserve_fds, "memory_policy": list(memory_policy or ()),
+            "notify": None if notify is None else [notify[1], notify[2]]}, fds
+
+
+def remote_bootstrap(chan: Channel, console_fd: int) -> None:
+    """The bootstrap child that the warm server's client forked: wait for PLAN, then as any
+    (MOVED: its own moves are done; the server makes the rest)."""
+    from pyruntime.lean.records import from_plain
+    from pyruntime.lifecycle.channel import MOVED, PLAN
+    msg, fds = chan.recv_fds(PLAN)
+    kinds = msg["ns"]
+    if not isinstance(kinds, list) or len(fds) != len(kinds) + (msg["notify"] is not None):
+        raise RuntimeFailure("the server's PLAN message does not match its fds")
+    proc = from_plain(msg["proc"], _PLAN_RECORDS)
+    prog = msg["seccomp"]
+    if prog is not None:
+        from pyruntime.seccomp.kernel import Program
+        prog = Program(bytes.fromhex(prog[0]), prog[1], prog[2])
+    notify = None
+    if msg["notify"] is not None:
+        __import__("pyruntime.seccomp.notify")  # nothing can be imported inside
+        notify = (socket.socket(fileno=fds[-1]), *msg["notify"])
+    if msg["memory_policy"]:
+        from pyruntime.linux import mempolicy
+        mempolicy.apply(tuple(msg["memory_policy"]))
+    sock = socket.socket(fileno=console_fd) if console_fd >= 0 else None
+    chan.send(MOVED)
+    _bootstrap(chan, list(zip(kinds, fds)), proc, sock, msg["in_user_ns"], prog,
+               msg["preserve_fds"], notify)
 
 
 def _finish(chan: Channel, host_pid: int, proc, sock, in_user_ns, seccomp_prog, preserve_fds,

@@ -10,12 +10,13 @@ from pyruntime.lean import jsonio
 from pyruntime.errors import RuntimeFailure
 
 
-def run(kind: str, hooks: list, state: dict) -> None:
+def run(kind: str, hooks: list, state: dict, cwd: str | None = None) -> None:
     """Run hooks of one kind in order; the first failure raises (the caller decides whether
-    that is fatal: poststart and poststop only warn and go on, see run_all_warn)."""
+    that is fatal: poststart and poststop only warn and go on, see run_all_warn). A hook runs
+    in our cwd, as runc's do, or in `cwd` (the warm server's: its client's)."""
     payload = jsonio.dumps(state).encode()
     for i, hook in enumerate(hooks):
-        _run_one(f"hooks.{kind}[{i}]", hook, payload)
+        _run_one(f"hooks.{kind}[{i}]", hook, payload, cwd)
 
 
 def run_warn(kind: str, hooks: list, state: dict, warn) -> None:
@@ -31,7 +32,7 @@ def _get(hook, key):
     return hook[key] if isinstance(hook, dict) else getattr(hook, key)
 
 
-def _run_one(where: str, hook, payload: bytes) -> None:
+def _run_one(where: str, hook, payload: bytes, cwd: str | None = None) -> None:
     path, args, env, timeout = (_get(hook, k) for k in ("path", "args", "env", "timeout"))
     args = args or [path]
     r, w = os.pipe()
@@ -44,6 +45,8 @@ def _run_one(where: str, hook, payload: bytes) -> None:
             # Hooks run detached from the container's stdio, like runc's: stdout goes to stderr.
             os.dup2(err_w, 1)
             os.closerange(3, 65536)
+            if cwd is not None:
+                os.chdir(cwd)
             os.execve(path, args, dict(e.split("=", 1) for e in env or []))
         except OSError as e:
             os.write(2, f"exec {path}: {e.strerror}".encode())

@@ -67,14 +67,14 @@ def enter(linux, opened: list[tuple[str, int]], map_ids, sys: Sys = SYS) -> None
     create_new(linux, map_ids, sys)
 
 
-def create_new(linux, map_ids, sys: Sys = SYS) -> None:
-    """The namespaces listed without a path: see enter()."""
+def create_new(linux, map_ids, sys: Sys = SYS, skip: int = 0) -> None:
+    """The namespaces listed without a path (but those in `skip`): see enter()."""
     if new_flags(linux, ("user",)):
         sys.unshare(sc.CLONE_NEWUSER)
         map_ids()
         sys.setresgid(0, 0, 0)
         sys.setresuid(0, 0, 0)
-    flags = new_flags(linux) & ~sc.CLONE_NEWUSER
+    flags = new_flags(linux) & ~sc.CLONE_NEWUSER & ~skip
     if flags:
         log.debug(f"nsexec container setup: unsharing namespaces (flags {flags:#x})", stage=1)
         sys.unshare(flags)

@@ -286,7 +286,7 @@ _pysyscall = ctypes.PyDLL(None, use_errno=True).syscall
 _pysyscall.restype = ctypes.c_long
 
 
-def fork_into_cgroup(cgroup_fd: int) -> int:
+def fork_into_cgroup(cgroup_fd: int, flags: int = 0) -> int:
     """os.fork(), but the child starts in the cgroup2 dir `cgroup_fd` (clone3 with
     CLONE_INTO_CGROUP): no move, so no wait for the kernel's cgroup_threadgroup_rwsem.
 
@@ -300,7 +300,9 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     CPython's own fork hooks run as in os.fork (PyOS_BeforeFork, PyOS_AfterFork_*: the GIL,
     the import lock, threading's and os.register_at_fork's hooks). Signals are blocked and the
     garbage collector is off from before the clone until the child's hooks have run, so that
-    no Python code (a signal handler, a finalizer) runs in the child before them."""
+    no Python code (a signal handler, a finalizer) runs in the child before them.
+
+    flags: more clone flags (the warm server's client adds CLONE_NEWPID)."""
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:
         raise OSError(16, f"fork_into_cgroup: this process has {threads} threads")
@@ -310,7 +312,7 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
            "prctl", PR_GET_TID_ADDRESS)
     if not tid_address.value:
         raise OSError(22, "fork_into_cgroup: glibc registered no tid address")
-    args = _CloneArgs(flags=CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | CLONE_INTO_CGROUP,
+    args = _CloneArgs(flags=CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | CLONE_INTO_CGROUP | flags,
                       child_tid=tid_address.value, exit_signal=17, cgroup=cgroup_fd)  # SIGCHLD
     import gc
     from pyruntime.lean import signal

@@ -13,7 +13,7 @@ from pyruntime.errors import ConfigError, RuntimeFailure
 
 # (and so kernel.py is loaded wherever a program is made: the init's install() runs after
 # pivot_root, where nothing can be imported any more)
-from pyruntime.seccomp.kernel import (FLAG_NEW_LISTENER, FLAG_SPEC_ALLOW, FLAG_TSYNC, FLAG_WAIT_KILLABLE_RECV, FLAGS,
+from pyruntime.seccomp.kernel import (Program, FLAG_NEW_LISTENER, FLAG_SPEC_ALLOW, FLAG_TSYNC, FLAG_WAIT_KILLABLE_RECV, FLAGS,
                                       kernel_supports_flags)
 from pyruntime.seccomp.profile import ACT_ERRNO, ARCHES, OPERATORS, _action_value, _parse, _uses_notify, enabled
 
@@ -95,21 +95,6 @@ def _arch_token(oci_arch: str) -> int:
         raise ConfigError("linux.seccomp.architectures", oci_arch,
                           f"is not supported by libseccomp {libseccomp_version()}")
     return tok
-
-
-class Program:
-    """A compiled filter: raw BPF (struct sock_filter array) and the seccomp(2) flags."""
-
-    __slots__ = ("bpf", "flags", "notify")
-
-    def __init__(self, bpf: bytes, flags: int, notify: bool):
-        self.bpf, self.flags, self.notify = bpf, flags, notify
-
-    def __len__(self) -> int:
-        return len(self.bpf) // 8
-
-    def __repr__(self) -> str:
-        return f"<seccomp.Program {len(self)} insns flags={self.flags:#x} notify={self.notify}>"
 
 
 def compile(seccomp: dict, path: str = "linux.seccomp",  # noqa: A001

@@ -60,6 +60,21 @@ def kernel_supports_flags(flags: int) -> bool:
     return rc < 0 and err == _EFAULT
 
 
+class Program:
+    """A compiled filter: raw BPF (struct sock_filter array) and the seccomp(2) flags."""
+
+    __slots__ = ("bpf", "flags", "notify")
+
+    def __init__(self, bpf: bytes, flags: int, notify: bool):
+        self.bpf, self.flags, self.notify = bpf, flags, notify
+
+    def __len__(self) -> int:
+        return len(self.bpf) // 8
+
+    def __repr__(self) -> str:
+        return f"<seccomp.Program {len(self)} insns flags={self.flags:#x} notify={self.notify}>"
+
+
 def install(prog) -> int | None:
     """Load a compiled filter (a compile.Program, or None) into the calling thread (the init,
     right before execve).

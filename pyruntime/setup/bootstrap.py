@@ -104,10 +104,12 @@ def enter(chan: Channel, ns_fds) -> None:
     namespaces.join(ns_fds)
 
 
-def fork_held(chan: Channel, who: str, main, *args) -> None:
+def fork_held(chan: Channel, who: str, main, *args, reap: bool = False) -> None:
     """Fork the process that goes on, report its pid and exit. It shares our channel, so it
     waits for us to send PID first; it is handed its host pid too (inside a new pid namespace
-    it cannot learn it, and a seccomp agent is told it). It runs main(chan, host_pid, *args)."""
+    it cannot learn it, and a seccomp agent is told it). It runs main(chan, host_pid, *args).
+    reap: wait for it before exiting (one that must not become an orphan of the container's
+    init, which would never reap it)."""
     hold_r, hold_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -121,6 +123,8 @@ def fork_held(chan: Channel, who: str, main, *args) -> None:
         os._exit(1)
     chan.send(PID, pid=pid)
     os.write(hold_w, str(pid).encode())
+    if reap:
+        os.waitpid(pid, 0)
     os._exit(0)
 
 

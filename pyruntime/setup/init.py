@@ -19,10 +19,10 @@ from pyruntime.linux.syscalls import SYS, Sys
 from pyruntime.lifecycle import hooks
 from pyruntime import log
 from pyruntime.setup import bootstrap as boot, process, rootfs
-from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, HOOKS, HOOKS_DONE, MAPPED, USERNS,
-                                         Channel, fifo_error)
+from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, HOOKS, HOOKS_DONE, JOIN, MAPPED,
+                                         JOINED, PREPARED, USERNS, Channel, fifo_error)
 from pyruntime.errors import RuntimeFailure
-from pyruntime.lean.records import record
+from pyruntime.lean.records import from_plain, record, to_plain
 
 
 @record
@@ -44,6 +44,7 @@ class InitArgs:
     caller_waits: bool  # `run` in the foreground: it holds its stderr until the end anyway
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
     rootless: bool = False
+    pid_ns_fd: int = -1  # the warm server's: join the init's pid namespace, fork a preparer
 
 
 WHO = "container init"  # names a failure that is not a RuntimeFailure
@@ -61,17 +62,28 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
         chan.send(USERNS)
         chan.recv(MAPPED)
         prctl.set_dumpable(False)
-    namespaces.create_new(a.cfg.linux, map_ids)
-    boot.fork_held(chan, WHO, init_main, a)
+    if a.pid_ns_fd < 0:
+        namespaces.create_new(a.cfg.linux, map_ids)
+        boot.fork_held(chan, WHO, init_main, a)
+    namespaces.create_new(a.cfg.linux, map_ids, skip=namespaces.FLAGS["pid"])
+    SYS.setns(a.pid_ns_fd, namespaces.FLAGS["pid"])
+    boot.fork_held(chan, WHO, prepare_main, a, reap=True)
 
 
 def init_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> None:
-    cfg, linux, proc = a.cfg, a.cfg.linux, a.cfg.process
+    """The init: the container's environment, then the process itself, in one process."""
+    state = prepare(chan, a, sys)
+    become(chan, a, state, sys)
+
+
+def prepare(chan: Channel, a: InitArgs, sys: Sys = SYS) -> dict:
+    """What every process of the container shares, made in its namespaces: the rootfs and its
+    mounts, the createContainer hooks, the root switch, hostname, sysctls, read-only and
+    masked paths. Returns the state the hooks were given. With the warm server this runs in
+    a process of its own (PID 2), and the init joins what it made (p1_main)."""
+    cfg, linux = a.cfg, a.cfg.linux
     log.debug("child process in init(): setting the container up")
     process.die_on_signals()
-    # A session of its own, as runc's init: CRIU refuses a tree whose session leader is
-    # outside the container (unless --shell-job), and a terminal needs it for TIOCSCTTY.
-    os.setsid()
     # rootless without a user namespace in the config: the caller's own is not the host's
     # (podman runs us inside its namespace), and there mknod fails just the same
     in_user_ns = linux.namespace("user") is not None or a.rootless
@@ -93,19 +105,25 @@ def init_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> Non
     log.debug("init: creating devices")
     rootfs.create_devices(cfg, root_fd, in_user_ns, sys)
     sys.close(root_fd)
-    process.set_oom_score_adj(proc.oom_score_adj if proc else None)
 
     # -- hooks that run before the root switch: prestart and createRuntime in the runtime's
     #    namespace (the parent runs them), then createContainer here in ours
     boot.at("hooks")
-    chan.send(HOOKS)
+    if a.pid_ns_fd < 0:
+        chan.send(HOOKS)
+    else:  # the warm server's preparer: the init joins our namespaces before the hooks run
+        kinds = [k for k in SHARED if linux.namespace(k) is not None]
+        fds = [sys.open(f"/proc/self/ns/{namespaces.PROC_NAME[k]}", os.O_RDONLY | os.O_CLOEXEC)
+               for k in kinds]
+        chan.send_fds(HOOKS, fds, ns=kinds)
+        for fd in fds:
+            sys.close(fd)
     state = chan.recv(HOOKS_DONE)["state"]
     # runc's createContainer hooks run in the rootfs (a hook's `touch ./lib/x` lands in it);
     # the root switch moves us anyway
     os.chdir(cfg.root_path)
     log.debug("init: running the createContainer hooks")
     hooks.run("createContainer", cfg.hooks.get("createContainer", []), state)
-    fifo = a.fifo_fd
 
     # -- switch root
     boot.at("rootfs")
@@ -117,27 +135,110 @@ def init_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> Non
     else:
         sys.chroot(cfg.root_path)  # sharing the host's mount namespace: never pivot it
         sys.chdir("/")
-    rootfs.reopen_dev_null(sys)
-    if proc and proc.terminal:
-        boot.at("console")
-        boot.setup_terminal(proc, a.console_sock, bind_console=True)
     if new_mount_ns:
         rootfs.set_rootfs_propagation(linux.rootfs_propagation, sys)
-    rootfs.readonly_dev(cfg, sys)
-    if cfg.root_readonly:
-        rootfs.readonly_root(sys)
 
-    # -- the rest of the environment, in runc's order
+    # -- the rest of the shared environment, in runc's order
     boot.at("process")
-    log.debug("init: hostname, sysctls, read-only and masked paths, personality, keyring")
+    log.debug("init: hostname, sysctls, read-only and masked paths")
     if cfg.hostname is not None and linux.namespace("uts"):
         sys.sethostname(cfg.hostname)
     if cfg.domainname is not None and linux.namespace("uts"):
         sys.setdomainname(cfg.domainname)
     for key, value in linux.sysctl.items():
         write_sysctl(key, value)
+    return state
+
+
+# The namespaces the init joins from the preparer (mount last: it changes our root).
+SHARED = ("network", "ipc", "uts", "cgroup", "mount")
+
+
+def prepare_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> None:
+    """The warm server's preparer, PID 2 of the init's pid namespace (so that its /proc is
+    the container's): prepare(), which hands the init our namespaces with HOOKS, then
+    PREPARED, and exit."""
+    prepare(chan, a, sys)
+    chan.send(PREPARED)
+    os._exit(0)
+
+
+# the modules whose records a JOIN may carry
+_JOIN_RECORDS = ("pyruntime.oci.config", "pyruntime.oci.mounts", "pyruntime.seccomp.kernel")
+
+
+def join_message(a: InitArgs, kinds: list[str]) -> dict:
+    """What the init needs to finish, as JSON-able values (the server's side of JOIN)."""
+    cfg = a.cfg
+    linux = to_plain(cfg.linux)
+    linux["seccomp"] = {"listenerMetadata": (cfg.linux.seccomp or {}).get("listenerMetadata", "")}
+    plain = dict(to_plain(cfg), raw={}, linux=linux)
+    prog = a.seccomp
+    return {"cfg": plain, "id": a.container_id, "ns": kinds,
+            "no_new_keyring": a.no_new_keyring, "preserve_fds": a.preserve_fds,
+            "caller_waits": a.caller_waits, "listener": a.listener is not None,
+            "seccomp": None if prog is None else [prog.bpf.hex(), prog.flags, prog.notify]}
+
+
+def p1_main(chan: Channel, console_fd: int) -> None:
+    """The init under the warm server, forked by its client as PID 1 of a new pid namespace:
+    join the namespaces the preparer made (JOIN), before the prestart hooks run (they look at
+    our namespaces); once the preparer has switched the root (ours with it: we share its
+    mount namespace), become() as any init."""
+    boot.at("namespaces")
+    prctl.set_dumpable(False)
+    msg, fds = chan.recv_fds(JOIN)
+    kinds = msg["ns"]
+    if not isinstance(kinds, list) or len(fds) != len(kinds) + 1 + bool(msg["listener"]):
+        raise RuntimeFailure("the server's JOIN message does not match its fds")
+    # everything imported now: nothing can be once we are in the container's mount namespace
+    cfg = from_plain(msg["cfg"], _JOIN_RECORDS)
+    listener = socket.socket(fileno=fds[-1]) if msg["listener"] else None
+    prog = msg["seccomp"]
+    if prog is not None:
+        from pyruntime.seccomp.kernel import Program
+        prog = Program(bytes.fromhex(prog[0]), prog[1], prog[2])
+    if cfg.linux.memory_policy:
+        __import__("pyruntime.linux.mempolicy")
+    if listener is not None:
+        __import__("pyruntime.seccomp.notify")
+    for kind, fd in zip(kinds, fds):
+        SYS.setns(fd, namespaces.FLAGS[kind])
+        SYS.close(fd)
+    chan.send(JOINED)
+    state = chan.recv(PREPARED)["state"]
+    a = InitArgs(cfg=cfg, container_id=msg["id"], bundle="",
+                 fifo_fd=fds[len(kinds)], ns_fds=[],
+                 console_sock=socket.socket(fileno=console_fd) if console_fd >= 0 else None,
+                 no_pivot=False, no_new_keyring=msg["no_new_keyring"],
+                 preserve_fds=msg["preserve_fds"], cgroup_paths={}, cgroup_mode="",
+                 seccomp=prog, bind_sources={}, caller_waits=msg["caller_waits"],
+                 listener=listener)
+    become(chan, a, state)
+
+
+def become(chan: Channel, a: InitArgs, state: dict, sys: Sys = SYS) -> None:
+    """The init's own process, in the prepared environment: session, terminal, the rest of
+    the root's lockdown (after the console is bound), personality, keyring, then created:
+    block until `start`, and the last steps to execve."""
+    cfg, linux, proc = a.cfg, a.cfg.linux, a.cfg.process
+    process.die_on_signals()
+    # A session of its own, as runc's init: CRIU refuses a tree whose session leader is
+    # outside the container (unless --shell-job), and a terminal needs it for TIOCSCTTY.
+    os.setsid()
+    in_user_ns = linux.namespace("user") is not None or a.rootless
+    process.set_oom_score_adj(proc.oom_score_adj if proc else None)
+    rootfs.reopen_dev_null(sys)
+    if proc and proc.terminal:
+        boot.at("console")
+        boot.setup_terminal(proc, a.console_sock, bind_console=True)
+    boot.at("process")
+    rootfs.readonly_dev(cfg, sys)
+    if cfg.root_readonly:
+        rootfs.readonly_root(sys)
     rootfs.readonly_paths(linux.readonly_paths, sys)
     rootfs.mask_paths(linux.masked_paths, sys)
+    log.debug("init: personality, keyring")
     process.set_personality(linux.personality, sys)
     if linux.memory_policy:
         from pyruntime.linux import mempolicy
@@ -147,6 +248,7 @@ def init_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> Non
             sys.join_session_keyring(f"_ses.{a.container_id}")
         except OSError:
             pass  # no keyring support (ENOSYS) or not allowed here: runc goes on too
+    fifo = a.fifo_fd
     if proc is None:
         out = _wait_for_start(chan, fifo, let_go_of_stderr=True)  # nothing to exec
         _start_container_hooks(cfg, state, out)()
