@@ -152,7 +152,7 @@ def children_after_reaping(timeout: float = 5) -> list[int]:
     deadline = time.monotonic() + timeout
     while True:
         reap_zombies()
-        kids = children_of(os.getpid())
+        kids = [k for k in children_of(os.getpid()) if k not in SERVER_PIDS]
         if not kids or time.monotonic() > deadline:
             return kids
         time.sleep(0.02)
@@ -308,6 +308,12 @@ class Runtime:
         self.ids.append(cid)
         return cid
 
+    def state_dirs(self) -> list[str]:
+        """What is in --root but the seccomp cache and a warm server's socket dir."""
+        if not self.root.exists():
+            return []
+        return [p.name for p in self.root.iterdir() if p.name not in (".cache", "@server")]
+
     def cmd(self, *args, global_args=()) -> list[str]:
         return [self.binary, "--root", str(self.root), *global_args, *map(str, args)]
 
@@ -366,11 +372,62 @@ class Runtime:
             subprocess.run(self.cmd("delete", "--force", cid), capture_output=True, timeout=30)
 
 
+# PYRUNTIME_TEST_SERVER=1: every test's --root gets a warm server (`pyruntime server`), so that
+# create and run go through it wherever it serves them; each test's tally of what the server
+# served and refused is appended to PYRUNTIME_TEST_SERVER_LOG, which the CI stage checks.
+SERVER_MODE = os.environ.get("PYRUNTIME_TEST_SERVER") == "1"
+SERVER_LOG = os.environ.get("PYRUNTIME_TEST_SERVER_LOG", "/tmp/pyruntime-test-server.log")
+
+
+SERVER_PIDS: set[int] = set()  # not a container's: children_after_reaping leaves them out
+
+
+class Server:
+    """A `pyruntime server` for one --root, started and stopped around a test."""
+
+    def __init__(self, rt: Runtime, out: Path):
+        self.out = out
+        self.sock = rt.root / "@server" / "sock"
+        with open(out, "w") as f:
+            self.proc = subprocess.Popen([rt.binary, "--root", str(rt.root), "--debug", "server"],
+                                         stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+        SERVER_PIDS.add(self.proc.pid)
+        deadline = time.monotonic() + 15
+        while "pyruntime server: serving" not in out.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"pyruntime server did not start:\n"
+                                     f"{out.read_text(errors='replace')}")
+            time.sleep(0.01)
+
+    def stop(self, nodeid: str) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            code = "hung"
+        SERVER_PIDS.discard(self.proc.pid)
+        log = self.out.read_text(errors="replace")
+        served = log.count(": served in ")
+        refused = log.count(": refused: ")
+        with open(SERVER_LOG, "a") as f:
+            f.write(f"served={served} refused={refused} {nodeid}\n")
+        assert code == 0, f"pyruntime server exited {code}:\n{log}"
+        assert not self.sock.parent.exists(), f"the server left {self.sock.parent}"
+        assert "internal error" not in log, log
+
+
 @pytest.fixture
-def runtime(tmp_path) -> Runtime:
+def runtime(request, tmp_path) -> Runtime:
     rt = Runtime(tmp_path / "state")
+    server = Server(rt, tmp_path / "server.log") if SERVER_MODE else None
     yield rt
     rt.cleanup()
+    if server is not None:
+        server.stop(request.node.nodeid)
 
 
 # ---------------------------------------------------------------- leak check
@@ -414,11 +471,9 @@ def leak_check(request, tmp_path):
         for m in sorted(mounts, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)
     if isinstance(rt, Runtime):
-        if rt.root.exists():
-            # .cache holds compiled seccomp programs, kept across containers by design
-            left = [p.name for p in rt.root.iterdir() if p.name != ".cache"]
-            if left:
-                problems.append(f"state dirs left in {rt.root}: {left}")
+        left = rt.state_dirs()
+        if left:
+            problems.append(f"state dirs left in {rt.root}: {left}")
         for cid in rt.ids:
             cg = _cgroups_named(cid)
             if cg:

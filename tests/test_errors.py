@@ -185,7 +185,7 @@ def test_invalid_container_id(runtime, bundle, tmp_path, bad):
     assert_failed(proc)
     assert not (tmp_path / "escape").exists()
     if runtime.root.exists():
-        assert list(runtime.root.iterdir()) == []
+        assert runtime.state_dirs() == []
 
 
 def test_failed_create_with_every_resource_leaves_nothing(runtime, bundle, tmp_path):

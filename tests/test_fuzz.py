@@ -205,8 +205,7 @@ def test_fuzz_config(runtime, bundle, tmp_path):
         problems = sum(pool.map(worker, range(2)), [])
     problems += file_cases(runtime, bundle, tmp_path, prefix)
     cases += FILE_CASES
-    left = [p.name for p in runtime.root.iterdir() if p.name != ".cache"] \
-        if runtime.root.exists() else []
+    left = runtime.state_dirs()
     cgroups = _leftover_cgroups(prefix)
     print(f"fuzz: {len(cases)} config cases, {len(problems)} failures")
     if problems and os.environ.get("PYRUNTIME_FUZZ_REPORT"):

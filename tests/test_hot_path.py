@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import is_pyruntime, runtime_binary
+from conftest import SERVER_MODE, is_pyruntime, runtime_binary
 
 from pyruntime.lean import jsonio
 from pyruntime.cli.options import REMAINDER, Parser
@@ -48,7 +48,11 @@ def test_the_lifecycle_imports_nothing_heavy(runtime, bundle):
                  ("delete", "--force", cid)):
         rc, mods = imported_by("--root", str(runtime.root), *args)
         assert rc == 0, args
-        assert "pyruntime.cli" in mods  # the probe works
+        if args[0] in ("create", "exec"):  # the warm server's client; the CLI if not served
+            assert "pyruntime.server.client" in mods
+            assert ("pyruntime.cli.main" in mods) is not SERVER_MODE
+        else:
+            assert "pyruntime.cli" in mods  # the probe works
         # the launcher tries the lean path only for the commands that have one
         assert ("pyruntime.cli.fast" in mods) == (args[0] in ("state", "start", "list", "kill",
                                                               "delete")), args[0]
@@ -252,7 +256,7 @@ def test_lean_falls_back_with_the_full_paths_errors(runtime, bundle):
         assert "pyruntime.cli.main" in lean[3] and lean[:3] == full[:3], g
     for d in ("corrupt", "nofile", "bad"):
         assert call(runtime, "delete", "--force", d)[0] == 0
-    assert set(os.listdir(runtime.root)) <= {cid, ".cache"}
+    assert set(runtime.state_dirs()) <= {cid}
 
 
 @pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own lean path")

@@ -179,8 +179,7 @@ def test_exec_error_is_reported_once(runtime, bundle):
 
 def _nothing_left(runtime, cid):
     kids = children_after_reaping()
-    left = [p.name for p in runtime.root.iterdir() if p.name != ".cache"] \
-        if runtime.root.exists() else []
+    left = runtime.state_dirs()
     cg = _leftover_cgroups(cid)
     with open("/proc/self/mountinfo") as f:
         mounts = [ln.split()[4] for ln in f if cid in ln]

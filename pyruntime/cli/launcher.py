@@ -33,6 +33,8 @@ sys.path += {site!r}
 try:
     if {{"start", "state", "kill", "delete", "list"}}.intersection(sys.argv[1:]):
         from pyruntime.cli.fast import run  # builtin modules only, else main's run
+    elif {{"create", "run", "exec"}}.intersection(sys.argv[1:]):
+        from pyruntime.server.client import run  # the warm server's, else main's run
     else:
         from pyruntime.cli.main import run
 except ImportError as e:

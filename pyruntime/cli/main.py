@@ -25,6 +25,7 @@ COMMANDS = {
     "restore": "restore a container from a previous checkpoint (needs CRIU)",
     "resume": "resumes all processes that have been previously paused",
     "run": "create and run a container",
+    "server": "serve create and run for --root from a warm process (not a runc command)",
     "spec": "create a new specification file",
     "start": "executes the user defined process in a created container",
     "state": "output the state of a container",

@@ -1,0 +1,137 @@
+"""The server's handle on an init that its client forks: what lifecycle/container.py's create
+needs to prepare a container for an init that is not its own child."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+from pyruntime.lifecycle.channel import Channel
+from pyruntime.linux import namespaces
+from pyruntime.server import messages, wire
+
+# The namespaces a config may leave out: the container then shares the caller's (not the
+# server's), so the preparer joins the init's, which are still the client's.
+_CALLERS = ("network", "ipc", "uts", "cgroup")
+
+
+class Joiner:
+    """The client's child: the init (create) or the bootstrap child (exec): pid, pidfd,
+    chan and the client's stdio, once cgroups_ready() or spawn_exec() returned."""
+
+    def __init__(self, conn, peer: int, cwd: str | None = None):
+        self._conn, self._peer, self._fds = conn, peer, []
+        self.cwd = cwd  # the client's, for the hooks the server runs
+        self.pid, self.pidfd, self.chan, self.stdio = 0, -1, None, [None, None, None]
+        self._mover = None
+
+    def cgroups_ready(self, mgr) -> None:
+        """create: the cgroups exist, the client forks the init into them now, PID 1 of a new
+        pid namespace. A cgroup2 move waits for the kernel-wide lock (and an RCU grace
+        period): the client's clone3 saves it; otherwise a thread of ours moves it while we
+        go on."""
+        placement = mgr.placement()
+        placed = self._fork(placement, pid_ns=True)
+        if placement.v2 and not placed:
+            self._mover = _Mover(placement.v2, self.pid)
+
+    def spawn_exec(self, placement, ns_fds, proc, in_user_ns, seccomp_prog, preserve_fds,
+                   notify, memory_policy) -> tuple[int, Channel]:
+        """exec: the client forks the bootstrap child (so that the process is the caller's)
+        and we hand it what it needs (PLAN); it then talks the channel's exec protocol."""
+        from pyruntime.lifecycle.channel import PLAN
+        from pyruntime.lifecycle.exec import plan_message
+        placed = self._fork(placement, pid_ns=False)
+        if placement is not None:
+            placement.born_in_v2 = placed
+        msg, fds = plan_message(ns_fds, proc, in_user_ns, seccomp_prog, preserve_fds, notify,
+                                memory_policy)
+        self.chan.send_fds(PLAN, fds, **msg)
+        return self.pid, self.chan
+
+    def _fork(self, placement, pid_ns: bool) -> bool:
+        """GO, INIT: the client's child exists; whether it was born in the cgroup2 cgroup."""
+        if placement is not None and not placement.self_move:
+            raise messages.Refused("cgroups that the child cannot enter by itself")
+        messages.send(self._conn, wire.GO, pid_ns=pid_ns,
+                      tasks=placement.v1 if placement else [],
+                      cgroup2=placement.v2 if placement else None)
+        msg, self._fds = messages.recv(self._conn, wire.INIT)
+        fds = self._fds
+        stdio = msg.get("stdio")
+        if not (isinstance(stdio, list) and set(stdio) <= {0, 1, 2} and
+                len(set(stdio)) == len(stdio) and len(fds) == len(stdio) + 1):
+            raise messages.Refused("the INIT message's fds do not match its stdio")
+        pid = messages.field(msg, "pid", int, lambda v: v > 1)
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            from pyruntime.errors import PeerGone
+            from pyruntime.lifecycle.channel import GONE
+            raise PeerGone(GONE) from None
+        if messages.parent(pid) != self._peer:
+            raise messages.Refused(f"pid {pid} is not the client's child")
+        self.pid = pid
+        self.chan = Channel(socket.socket(fileno=fds[-1]))
+        self._fds = fds[:-1]
+        given = dict(zip(stdio, fds))
+        self.stdio = [given.get(i) for i in (0, 1, 2)]
+        return msg.get("placed") is True
+
+    def moved(self) -> None:
+        if self._mover is not None:
+            self._mover.result()
+
+    def callers_namespaces(self, linux, opened: list) -> list:
+        """`opened` (the config's paths) and the caller's namespaces of the types the config
+        does not list, in joining order."""
+        out = list(opened)
+        try:
+            for kind in _CALLERS:
+                if linux.namespace(kind) is not None:
+                    continue
+                name = namespaces.PROC_NAME[kind]
+                theirs = f"/proc/{self.pid}/ns/{name}"
+                try:
+                    if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                        continue
+                except FileNotFoundError:
+                    continue
+                out.append((kind, os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)))
+        except BaseException:
+            for _, fd in out[len(opened):]:
+                os.close(fd)
+            raise
+        out.sort(key=lambda t: namespaces.JOIN_ORDER.index(t[0]))
+        return out
+
+    def close(self) -> None:
+        if self._mover is not None:
+            self._mover.thread.join()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+        if self.chan is not None:
+            self.chan.sock.close()
+        for fd in self._fds:
+            os.close(fd)
+
+
+class _Mover:
+    """Moves the init into its cgroup2 cgroup, beside the rest of the create."""
+
+    def __init__(self, cgroup2: str, pid: int):
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(cgroup2, pid), daemon=True)
+        self.thread.start()
+
+    def _run(self, cgroup2, pid):
+        from pyruntime.cgroups.placement import add
+        try:
+            add(cgroup2, "cgroup.procs", pid, f"pid {pid}", cgroup2=True)
+        except BaseException as e:
+            self.error = e
+
+    def result(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
