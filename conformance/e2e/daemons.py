@@ -116,8 +116,9 @@ def install(log=print) -> None:
 
 
 class Daemons:
-    def __init__(self, base: str, pyruntime: str):
+    def __init__(self, base: str, pyruntime: str, extra_runtimes: dict | None = None):
         self.base = base
+        self.extra_runtimes = extra_runtimes or {}
         self.dir = os.path.join(base, "run")
         self.logs = os.path.join(base, "logs")
         self.pyruntime = pyruntime
@@ -170,7 +171,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 "/usr/sbin/docker-proxy",
                 "runtimes": {"pyruntime-cfg": {"path": self.pyruntime},
                              # the same runtime through another supported Python's launcher
-                             PY313_RUNTIME: {"path": PY313_LAUNCHER}},
+                             PY313_RUNTIME: {"path": PY313_LAUNCHER},
+                             **{n: {"path": p} for n, p in self.extra_runtimes.items()}},
                 "deprecated-key-path": f"{self.dir}/docker/key.json",  # not /etc/docker
                 "experimental": True,  # docker checkpoint
             }, f, indent=1)

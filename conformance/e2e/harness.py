@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import daemons  # noqa: E402
 import images  # noqa: E402
 import scenarios  # noqa: E402
+import servers  # noqa: E402
 import checkpoint_scenarios  # noqa: E402,F401  (registers its scenarios)
 from scenarios import SCENARIOS, Ctx, Runtime  # noqa: E402
 
@@ -60,9 +61,10 @@ def satisfies(expect, obs: str) -> bool:
     return expect(obs) if callable(expect) else obs == expect
 
 
-def run_scenario(h: Harness, rts: list[Runtime], scn) -> dict:
+def run_scenario(h: Harness, rts: list[Runtime], scn, srv=None) -> dict:
     t0 = time.monotonic()
     results: dict = {}
+    mark = srv.mark() if srv else None
 
     def one(rt):
         results[rt.name] = observe(h, rt, scn)
@@ -83,7 +85,8 @@ def run_scenario(h: Harness, rts: list[Runtime], scn) -> dict:
     return {"name": scn.name, "group": scn.group, "passed": ok, "pyruntime": py, "runc": rc,
             "pyruntime_info": py_info, "runc_info": rc_info, "why": why,
             "expect": scn.expect if isinstance(scn.expect, str) else None,
-            "secs": round(time.monotonic() - t0, 2)}
+            "secs": round(time.monotonic() - t0, 2),
+            **({"server": srv.since(mark)} if srv else {})}
 
 
 def short(text: str, n: int = 160) -> str:
@@ -100,7 +103,12 @@ def line_for(res: dict) -> str:
     if res.get("skipped"):
         status = "SKIP"
     tail = f" -- {res['why']}" if res.get("why") else ""
-    return f"{status} {res['name']} ({side('pyruntime')}, {side('runc')}){tail}"
+    srv = "".join(f" [{e} server: served {t['served']}"
+                  + "".join(f", refused {n}: {why}" for why, n in t["refused"].items())
+                  + (f", failed {t['failed']}" if t["failed"] else "")
+                  + "".join(f", {o}" for o in t["other"]) + "]"
+                  for e, t in res.get("server", {}).items())
+    return f"{status} {res['name']} ({side('pyruntime')}, {side('runc')}){tail}{srv}"
 
 
 def parse_args(argv):
@@ -120,6 +128,12 @@ def parse_args(argv):
     p.add_argument("--keep", action="store_true",
                    help="leave the daemons running at the end (stop them with --stop)")
     p.add_argument("--stop", action="store_true", help="stop daemons a --keep run left, and exit")
+    p.add_argument("--server", action="store_true",
+                   default=os.environ.get("PYRUNTIME_E2E_SERVER") == "1",
+                   help="server mode (also PYRUNTIME_E2E_SERVER=1): a `pyruntime server` for "
+                        "every --root the engines use (servers.py); fails if they serve nothing")
+    p.add_argument("--add-runtime", action="append", default=[], metavar="NAME=PATH",
+                   help="register one more runtime with dockerd (daemon.json)")
     return p.parse_args(argv)
 
 
@@ -158,7 +172,8 @@ def main(argv=None) -> int:
     except BlockingIOError:
         print(f"e2e: waiting for another run (lock {opts.dir}/lock)", flush=True)
         fcntl.flock(lock, fcntl.LOCK_EX)
-    d = daemons.Daemons(opts.dir, opts.pyruntime)
+    extra = dict(r.split("=", 1) for r in opts.add_runtime)
+    d = daemons.Daemons(opts.dir, opts.pyruntime, extra)
     daemons.start_orphan_reaper()
     if opts.stop:
         d.cleanup_stale()
@@ -223,6 +238,15 @@ def run_all(opts, d: daemons.Daemons, t_start: float) -> int:
     rts = runtimes(opts.pyruntime)
     results = []
     out_lock = threading.Lock()
+    srv = None
+    if opts.server:
+        try:
+            srv = servers.Servers(d, opts.pyruntime)
+        except daemons.Unavailable as e:
+            print(f"e2e: server mode: {e}", flush=True)
+            return 1
+        print("e2e: server mode: " + ", ".join(f"{s.engine} {s.root}" for s in srv.servers),
+              flush=True)
 
     def one(scn):
         if scn.group == "tutorial" and "tutorial" not in imgs:
@@ -230,17 +254,29 @@ def run_all(opts, d: daemons.Daemons, t_start: float) -> int:
                    "pyruntime": "", "runc": "", "pyruntime_info": "", "runc_info": "",
                    "why": "no tutorial image", "expect": None, "secs": 0}
         else:
-            res = run_scenario(h, rts, scn)
+            res = run_scenario(h, rts, scn, srv)
         with out_lock:
             results.append(res)
             print(line_for(res), flush=True)
             write_json(opts.json, {"results": results, "done": False})
     # Scenarios run --jobs at a time, each with both runtimes side by side.
     pool = ThreadPoolExecutor(max(1, opts.jobs))
+    summary, verdict = [], ""
     try:
         list(pool.map(one, scns))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: no new scenario starts
+        if srv:
+            summary = srv.stop()
+            verdict = servers.verdict(summary)
+            for s in summary:
+                print(f"e2e: {s['engine']} server ({s['root']}): served {s['served']}, failed "
+                      f"{s['failed']}, refused {sum(s['refused'].values())}"
+                      + "".join(f" ({n}: {why})" for why, n in s["refused"].items())
+                      + "".join(f"; {o}" for o in s["other"]) + f"; exit {s['exit']}",
+                      flush=True)
+            if verdict:
+                print(f"e2e: server mode FAILED: {verdict}", flush=True)
     for n in h.late_cleanup:
         daemons.sh([daemons.DOCKER, "rm", "-f", "-v", n], env=h.env)
     passed = sum(r["passed"] for r in results)
@@ -250,8 +286,9 @@ def run_all(opts, d: daemons.Daemons, t_start: float) -> int:
     print(f"e2e: {passed} passed, {failed} failed"
           + (f", {skipped} skipped" if skipped else "") + f" ({total:.0f}s)", flush=True)
     write_json(opts.json, {"results": results, "done": True, "secs": round(total, 1),
-                           "setup_notes": setup_notes})
-    return 0 if failed == 0 else 1
+                           "setup_notes": setup_notes,
+                           **({"servers": summary, "server_verdict": verdict} if srv else {})})
+    return 0 if failed == 0 and not verdict else 1
 
 
 if __name__ == "__main__":
