@@ -8,6 +8,10 @@ starts a private containerd and dockerd, and takes a couple of minutes.
 The tests are skipped, with the harness's reason, only when the daemons cannot run on this
 machine (not root, the packages cannot be installed, a daemon does not start), or when
 PYRUNTIME_E2E=0 asks for it.
+
+With PYRUNTIME_TEST_SERVER=1 (conftest.py) the harness runs in server mode (`run --server`): a
+warm `pyruntime server` for every --root the engines use; test_e2e_servers then checks that the
+servers served, and adds their tally to the suite's server log.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import SERVER_LOG, SERVER_MODE
 
 HARNESS = Path(__file__).resolve().parent.parent / "conformance" / "e2e" / "run"
 UNAVAILABLE = 77
@@ -48,7 +54,8 @@ def e2e_results(tmp_path_factory) -> dict:
         if not out.exists():
             with open(log, "w") as f:
                 try:
-                    rc = subprocess.run([str(HARNESS), "--json", str(out)], stdout=f,
+                    mode = ["--server"] if SERVER_MODE else []
+                    rc = subprocess.run([str(HARNESS), "--json", str(out), *mode], stdout=f,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         timeout=TIMEOUT).returncode
                 except subprocess.TimeoutExpired:
@@ -87,6 +94,25 @@ def test_e2e(e2e_results, name):
                        if res.get(rt + "_info"))
         pytest.fail(f"{name}: {res['why']}\n  pyruntime: {res['pyruntime']}\n"
                     f"  runc:      {res['runc']}{expect}{info}", pytrace=False)
+
+
+@pytest.mark.skipif(not SERVER_MODE, reason="PYRUNTIME_TEST_SERVER=1 runs the harness with servers")
+def test_e2e_servers(e2e_results, request):
+    """The engines' creates went through the servers: they served some, stopped cleanly."""
+    if e2e_results.get("unavailable"):
+        pytest.skip(f"end to end unavailable on this machine: {e2e_results['unavailable']}")
+    summary = e2e_results.get("servers")
+    if summary is None:
+        pytest.fail(f"the harness reported no servers (exit {e2e_results.get('rc')}): see "
+                    f"{e2e_results['log']}", pytrace=False)
+    served = sum(s["served"] for s in summary)
+    refused = sum(sum(s["refused"].values()) for s in summary)
+    with open(SERVER_LOG, "a") as f:
+        f.write(f"served={served} refused={refused} {request.node.nodeid}\n")
+    detail = "; ".join(f"{s['engine']} {s['root']}: served {s['served']}, failed {s['failed']}, "
+                       f"refused {s['refused']}" for s in summary)
+    assert not e2e_results.get("server_verdict"), f"{e2e_results['server_verdict']} ({detail})"
+    assert served > 0, detail
 
 
 if __name__ == "__main__":
