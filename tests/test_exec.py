@@ -200,8 +200,8 @@ def test_cgroup_flag_joins_a_sub_cgroup(runtime, running):
             assert where[ctrl] == f"/pyrt-test/{cid}/sub", out
         assert where["devices"] == f"/pyrt-test/{cid}", out
         for bad, words in ((["--cgroup", ".."], ".. is not a sub cgroup path"),
-                           (["--cgroup", "none"], "/none: no such cgroup"),
-                           (["--cgroup", "cpu:none"], "/none: no such cgroup"),
+                           (["--cgroup", "none"], "/none/cgroup.procs: no such file"),
+                           (["--cgroup", "cpu:none"], "/none/cgroup.procs: no such file"),
                            (["--cgroup", "whaaat:/"], "unknown controller whaaat"),
                            (["--cgroup", "a", "--cgroup", "b"], "invalid --cgroup argument")):
             proc = sh(runtime, cid, "true", *bad, check=False)

@@ -245,7 +245,10 @@ def _sub_dirs(dirs: dict[str, str], subs: list[str]) -> dict[str, str]:
             if target != top and not target.startswith(top + "/"):
                 raise RuntimeFailure(f"--cgroup: {sub} is not a sub cgroup path")
             if not os.path.isdir(target):
-                raise RuntimeFailure(f"--cgroup: {target}: no such cgroup")
+                # runc's words, which its tests match: "adding pid ... cgroup.procs: no such
+                # file" (checked before the fork here, so nothing needs undoing)
+                raise RuntimeFailure(f"--cgroup: error adding pid to {target}: open "
+                                     f"{target}/cgroup.procs: no such file or directory")
             dirs[key] = target
     return dirs
 
