@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import SERVER_MODE, Server, is_pyruntime
+from conftest import SERVER_MODE, Server, children_of, is_pyruntime
 from corehelp import assert_in_cgroup_everywhere, ppid_of, set_sh
 
 pytestmark = pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's own server")
@@ -228,7 +228,20 @@ def test_killing_the_server_mid_create_leaves_the_container_whole_or_gone(runtim
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         time.sleep(delay)
         server.proc.send_signal(signal.SIGKILL)
-        rc = client.wait(timeout=60)
+        # Meanwhile reap what the dead server's children leave us, as a shim's reaper does
+        # (we are the subreaper): the preparer in the init's pid namespace goes to us, and
+        # the init's end waits until it is reaped.
+        deadline = time.monotonic() + 60
+        while client.poll() is None:
+            assert time.monotonic() < deadline, "create hung"
+            for kid in children_of(os.getpid()):
+                if kid not in (client.pid, server.proc.pid):
+                    try:
+                        os.waitpid(kid, os.WNOHANG)
+                    except ChildProcessError:
+                        pass
+            time.sleep(0.005)
+        rc = client.returncode
     server.proc.wait()
     state = runtime("state", cid, check=False)
     err = (tmp_path / "create.err").read_text()

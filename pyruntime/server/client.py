@@ -482,15 +482,23 @@ def _valid(fd):
         return False
 
 
-def _reap(pid):
+def _reap(pid, timeout=2.0):
+    """SIGKILL our child and reap it. A PID 1 ends only once every process of its namespace
+    is reaped, and a preparer orphaned by a server that died goes to our caller's reaper,
+    which may be waiting for us: after `timeout`, leave it to that reaper."""
+    import time
     try:
         posix.kill(pid, 9)
     except OSError:
-        pass
-    try:
-        posix.waitpid(pid, 0)
-    except OSError:
-        pass
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if posix.waitpid(pid, posix.WNOHANG)[0] or time.monotonic() > deadline:
+                return
+        except OSError:
+            return
+        time.sleep(0.002)
 
 
 def _send(conn, kind, fds=(), **fields):

@@ -108,8 +108,8 @@ def fork_held(chan: Channel, who: str, main, *args, reap: bool = False) -> None:
     """Fork the process that goes on, report its pid and exit. It shares our channel, so it
     waits for us to send PID first; it is handed its host pid too (inside a new pid namespace
     it cannot learn it, and a seccomp agent is told it). It runs main(chan, host_pid, *args).
-    reap: wait for it before exiting (one that must not become an orphan of the container's
-    init, which would never reap it)."""
+    reap: wait for it before exiting, whatever happens (one in the init's pid namespace: as
+    an orphan it would go to a reaper outside, and the init's end would wait for that one)."""
     hold_r, hold_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -121,8 +121,13 @@ def fork_held(chan: Channel, who: str, main, *args, reap: bool = False) -> None:
         except BaseException as e:
             fail(chan, e, who)
         os._exit(1)
-    chan.send(PID, pid=pid)
-    os.write(hold_w, str(pid).encode())
+    try:
+        chan.send(PID, pid=pid)
+        os.write(hold_w, str(pid).encode())
+    except BaseException:
+        if reap:  # (a parent gone mid-setup: ours to reap all the same, see below)
+            kill_and_reap(pid)
+        raise
     if reap:
         os.waitpid(pid, 0)
     os._exit(0)
