@@ -391,25 +391,21 @@ def _remove_half_made(ctx, cid):
 
 
 def _init(sock, console_fd, tasks):
-    """create's init, in the child: the package's own code from here on. Its imports come
-    before its moves into the v1 cgroups, so that their memory is not the container's."""
-    from pyruntime.lifecycle.channel import Channel
+    """create's init, in the child: the package's own code from here on."""
     __import__("pyruntime.oci.config")  # JOIN's records: imported while we wait
-    from pyruntime.setup import bootstrap, init
-    error = _enter_v1(tasks)
-    chan = Channel(sock)
-    try:
-        if error is not None:
-            from pyruntime.errors import RuntimeFailure
-            raise RuntimeFailure(error)
-        init.p1_main(chan, console_fd)
-    except BaseException as e:
-        bootstrap.fail(chan, e, init.WHO)
+    from pyruntime.setup import init
+    _child(sock, console_fd, tasks, init.p1_main, init.WHO)
 
 
 def _exec_child(sock, console_fd, tasks):
-    """exec's bootstrap child, in the child (imports first, as the init's)."""
+    """exec's bootstrap child, in the child."""
     from pyruntime.lifecycle import exec as execmod
+    _child(sock, console_fd, tasks, execmod.remote_bootstrap, execmod.WHO)
+
+
+def _child(sock, console_fd, tasks, main, who):
+    """Imports first, then the moves into the v1 cgroups (so that the imports' memory is not
+    the container's), then main(chan, console_fd); a failure goes to the server."""
     from pyruntime.lifecycle.channel import Channel
     from pyruntime.setup import bootstrap
     error = _enter_v1(tasks)
@@ -418,9 +414,9 @@ def _exec_child(sock, console_fd, tasks):
         if error is not None:
             from pyruntime.errors import RuntimeFailure
             raise RuntimeFailure(error)
-        execmod.remote_bootstrap(chan, console_fd)
+        main(chan, console_fd)
     except BaseException as e:
-        bootstrap.fail(chan, e, execmod.WHO)
+        bootstrap.fail(chan, e, who)
 
 
 def _run(ctx, opts, cid, pid):
