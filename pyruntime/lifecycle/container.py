@@ -131,8 +131,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                 no_pivot, no_new_keyring, preserve_fds, rootless=False, resources=None,
                 stdio=None, joiner=None) -> int:
     from pyruntime.linux import namespaces
-    from pyruntime.lifecycle.channel import (CREATED, GO, HOOKS, HOOKS_DONE, MAPPED, PID,
-                                             JOIN, JOINED, PREPARED, USERNS)
+    from pyruntime.lifecycle.channel import (CREATED, FORKED, GO, HOOKS, HOOKS_DONE, MAPPED,
+                                             PID, JOIN, JOINED, PREPARED, USERNS)
     from pyruntime.setup import bootstrap as boot
     from pyruntime.setup.init import WHO, InitArgs, bootstrap, join_message
     linux = cfg.linux
@@ -147,9 +147,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         _check_existing_cgroup(mgr)
     c.state.cgroup = mgr.to_state()
     if joiner is not None:
-        joiner.cgroups_ready(mgr)
-        cleanup.pid = joiner.pid
-        stdio = joiner.stdio
+        joiner.cgroups_ready(mgr)  # the client forks the init meanwhile
     seccomp_prog = listener = None
     if linux.seccomp:
         from pyruntime.seccomp import compile as seccomp
@@ -181,7 +179,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                         preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
                         seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources,
                         caller_waits=console is not None, rootless=rootless,
-                        pid_ns_fd=joiner.pidfd if joiner is not None else -1)
+                        preparer=joiner is not None)
         log.debug("nsexec container setup: forking the bootstrap child", stage=0)
 
         def child(chan, args):
@@ -231,6 +229,13 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             _abort(pid, joiner)
             raise
         chan.send(GO)
+        if joiner is not None:  # the bootstrap child made the namespaces meanwhile
+            joiner.forked()
+            cleanup.pid = joiner.pid
+            given = [i for i in (0, 1, 2) if joiner.stdio[i] is not None]
+            chan.send_fds(FORKED, [joiner.pidfd] + [joiner.stdio[i] for i in given],
+                          stdio=given)
+            join = join_message(args)  # while the preparer mounts
         msg = chan.recv(USERNS, PID)
         if msg["type"] == USERNS:
             if rootless:
@@ -265,8 +270,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             msg, fds = chan.recv_fds(HOOKS)
             try:
                 joiner.chan.send_fds(JOIN, [*fds, fifo_fd] + (
-                    [listener.fileno()] if listener is not None else []),
-                    **join_message(args, msg["ns"]))
+                    [listener.fileno()] if listener is not None else []), **join, ns=msg["ns"])
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -280,10 +284,10 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         chan.send(HOOKS_DONE, state=oci)
         if joiner is not None:
             chan.recv(PREPARED)
-            os.waitpid(pid, 0)  # the bootstrap child reaped the preparer
             chan.sock.close()
             chan = joiner.chan
             chan.send(PREPARED, state=oci)
+            os.waitpid(pid, 0)  # the bootstrap child reaps the preparer: gone before CREATED
         chan.recv(CREATED)
         if joiner is not None:
             joiner.moved()

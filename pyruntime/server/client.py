@@ -189,7 +189,9 @@ def _create(ctx, cmd, opts, cid):
                 if opts["pid_file"]:
                     _write_pid_file(ctx, opts["pid_file"], pid, cid)
                 return pid
-            elif kind == wire.REFUSED:  # not served: nothing was made
+            elif kind == wire.REFUSED:  # not served: nothing was made but our child
+                if pid is not None:
+                    _reap(pid)
                 raise Fallback
             elif kind is None:
                 raise EOFError("the server died")

@@ -17,23 +17,27 @@ _CALLERS = ("network", "ipc", "uts", "cgroup")
 
 class Joiner:
     """The client's child: the init (create) or the bootstrap child (exec): pid, pidfd,
-    chan and the client's stdio, once cgroups_ready() or spawn_exec() returned."""
+    chan and the client's stdio, once forked() or spawn_exec() returned."""
 
     def __init__(self, conn, peer: int, cwd: str | None = None):
         self._conn, self._peer, self._fds = conn, peer, []
         self.cwd = cwd  # the client's, for the hooks the server runs
         self.pid, self.pidfd, self.chan, self.stdio = 0, -1, None, [None, None, None]
-        self._mover = None
+        self._mover = self._placement = None
 
     def cgroups_ready(self, mgr) -> None:
-        """create: the cgroups exist, the client forks the init into them now, PID 1 of a new
-        pid namespace. A cgroup2 move waits for the kernel-wide lock (and an RCU grace
-        period): the client's clone3 saves it; otherwise a thread of ours moves it while we
-        go on."""
-        placement = mgr.placement()
-        placed = self._fork(placement, pid_ns=True)
-        if placement.v2 and not placed:
-            self._mover = _Mover(placement.v2, self.pid)
+        """create: the cgroups exist: the client forks the init into them now (GO), PID 1 of
+        a new pid namespace, while we go on; forked() then takes its pid."""
+        self._placement = mgr.placement()
+        self._go(self._placement, pid_ns=True)
+
+    def forked(self) -> None:
+        """create: the init exists (INIT). A cgroup2 move waits for the kernel-wide lock (and
+        an RCU grace period): the client's clone3 saves it; otherwise a thread of ours moves
+        it while we go on."""
+        placed = self._forked()
+        if self._placement.v2 and not placed:
+            self._mover = _Mover(self._placement.v2, self.pid)
 
     def spawn_exec(self, placement, ns_fds, proc, in_user_ns, seccomp_prog, preserve_fds,
                    notify, memory_policy) -> tuple[int, Channel]:
@@ -41,7 +45,8 @@ class Joiner:
         and we hand it what it needs (PLAN); it then talks the channel's exec protocol."""
         from pyruntime.lifecycle.channel import PLAN
         from pyruntime.lifecycle.exec import plan_message
-        placed = self._fork(placement, pid_ns=False)
+        self._go(placement, pid_ns=False)
+        placed = self._forked()
         if placement is not None:
             placement.born_in_v2 = placed
         msg, fds = plan_message(ns_fds, proc, in_user_ns, seccomp_prog, preserve_fds, notify,
@@ -49,13 +54,16 @@ class Joiner:
         self.chan.send_fds(PLAN, fds, **msg)
         return self.pid, self.chan
 
-    def _fork(self, placement, pid_ns: bool) -> bool:
-        """GO, INIT: the client's child exists; whether it was born in the cgroup2 cgroup."""
+    def _go(self, placement, pid_ns: bool) -> None:
+        """GO: the client forks its child into the cgroups."""
         if placement is not None and not placement.self_move:
             raise messages.Refused("cgroups that the child cannot enter by itself")
         messages.send(self._conn, wire.GO, pid_ns=pid_ns,
                       tasks=placement.v1 if placement else [],
                       cgroup2=placement.v2 if placement else None)
+
+    def _forked(self) -> bool:
+        """INIT: the client's child exists; whether it was born in the cgroup2 cgroup."""
         msg, self._fds = messages.recv(self._conn, wire.INIT)
         fds = self._fds
         stdio = msg.get("stdio")
@@ -84,14 +92,14 @@ class Joiner:
 
     def callers_namespaces(self, linux, opened: list) -> list:
         """`opened` (the config's paths) and the caller's namespaces of the types the config
-        does not list, in joining order."""
+        does not list, in joining order: the client's, which its init inherits."""
         out = list(opened)
         try:
             for kind in _CALLERS:
                 if linux.namespace(kind) is not None:
                     continue
                 name = namespaces.PROC_NAME[kind]
-                theirs = f"/proc/{self.pid}/ns/{name}"
+                theirs = f"/proc/{self._peer}/ns/{name}"
                 try:
                     if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
                         continue

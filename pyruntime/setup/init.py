@@ -19,8 +19,8 @@ from pyruntime.linux.syscalls import SYS, Sys
 from pyruntime.lifecycle import hooks
 from pyruntime import log
 from pyruntime.setup import bootstrap as boot, process, rootfs
-from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, HOOKS, HOOKS_DONE, JOIN, MAPPED,
-                                         JOINED, PREPARED, USERNS, Channel, fifo_error)
+from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, FORKED, HOOKS, HOOKS_DONE, JOIN,
+                                         MAPPED, JOINED, PREPARED, USERNS, Channel, fifo_error)
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lean.records import from_plain, record, to_plain
 
@@ -44,7 +44,7 @@ class InitArgs:
     caller_waits: bool  # `run` in the foreground: it holds its stderr until the end anyway
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
     rootless: bool = False
-    pid_ns_fd: int = -1  # the warm server's: join the init's pid namespace, fork a preparer
+    preparer: bool = False  # the warm server's: join the init's pid namespace, fork a preparer
 
 
 WHO = "container init"  # names a failure that is not a RuntimeFailure
@@ -62,11 +62,21 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
         chan.send(USERNS)
         chan.recv(MAPPED)
         prctl.set_dumpable(False)
-    if a.pid_ns_fd < 0:
+    if not a.preparer:
         namespaces.create_new(a.cfg.linux, map_ids)
         boot.fork_held(chan, WHO, init_main, a)
     namespaces.create_new(a.cfg.linux, map_ids, skip=namespaces.FLAGS["pid"])
-    SYS.setns(a.pid_ns_fd, namespaces.FLAGS["pid"])
+    # the server's client forked the init meanwhile: its pid namespace, and its stdio for
+    # the createContainer hooks
+    msg, fds = chan.recv_fds(FORKED)
+    given = msg["stdio"]
+    if not isinstance(given, list) or len(fds) != 1 + len(given):
+        raise RuntimeFailure("the server's FORKED message does not match its fds")
+    fd_of = dict(zip(given, fds[1:]))
+    boot.redirect_stdio([fd_of.get(i) for i in (0, 1, 2)])
+    SYS.setns(fds[0], namespaces.FLAGS["pid"])
+    for fd in fds:
+        SYS.close(fd)
     boot.fork_held(chan, WHO, prepare_main, a, reap=True)
 
 
@@ -109,7 +119,7 @@ def prepare(chan: Channel, a: InitArgs, sys: Sys = SYS) -> dict:
     # -- hooks that run before the root switch: prestart and createRuntime in the runtime's
     #    namespace (the parent runs them), then createContainer here in ours
     boot.at("hooks")
-    if a.pid_ns_fd < 0:
+    if not a.preparer:
         chan.send(HOOKS)
     else:  # the warm server's preparer: the init joins our namespaces before the hooks run
         kinds = [k for k in SHARED if linux.namespace(k) is not None]
@@ -167,14 +177,14 @@ def prepare_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> 
 _JOIN_RECORDS = ("pyruntime.oci.config", "pyruntime.oci.mounts", "pyruntime.seccomp.kernel")
 
 
-def join_message(a: InitArgs, kinds: list[str]) -> dict:
+def join_message(a: InitArgs) -> dict:
     """What the init needs to finish, as JSON-able values (the server's side of JOIN)."""
     cfg = a.cfg
     linux = to_plain(cfg.linux)
     linux["seccomp"] = {"listenerMetadata": (cfg.linux.seccomp or {}).get("listenerMetadata", "")}
     plain = dict(to_plain(cfg), raw={}, linux=linux)
     prog = a.seccomp
-    return {"cfg": plain, "id": a.container_id, "ns": kinds,
+    return {"cfg": plain, "id": a.container_id,
             "no_new_keyring": a.no_new_keyring, "preserve_fds": a.preserve_fds,
             "caller_waits": a.caller_waits, "listener": a.listener is not None,
             "seccomp": None if prog is None else [prog.bpf.hex(), prog.flags, prog.notify]}
