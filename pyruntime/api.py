@@ -379,8 +379,8 @@ class Runtime:
 
     def _become_subreaper(self) -> None:
         if self.subreaper:
-            import prctl
-            prctl.set_child_subreaper(True)
+            from pyruntime.linux import syscalls
+            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
 
     def _running_manager(self, id: str):
         from pyruntime.cgroups.ops import container_manager

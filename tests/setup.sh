@@ -2,7 +2,7 @@
 # Install everything pyruntime and its tests need on a fresh Debian 12 machine (run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="python3 gcc busybox-static libcap-dev libseccomp2 runc crun iproute2 procps psmisc strace util-linux systemd dbus uidmap"
+PKGS="python3 busybox-static libseccomp2 runc crun iproute2 procps psmisc strace util-linux systemd dbus uidmap"
 missing=$(for p in $PKGS; do dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || echo "$p"; done)
 if [ -n "$missing" ]; then
   apt-get -o DPkg::Lock::Timeout=900 update -qq

@@ -289,12 +289,16 @@ def test_status_errors(api, bundle):
 # ================================================================ the caller's side
 
 SUBREAPER_SCRIPT = """
-import os, sys, prctl, pyruntime
-assert not prctl.get_child_subreaper()
+import ctypes, os, sys, pyruntime
+def subreaper():
+    flag = ctypes.c_int()
+    assert ctypes.CDLL(None).prctl(37, ctypes.byref(flag), 0, 0, 0) == 0  # PR_GET_CHILD_SUBREAPER
+    return flag.value
+assert not subreaper()
 rt = pyruntime.Runtime(root=sys.argv[2])
-assert not prctl.get_child_subreaper()  # not before a container needs it
+assert not subreaper()  # not before a container needs it
 r = rt.run(sys.argv[3], sys.argv[1], capture_output=True)
-print(r.exit_code, r.stdout.decode().strip(), int(prctl.get_child_subreaper()))
+print(r.exit_code, r.stdout.decode().strip(), subreaper())
 try:
     os.waitpid(-1, os.WNOHANG)
     print("children left")

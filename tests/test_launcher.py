@@ -25,7 +25,7 @@ def test_written_launcher_runs_the_cli(tmp_path):
     p = subprocess.run([str(dest), "--version"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "pyruntime" in p.stdout, p.stderr
     # the dependencies come from the installing environment's site-packages, without `site`
-    code = open(dest).read().replace("\nrun()\n", "\nimport jsonschema, jeepney, prctl\n")
+    code = open(dest).read().replace("\nrun()\n", "\nimport jsonschema, jeepney\n")
     probe = subprocess.run([python, "-IS", "-c", code], capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0, probe.stderr
 

@@ -2,7 +2,7 @@
 
 The container tests run the CLI as `pyrt-rootless` (tests/setup.sh creates it, with ranges in
 /etc/subuid and /etc/subgid, and installs newuidmap). That user may not read root's files, so
-the CLI runs from a copy of this checkout's package (and python-prctl) in a dir it can read;
+the CLI runs from a copy of this checkout's package in a dir it can read;
 each test gets a bundle it owns and an XDG_RUNTIME_DIR of its own, and checks that nothing is
 left there, nor any process of the user.
 """
@@ -153,20 +153,18 @@ def test_pid_namespace_members(tmp_path):
 
 @pytest.fixture(scope="session")
 def user_launcher():
-    """A launcher the user can run: a copy of this checkout's package and python-prctl in a
-    dir the user can read (the installed launcher's paths may sit under /root), started by
+    """A launcher the user can run: a copy of this checkout's package in a dir the user can
+    read (the installed launcher's paths may sit under /root), started by
     the interpreter of the launcher under test."""
     if PW is None:
         pytest.skip(f"no user {USER}: tests/setup.sh creates it")
     if not is_pyruntime():
         pytest.skip("runs pyruntime's own package as the user")
-    import prctl
-    import _prctl
     interpreter = Path(runtime_binary()).read_text().split("\n", 1)[0][2:].split()[0]
     if subprocess.run(_as_user([interpreter, "-IS", "-c", "pass"]),
                       capture_output=True).returncode != 0:
         # e.g. a version manager's interpreter under /root: the distribution's build of the
-        # same version runs the same package (and python-prctl's extension) as well
+        # same version runs the same package as well
         distro = "/usr/bin/python%d.%d" % sys.version_info[:2]
         if subprocess.run(_as_user([distro, "-IS", "-c", "pass"]),
                           capture_output=True).returncode != 0:
@@ -176,8 +174,6 @@ def user_launcher():
     try:
         shutil.copytree(REPO / "pyruntime", d / "pyruntime",
                         ignore=shutil.ignore_patterns("__pycache__"))
-        for f in (prctl.__file__, _prctl.__file__):
-            shutil.copy(f, d)
         try:
             import jeepney  # --systemd-cgroup's D-Bus client
             shutil.copytree(Path(jeepney.__file__).parent, d / "jeepney",

@@ -194,7 +194,7 @@ def interp_copy(runtime, tmp_path):
     shutil.copy2(HOST_PYTHON, copy)
     launcher = str(d / "pyruntime")
     from pyruntime.cli import launcher as launcher_mod
-    launcher_mod.write(launcher, str(copy))  # this interpreter's site dirs: python-prctl
+    launcher_mod.write(launcher, str(copy))  # this interpreter's site dirs
     runtime.binary = launcher
     return str(copy)
 

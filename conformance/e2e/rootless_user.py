@@ -2,9 +2,8 @@
 
 The user cannot read root's files: a pyruntime launcher whose package or dependencies sit
 under /root (an editable install from a checkout there, pyenv's site-packages) fails for it.
-user_launcher() then writes one the user can run: the same interpreter, a copy of the
-package and of python-prctl (the one dependency a container's start needs) in a dir it can
-read. The launcher given is used as it is whenever the user can already import from it.
+user_launcher() then writes one the user can run: the same interpreter and a copy of the
+package (a container's start needs nothing else) in a dir it can read. The launcher given is used as it is whenever the user can already import from it.
 """
 from __future__ import annotations
 
@@ -56,7 +55,7 @@ def user_launcher(path: str, workdir: str) -> str:
     if parts is None:
         return path
     interpreter, paths = parts
-    probe = f"import sys; sys.path[:0] = {paths!r}; import pyruntime.cli, prctl"
+    probe = f"import sys; sys.path[:0] = {paths!r}; import pyruntime.cli"
     if sh(as_user([interpreter, "-IS", "-c", probe])).returncode == 0:
         return path
     d = tempfile.mkdtemp(prefix="launcher-", dir=workdir)
@@ -65,8 +64,6 @@ def user_launcher(path: str, workdir: str) -> str:
                 not os.path.exists(os.path.join(d, "pyruntime")):
             shutil.copytree(os.path.join(p, "pyruntime"), os.path.join(d, "pyruntime"),
                             ignore=shutil.ignore_patterns("__pycache__"))
-        for f in glob.glob(os.path.join(p, "prctl.py")) + glob.glob(os.path.join(p, "_prctl*.so")):
-            shutil.copy(f, d)
     launcher = os.path.join(d, "pyruntime-rootless")
     with open(launcher, "w") as f:
         f.write(f"#!{interpreter} -IS\nimport sys\nsys.path.insert(0, {d!r})\n"

@@ -47,7 +47,7 @@ MIN_PYTHON = (3, 11)  # pyproject.toml's requires-python
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # What a launcher's interpreter must import: the CLI and the optional dependencies' top modules.
 PROBE = ("pyruntime.cli.main", "pyruntime.cli.commands.create", "pyruntime.cli.commands.exec",
-         "pyruntime.oci.validate", "prctl", "jsonschema", "jeepney", "pyroute2", "google.protobuf")
+         "pyruntime.oci.validate", "jsonschema", "jeepney", "pyroute2", "google.protobuf")
 # Asks an interpreter for its version and site dirs, then which PROBE module it cannot import.
 _ASK = """import sys, sysconfig
 site = {site!r}

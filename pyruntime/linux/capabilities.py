@@ -1,11 +1,10 @@
 """Linux capabilities: names, checks against the host, and applying all five sets.
 
-python-prctl (libcap underneath) sets the bounding, effective, permitted and inheritable sets;
-it has no call for the ambient set (PR_CAP_AMBIENT), which goes through the syscall layer.
+All five go through the syscall layer: prctl(PR_CAPBSET_DROP) for the bounding set, one
+capset(2) for the effective, permitted and inheritable ones, prctl(PR_CAP_AMBIENT) for the
+ambient set.
 """
 from __future__ import annotations
-
-import prctl
 
 from pyruntime.linux import syscalls
 from pyruntime.errors import ConfigError, RuntimeFailure
@@ -84,18 +83,12 @@ def drop_bounding(caps) -> None:
                              f"runtime's capability bounding set, so it cannot be granted")
     for i in range(last_cap() + 1):
         if have >> i & 1 and not want >> i & 1:
-            prctl.capbset_drop(i)
+            syscalls.prctl(syscalls.PR_CAPBSET_DROP, i)
 
 
 def set_exactly(effective: int, permitted: int, inheritable: int) -> None:
-    """Make the three sets exactly these masks (one capset(2) underneath)."""
-    every = range(last_cap() + 1)
-    changes = []
-    for flag, want in ((prctl.CAP_EFFECTIVE, effective), (prctl.CAP_PERMITTED, permitted),
-                       (prctl.CAP_INHERITABLE, inheritable)):
-        changes.append(([i for i in every if want >> i & 1], flag, True))
-        changes.append(([i for i in every if not want >> i & 1], flag, False))
-    prctl.set_caps(*changes)
+    """Make the three sets exactly these masks: one capset(2)."""
+    syscalls.capset(effective, permitted, inheritable)
 
 
 def apply_sets(caps) -> None:
@@ -110,7 +103,6 @@ def apply_sets(caps) -> None:
             raise RuntimeFailure(f"process.capabilities: {', '.join(sorted(set(lost)))} not in the "
                                  "capability bounding set, so it cannot be granted") from None
         raise
-    # python-prctl has no PR_CAP_AMBIENT, hence the syscall layer here.
     # The kernel only keeps an ambient capability that is also permitted and inheritable;
     # runc skips the others quietly (its own `runc spec` asks for ambient without inheritable).
     raisable = permitted & mask(caps.inheritable)

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import os
 
-import prctl
-
 from pyruntime import log
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lean import signal, socket
 from pyruntime.lifecycle.channel import GO, MOVED, PID, TRACE, Channel
-from pyruntime.linux import console, namespaces
+from pyruntime.linux import console, namespaces, syscalls
 
 # The lifecycle step a child is at: a failure that names none is reported as this one's.
 _step: str | None = None
@@ -97,7 +95,7 @@ def enter(chan: Channel, ns_fds) -> None:
     """The bootstrap child's first steps: hide our /proc/<pid>/exe from the container, wait
     until the parent has put us into the container's cgroup, join the namespaces given."""
     at("namespaces")
-    prctl.set_dumpable(False)
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
     chan.recv(GO)
     if ns_fds:
         log.debug(f"nsexec container setup: joining {[k for k, _ in ns_fds]} namespaces", stage=1)

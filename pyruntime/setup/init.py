@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 import struct
 
-import prctl
-
 from pyruntime.lean import socket
 from pyruntime.linux import namespaces
-from pyruntime.linux.syscalls import SYS, Sys
+from pyruntime.linux.syscalls import PR_SET_DUMPABLE, SYS, Sys, prctl
 from pyruntime.lifecycle import hooks
 from pyruntime import log
 from pyruntime.setup import bootstrap as boot, process, rootfs
@@ -58,10 +56,10 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
         if a.rootless:
             # an unprivileged parent (and newuidmap, which checks who owns us) can write our
             # /proc/<pid>/*_map only while we are dumpable: just for the mapping, as runc
-            prctl.set_dumpable(True)
+            prctl(PR_SET_DUMPABLE, 1)
         chan.send(USERNS)
         chan.recv(MAPPED)
-        prctl.set_dumpable(False)
+        prctl(PR_SET_DUMPABLE, 0)
     if not a.preparer:
         namespaces.create_new(a.cfg.linux, map_ids)
         boot.fork_held(chan, WHO, init_main, a)
@@ -196,7 +194,7 @@ def p1_main(chan: Channel, console_fd: int) -> None:
     our namespaces); once the preparer has switched the root (ours with it: we share its
     mount namespace), become() as any init."""
     boot.at("namespaces")
-    prctl.set_dumpable(False)
+    prctl(PR_SET_DUMPABLE, 0)
     msg, fds = chan.recv_fds(JOIN)
     kinds = msg["ns"]
     if not isinstance(kinds, list) or len(fds) != len(kinds) + 1 + bool(msg["listener"]):

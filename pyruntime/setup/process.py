@@ -6,10 +6,8 @@ import os
 import resource
 import stat
 
-import prctl
-
 from pyruntime.lean import signal
-from pyruntime.linux import capabilities, lsm
+from pyruntime.linux import capabilities, lsm, syscalls
 from pyruntime.linux.syscalls import SYS, Sys
 from pyruntime.setup import execshim
 from pyruntime.errors import RuntimeFailure
@@ -155,7 +153,7 @@ def build_env(proc, preserve_fds: int = 0) -> dict[str, str]:
 
 def switch_user(user, in_user_ns: bool) -> None:
     """Groups, gid, uid; keep the permitted capabilities across setuid (capset trims them)."""
-    prctl.set_keepcaps(True)
+    syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 1)
     try:
         if not in_user_ns or _setgroups_allowed():
             os.setgroups(user.additional_gids)
@@ -164,7 +162,7 @@ def switch_user(user, in_user_ns: bool) -> None:
     except OSError as e:
         raise RuntimeFailure(f"process.user: uid={user.uid} gid={user.gid}: {e.strerror}",
                              errno=e.errno) from None
-    prctl.set_keepcaps(False)
+    syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 0)
     os.umask(0o022 if user.umask is None else user.umask)
 
 
@@ -209,7 +207,7 @@ def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
     if caps is not None:
         capabilities.apply_sets(caps)
     if proc.no_new_privileges:
-        prctl.set_no_new_privs(True)
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
     for sig in _RESET_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     lsm.set_exec_labels(proc.apparmor_profile, proc.selinux_label)

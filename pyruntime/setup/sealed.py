@@ -48,7 +48,7 @@ def reexec() -> None:
     """Replace this process with the same command run by a sealed copy of the interpreter."""
     fd = _sealed_copy()
     # The same sys.path as this process: the launcher's package dir and its site dirs (which
-    # hold python-prctl and the optional dependencies) are not found by -I -S alone.
+    # hold the optional dependencies) are not found by -I -S alone.
     code = f"import sys; sys.path[:] = {sys.path!r}; from pyruntime.cli.main import run; run()"
     sys.stdout.flush()
     sys.stderr.flush()

@@ -6,11 +6,11 @@ from __future__ import annotations
 import errno
 import os
 
-import prctl
 import pytest
 
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lifecycle import channel
+from pyruntime.linux import syscalls
 from pyruntime.setup import bootstrap as boot
 
 
@@ -50,7 +50,7 @@ def _held(chan, host_pid):
 
 
 def test_the_held_process_speaks_after_pid_and_knows_its_pid():
-    prctl.set_child_subreaper(True)  # the held process is orphaned: we reap it
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the held process is orphaned: we reap it
     pid, chan = boot.spawn("exec", lambda c: (boot.enter(c, []), boot.fork_held(c, "exec", _held)))
     try:
         boot.in_cgroup(chan, pid, None)  # MOVED: no cgroup to enter

@@ -18,8 +18,8 @@ def configure(p):
 def main(opts, ctx):
     from pyruntime.criu.restore import restore
     if not opts.detach and not opts.no_subreaper:
-        import prctl  # the restored tree's orphans come to us while we wait, as with `run`
-        prctl.set_child_subreaper(True)
+        from pyruntime.linux import syscalls  # the restored tree's orphans come to us while
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # we wait, as with `run`
     pid, master = restore(ctx.root, opts.container_id, opts, getattr(ctx, "criu", None),
                           ctx.systemd_cgroup)
     if opts.detach:

@@ -1,9 +1,8 @@
 """create and run a container"""
 import os
 
-import prctl
-
 from pyruntime.lean import socket
+from pyruntime.linux import syscalls
 from pyruntime.linux.console import exit_code, forward_signals, receive_master, wait_proxying
 from pyruntime.cli.commands import runtime
 from pyruntime.cli.commands.create import add_create_flags
@@ -19,7 +18,7 @@ def configure(p):
 
 def main(opts, ctx):
     # The init is orphaned when `create`'s bootstrap child exits; as a subreaper we inherit it.
-    prctl.set_child_subreaper(True)
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     ours = theirs = None
     if not opts.console_socket and not opts.detach and _wants_terminal(opts.bundle):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -33,7 +32,7 @@ def main(opts, ctx):
     if opts.no_subreaper:
         # The init is our child by now and stays so; only later orphans (of a container in
         # the host's pid namespace) go to our own reaper instead, as with runc's flag.
-        prctl.set_child_subreaper(False)
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 0)
     pid = st.pid
     try:
         if opts.detach:
