@@ -30,24 +30,25 @@ create (the parent is the `create` command; the init is PID 1 of the container):
 create through the warm server (server/): the server is the parent; once the cgroups exist its
 client forks the init (PID 1 of a new pid namespace, the caller's child, born in the cgroup2
 cgroup; it enters the v1 ones itself) and hands the server a channel to it (server/wire.py).
-Meanwhile the bootstrap child makes the other namespaces; then it joins the init's pid
-namespace, and its fork is a preparer (PID 2), which it reaps; it joins the cgroups only to
-create a cgroup namespace::
+The server forks the bootstrap child into the init's pid namespace: PID 2 there, it is the
+preparer, which makes the other namespaces and the rootfs, does not fork, and enters the
+cgroups only to create a cgroup namespace::
 
-    server                       bootstrap / preparer            init (the client's child)
-    (as above, to GO)            join and unshare namespaces,
-                                 all but the pid one
-    (the client's INIT)
-    FORKED fds=<init's pidfd, --> join its pid namespace, take
-           its stdio>            its stdio; fork the preparer
-    (as above, to HOOKS, with the preparer for the init)         (waits)
+    server                       preparer                        init (the client's child)
+    cgroup limits; the client's
+    INIT; fork into the init's
+    pid namespace -------------> (as above, to GO)
+                       MOVED <--
+    GO ------------------------> join and unshare namespaces,
+                                 all but the pid one; mounts,
+                                 devices                         (waits)
                        HOOKS <-- fds=<ns>
     JOIN fds=<ns, fifo> args=<config> ---------------------------> join the namespaces
                       JOINED <----------------------------------
     prestart, createRuntime
     HOOKS_DONE state=<state> --> createContainer hooks,
                                  root switch .. sysctls
-                    PREPARED <-- exit (the bootstrap child reaps it)
+                    PREPARED <-- exit
     PREPARED state=<state> --------------------------------------> (its root was switched
                                                                  too) terminal .. keyring
                      CREATED <---------------------------------- opens exec.fifo: blocks
@@ -88,7 +89,6 @@ HOOKS = "hooks"            # init -> parent: mounts done, run prestart and creat
 HOOKS_DONE = "hooks-done"  # parent -> init: done; carries the state the hooks were given
 CREATED = "created"        # init -> parent: set up; now blocking on exec.fifo
 PREPARED = "prepared"      # preparer -> server -> init: the root is switched, all is ready
-FORKED = "forked"          # server -> bootstrap child: the init's pid namespace and stdio (fds)
 JOIN = "join"              # server -> init: join these namespaces (fds)
 JOINED = "joined"          # init -> server: done (the hooks may look at them through us)
 PLAN = "plan"              # server -> exec's bootstrap child: what to join and to run

@@ -131,8 +131,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                 no_pivot, no_new_keyring, preserve_fds, rootless=False, resources=None,
                 stdio=None, joiner=None) -> int:
     from pyruntime.linux import namespaces
-    from pyruntime.lifecycle.channel import (CREATED, FORKED, GO, HOOKS, HOOKS_DONE, MAPPED,
-                                             PID, JOIN, JOINED, PREPARED, USERNS)
+    from pyruntime.lifecycle.channel import (CREATED, GO, HOOKS, HOOKS_DONE, MAPPED, PID,
+                                             JOIN, JOINED, PREPARED, USERNS)
     from pyruntime.setup import bootstrap as boot
     from pyruntime.setup.init import WHO, InitArgs, bootstrap, join_message
     linux = cfg.linux
@@ -180,17 +180,24 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                         seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources,
                         caller_waits=console is not None, rootless=rootless,
                         preparer=joiner is not None)
+        if joiner is not None:  # the init enters its cgroups by itself: limit them meanwhile
+            with step("cgroups"):
+                _apply(mgr, linux, rootless, resources)
+            joiner.forked()
+            cleanup.pid = joiner.pid
+            stdio = joiner.stdio
         log.debug("nsexec container setup: forking the bootstrap child", stage=0)
 
         def child(chan, args):
             c.unlock()  # our copy of the lock fd would hold the flock for the init's lifetime
             boot.redirect_stdio(stdio)
             bootstrap(chan, args)
-        # under the warm server the bootstrap child only needs its cgroups to create a
-        # cgroup namespace rooted there (the init joins them on its own)
+        # under the warm server the bootstrap child is the preparer, which needs its cgroups
+        # only to create a cgroup namespace rooted there (the init joins them on its own)
         placement = mgr.placement() if joiner is None or namespaces.new_flags(
             linux, ("cgroup",)) else None
-        pid, chan = boot.spawn(WHO, child, args, cgroup=placement)
+        pid, chan = boot.spawn(WHO, child, args, cgroup=placement,
+                               pid_ns=joiner.pidfd if joiner is not None else -1)
     except BaseException:
         if joiner is not None:  # kept for the JOIN otherwise
             if fifo_fd >= 0:
@@ -218,40 +225,30 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             with step("cgroups"):
                 boot.in_cgroup(chan, pid, placement)
                 log.debug(f"bootstrap child {pid} put in the cgroup")
-                if rootless:  # no device rules: the kernel refuses them to an unprivileged user
-                    mgr.apply(resources)
-                else:
-                    mgr.apply(with_default_devices(linux.resources,
-                                                   {d.path for d in linux.devices}))
-                log.debug("cgroup resources applied")
+                if joiner is None:
+                    _apply(mgr, linux, rootless, resources)
             c.state.cgroup = mgr.to_state()
         except BaseException:
             _abort(pid, joiner)
             raise
         chan.send(GO)
-        if joiner is not None:  # the bootstrap child made the namespaces meanwhile
-            joiner.forked()
-            cleanup.pid = joiner.pid
-            given = [i for i in (0, 1, 2) if joiner.stdio[i] is not None]
-            chan.send_fds(FORKED, [joiner.pidfd] + [joiner.stdio[i] for i in given],
-                          stdio=given)
-            join = join_message(args)  # while the preparer mounts
-        msg = chan.recv(USERNS, PID)
-        if msg["type"] == USERNS:
-            if rootless:
-                from pyruntime.linux import idmap
-                idmap.write_maps(pid, linux.uid_mappings, linux.gid_mappings)
-            else:
-                namespaces.write_id_maps(pid, linux.uid_mappings, linux.gid_mappings)
-            log.debug("user namespace: uid and gid maps written")
-            chan.send(MAPPED)
-            msg = chan.recv(PID)
-        init_pid = ns_pid = msg["pid"]
-        log.debug(f"init forked: pid {init_pid}")
         if joiner is None:
+            msg = chan.recv(USERNS, PID)
+            if msg["type"] == USERNS:
+                if rootless:
+                    from pyruntime.linux import idmap
+                    idmap.write_maps(pid, linux.uid_mappings, linux.gid_mappings)
+                else:
+                    namespaces.write_id_maps(pid, linux.uid_mappings, linux.gid_mappings)
+                log.debug("user namespace: uid and gid maps written")
+                chan.send(MAPPED)
+                msg = chan.recv(PID)
+            init_pid = ns_pid = msg["pid"]
+            log.debug(f"init forked: pid {init_pid}")
             os.waitpid(pid, 0)  # the bootstrap child is done; the init is reparented to our caller
-        else:
-            init_pid = joiner.pid  # and ns_pid is the preparer's, in the new namespaces
+        else:  # ns_pid: the preparer, PID 2 of the init's pid namespace, in the new ones
+            init_pid, ns_pid = joiner.pid, pid
+            join = join_message(args)  # while the preparer mounts
         cleanup.pid = init_pid
         st = c.state
         st.pid, st.init_start = init_pid, statemod.proc_start_time(init_pid) or 0
@@ -287,7 +284,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             chan.sock.close()
             chan = joiner.chan
             chan.send(PREPARED, state=oci)
-            os.waitpid(pid, 0)  # the bootstrap child reaps the preparer: gone before CREATED
+            os.waitpid(pid, 0)  # the preparer ends: gone before CREATED
         chan.recv(CREATED)
         if joiner is not None:
             joiner.moved()
@@ -314,15 +311,28 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                 listener.close()
 
 
+def _apply(mgr, linux, rootless: bool, resources) -> None:
+    if rootless:  # no device rules: the kernel refuses them to an unprivileged user
+        mgr.apply(resources)
+    else:
+        mgr.apply(with_default_devices(linux.resources, {d.path for d in linux.devices}))
+    log.debug("cgroup resources applied")
+
+
 def _abort(pid: int, joiner) -> None:
-    """Kill the bootstrap child (our own). Under the warm server, the init first: its pid
-    namespace ends with it, the preparer in it too, which the bootstrap child then reaps; a
-    preparer orphaned by the bootstrap child's death would go to the server's reaper, and
-    the init's end would wait for that one to reap it."""
-    if joiner is not None:
-        _kill_and_wait(joiner.pid, 0)
+    """Kill the bootstrap child (our own) and reap it. Under the warm server it is the
+    preparer, PID 2 of the init's pid namespace: the init dies too, and its end waits until
+    we have reaped the preparer, so the init is killed first and waited for last."""
     from pyruntime.setup import bootstrap as boot
+    init = joiner.pidfd if joiner is not None else -1
+    if init >= 0:
+        try:
+            signal.pidfd_send_signal(init, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     boot.kill_and_reap(pid)
+    if init >= 0:
+        select.select([init], [], [], 10.0)
 
 
 def _open_idmapped(cfg, bundle: str) -> None:

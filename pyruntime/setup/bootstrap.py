@@ -46,13 +46,16 @@ def console_socket(terminal: bool, path: str | None,
         raise RuntimeFailure(f"--console-socket {path}: {e.strerror}", errno=e.errno) from None
 
 
-def spawn(who: str, main, *args, cgroup: Placement | None = None) -> tuple[int, Channel]:
+def spawn(who: str, main, *args, cgroup: Placement | None = None,
+          pid_ns: int = -1) -> tuple[int, Channel]:
     """Fork the bootstrap child, which enters what it can of `cgroup` itself, reports MOVED,
     then runs main(chan, *args) and never returns; `who` names it in failures that are not a
-    RuntimeFailure. Returns its pid and the parent's end; the parent goes on with in_cgroup."""
+    RuntimeFailure. Returns its pid and the parent's end; the parent goes on with in_cgroup.
+    pid_ns: an fd (a pidfd will do) of the pid namespace to fork it into."""
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        pid = cgroup.fork() if cgroup is not None else os.fork()
+        with _forking_into(pid_ns):
+            pid = cgroup.fork() if cgroup is not None else os.fork()
     except BaseException:
         parent_sock.close()
         child_sock.close()
@@ -71,6 +74,38 @@ def spawn(who: str, main, *args, cgroup: Placement | None = None) -> tuple[int, 
         os._exit(1)  # main ends in execve or os._exit
     child_sock.close()
     return pid, Channel(parent_sock)
+
+
+class _forking_into:
+    """setns(CLONE_NEWPID) sets where this thread's next children are born, not this thread's
+    own namespace (and concerns no other thread of the process): set it for one fork, then
+    back. A thread whose children would go on being born there is not left behind: failing
+    that, the process ends."""
+
+    def __init__(self, pid_ns: int):
+        self.pid_ns, self.own, self.parent = pid_ns, -1, os.getpid()
+
+    def __enter__(self):
+        if self.pid_ns >= 0:
+            self.own = os.open("/proc/thread-self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syscalls.SYS.setns(self.pid_ns, namespaces.FLAGS["pid"])
+            except BaseException:
+                os.close(self.own)
+                raise
+
+    def __exit__(self, *exc):
+        if self.own < 0:
+            return
+        if os.getpid() != self.parent:  # the child: born where it belongs
+            os.close(self.own)
+            return
+        try:
+            syscalls.SYS.setns(self.own, namespaces.FLAGS["pid"])
+        except BaseException:
+            os.write(2, b"pyruntime: cannot return to its own pid namespace: exiting\n")
+            os._exit(70)
+        os.close(self.own)
 
 
 def in_cgroup(chan: Channel, pid: int, cgroup: Placement | None) -> None:
@@ -102,12 +137,10 @@ def enter(chan: Channel, ns_fds) -> None:
     namespaces.join(ns_fds)
 
 
-def fork_held(chan: Channel, who: str, main, *args, reap: bool = False) -> None:
+def fork_held(chan: Channel, who: str, main, *args) -> None:
     """Fork the process that goes on, report its pid and exit. It shares our channel, so it
     waits for us to send PID first; it is handed its host pid too (inside a new pid namespace
-    it cannot learn it, and a seccomp agent is told it). It runs main(chan, host_pid, *args).
-    reap: wait for it before exiting, whatever happens (one in the init's pid namespace: as
-    an orphan it would go to a reaper outside, and the init's end would wait for that one)."""
+    it cannot learn it, and a seccomp agent is told it). It runs main(chan, host_pid, *args)."""
     hold_r, hold_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -119,15 +152,8 @@ def fork_held(chan: Channel, who: str, main, *args, reap: bool = False) -> None:
         except BaseException as e:
             fail(chan, e, who)
         os._exit(1)
-    try:
-        chan.send(PID, pid=pid)
-        os.write(hold_w, str(pid).encode())
-    except BaseException:
-        if reap:  # (a parent gone mid-setup: ours to reap all the same, see below)
-            kill_and_reap(pid)
-        raise
-    if reap:
-        os.waitpid(pid, 0)
+    chan.send(PID, pid=pid)
+    os.write(hold_w, str(pid).encode())
     os._exit(0)
 
 

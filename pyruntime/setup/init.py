@@ -17,8 +17,8 @@ from pyruntime.linux.syscalls import PR_SET_DUMPABLE, SYS, Sys, prctl
 from pyruntime.lifecycle import hooks
 from pyruntime import log
 from pyruntime.setup import bootstrap as boot, process, rootfs
-from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, FORKED, HOOKS, HOOKS_DONE, JOIN,
-                                         MAPPED, JOINED, PREPARED, USERNS, Channel, fifo_error)
+from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, HOOKS, HOOKS_DONE, JOIN, MAPPED,
+                                         JOINED, PREPARED, USERNS, Channel, fifo_error)
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lean.records import from_plain, record, to_plain
 
@@ -42,7 +42,7 @@ class InitArgs:
     caller_waits: bool  # `run` in the foreground: it holds its stderr until the end anyway
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
     rootless: bool = False
-    preparer: bool = False  # the warm server's: join the init's pid namespace, fork a preparer
+    preparer: bool = False  # the warm server's: the bootstrap child is PID 2 of the init's
 
 
 WHO = "container init"  # names a failure that is not a RuntimeFailure
@@ -60,22 +60,11 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
         chan.send(USERNS)
         chan.recv(MAPPED)
         prctl(PR_SET_DUMPABLE, 0)
-    if not a.preparer:
-        namespaces.create_new(a.cfg.linux, map_ids)
-        boot.fork_held(chan, WHO, init_main, a)
-    namespaces.create_new(a.cfg.linux, map_ids, skip=namespaces.FLAGS["pid"])
-    # the server's client forked the init meanwhile: its pid namespace, and its stdio for
-    # the createContainer hooks
-    msg, fds = chan.recv_fds(FORKED)
-    given = msg["stdio"]
-    if not isinstance(given, list) or len(fds) != 1 + len(given):
-        raise RuntimeFailure("the server's FORKED message does not match its fds")
-    fd_of = dict(zip(given, fds[1:]))
-    boot.redirect_stdio([fd_of.get(i) for i in (0, 1, 2)])
-    SYS.setns(fds[0], namespaces.FLAGS["pid"])
-    for fd in fds:
-        SYS.close(fd)
-    boot.fork_held(chan, WHO, prepare_main, a, reap=True)
+    if a.preparer:  # born in the init's pid namespace: its PID 2
+        namespaces.create_new(a.cfg.linux, map_ids, skip=namespaces.FLAGS["pid"])
+        prepare_main(chan, a)
+    namespaces.create_new(a.cfg.linux, map_ids)
+    boot.fork_held(chan, WHO, init_main, a)
 
 
 def init_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> None:
@@ -162,7 +151,7 @@ def prepare(chan: Channel, a: InitArgs, sys: Sys = SYS) -> dict:
 SHARED = ("network", "ipc", "uts", "cgroup", "mount")
 
 
-def prepare_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> None:
+def prepare_main(chan: Channel, a: InitArgs, sys: Sys = SYS) -> None:
     """The warm server's preparer, PID 2 of the init's pid namespace (so that its /proc is
     the container's): prepare(), which hands the init our namespaces with HOOKS, then
     PREPARED, and exit."""
