@@ -198,6 +198,13 @@ def test_failed_create_with_every_resource_leaves_nothing(runtime, bundle, tmp_p
     failed_create(runtime, bundle, "--pid-file", tmp_path / "pid")
 
 
+def test_a_pid_file_that_cannot_be_written_undoes_the_create(runtime, bundle, tmp_path):
+    """As runc: nobody would learn the init's pid, so the container must not stay."""
+    proc = failed_create(runtime, bundle, "--pid-file", tmp_path / "no" / "such" / "pid")
+    assert "no such file or directory" in proc.stderr.lower(), proc.stderr
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
 def test_bad_mount_fails_cleanly(runtime, bundle, tmp_path):
     bundle.config["mounts"].append({"destination": "/data", "type": "bind",
                                     "source": str(tmp_path / "no-such-source"), "options": ["rbind"]})

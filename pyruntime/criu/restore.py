@@ -17,7 +17,8 @@ from pyruntime.log import now_rfc3339
 from pyruntime.oci import config as configmod
 from pyruntime.lifecycle import hooks, state as statemod
 from pyruntime.linux import syscalls as sc
-from pyruntime.lifecycle.container import _Cleanup, _owner, with_default_devices, write_pid_file
+from pyruntime.lifecycle.container import _Cleanup, _owner, with_default_devices
+from pyruntime.lifecycle.layout import write_pid_file
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lifecycle.state import Container, State
 from pyruntime.criu import dump, mounts, rpc, swrk

@@ -7,7 +7,7 @@ import pwd
 import select
 
 from pyruntime.lean import signal, socket
-from pyruntime.lifecycle import hooks, state as statemod
+from pyruntime.lifecycle import hooks, layout, state as statemod
 from pyruntime import log
 from pyruntime.errors import (ConfigError, ContainerNotFound, ContainerNotRunning,
                               ContainerStateError, RuntimeFailure, step)
@@ -78,7 +78,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         init_pid = _spawn_init(c, cfg, cleanup, mgr, bundle, console_socket, console, no_pivot,
                                no_new_keyring, preserve_fds, rootless, resources, stdio, joiner)
         if pid_file:
-            write_pid_file(pid_file, init_pid)
+            layout.write_pid_file(pid_file, init_pid)
         return c
     except BaseException:
         cleanup.run()
@@ -403,20 +403,6 @@ def _owner() -> str:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return str(os.geteuid())
-
-
-def write_pid_file(path: str, pid: int) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            f.write(str(pid))
-        os.rename(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise RuntimeFailure(f"--pid-file {path}: {e.strerror.lower()}", errno=e.errno) from None
 
 
 def _kill_and_wait(pid: int, start: int, timeout: float = 10.0) -> None:

@@ -169,7 +169,7 @@ def exec_process(root: str, cid: str, proc: configmod.Process, *, console_socket
     finally:
         chan.sock.close()
     if pid_file:
-        from pyruntime.lifecycle.container import write_pid_file
+        from pyruntime.lifecycle.layout import write_pid_file
         try:
             write_pid_file(pid_file, exec_pid)
         except RuntimeFailure:

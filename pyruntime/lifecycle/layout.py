@@ -1,6 +1,7 @@
-"""The state dir's names and rules, shared by state.py and the lean CLI path (cli/fast.py).
+"""The state dir's names and rules, shared by state.py and the lean CLI paths (cli/fast.py,
+the warm server's client).
 
-This module imports nothing: cli/fast.py runs before `os` may be imported.
+This module imports only builtin modules: cli/fast.py runs before `os` may be imported.
 """
 
 DEFAULT_ROOT = "/run/pyruntime"
@@ -61,6 +62,27 @@ def valid_id(cid: str) -> bool:
     """runc's rule: letters, digits, _ + - . (and never a path)."""
     return bool(cid) and ID_CHARS.issuperset(cid) and cid not in (".", "..") and \
         len(cid) <= NAME_MAX
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """--pid-file: whole or not at all (a temporary file renamed over it)."""
+    import posix
+    tmp = f"{path}.{posix.getpid()}.tmp"
+    try:
+        fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC,
+                        0o666)
+        try:
+            posix.write(fd, str(pid).encode())
+        finally:
+            posix.close(fd)
+        posix.rename(tmp, path)
+    except OSError as e:
+        try:
+            posix.unlink(tmp)
+        except OSError:
+            pass
+        from pyruntime.errors import RuntimeFailure
+        raise RuntimeFailure(f"--pid-file {path}: {e.strerror.lower()}", errno=e.errno) from None
 
 
 def start_time(stat: bytes):

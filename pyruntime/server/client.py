@@ -365,11 +365,9 @@ def _wait_forwarding(pid):
 
 def _write_exec_pid_file(ctx, path, pid):
     """As exec in-process: nobody would know the process's pid, so it must not run on."""
-    from pyruntime.errors import RuntimeFailure
-    from pyruntime.lifecycle.container import write_pid_file
     try:
-        write_pid_file(path, pid)
-    except RuntimeFailure as e:
+        layout.write_pid_file(path, pid)
+    except Exception as e:  # a RuntimeFailure
         _kill(pid, 9)
         _failed(ctx, e.record(), 255)
 
@@ -539,11 +537,10 @@ def _warn(ctx, warnings):
 
 def _write_pid_file(ctx, path, pid, cid):
     """As create in-process: a pid file that cannot be written undoes the container."""
-    from pyruntime.errors import RuntimeFailure
-    from pyruntime.lifecycle.container import delete, write_pid_file
     try:
-        write_pid_file(path, pid)
-    except RuntimeFailure as e:
+        layout.write_pid_file(path, pid)
+    except Exception as e:  # a RuntimeFailure
+        from pyruntime.lifecycle.container import delete
         delete(ctx.root, cid, force=True)
         _reap(pid)
         _failed(ctx, e.record())
