@@ -40,11 +40,12 @@ cgroups only to create a cgroup namespace::
     pid namespace -------------> (as above, to GO)
                        MOVED <--
     GO ------------------------> join and unshare namespaces,
-                                 all but the pid one; mounts,
-                                 devices                         (waits)
-                       HOOKS <-- fds=<ns>
+                                 all but the pid one
+                  NAMESPACES <-- fds=<ns>
     JOIN fds=<ns, fifo> args=<config> ---------------------------> join the namespaces
+                                 mounts, devices
                       JOINED <----------------------------------
+                       HOOKS <-- (the rootfs is ready)
     prestart, createRuntime
     HOOKS_DONE state=<state> --> createContainer hooks,
                                  root switch .. sysctls
@@ -89,6 +90,7 @@ HOOKS = "hooks"            # init -> parent: mounts done, run prestart and creat
 HOOKS_DONE = "hooks-done"  # parent -> init: done; carries the state the hooks were given
 CREATED = "created"        # init -> parent: set up; now blocking on exec.fifo
 PREPARED = "prepared"      # preparer -> server -> init: the root is switched, all is ready
+NAMESPACES = "namespaces"  # preparer -> server: the namespaces it made (fds), for the init
 JOIN = "join"              # server -> init: join these namespaces (fds)
 JOINED = "joined"          # init -> server: done (the hooks may look at them through us)
 PLAN = "plan"              # server -> exec's bootstrap child: what to join and to run

@@ -132,7 +132,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                 stdio=None, joiner=None) -> int:
     from pyruntime.linux import namespaces
     from pyruntime.lifecycle.channel import (CREATED, GO, HOOKS, HOOKS_DONE, MAPPED, PID,
-                                             JOIN, JOINED, PREPARED, USERNS)
+                                             JOIN, JOINED, NAMESPACES, PREPARED, USERNS)
     from pyruntime.setup import bootstrap as boot
     from pyruntime.setup.init import WHO, InitArgs, bootstrap, join_message
     linux = cfg.linux
@@ -248,7 +248,15 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             os.waitpid(pid, 0)  # the bootstrap child is done; the init is reparented to our caller
         else:  # ns_pid: the preparer, PID 2 of the init's pid namespace, in the new ones
             init_pid, ns_pid = joiner.pid, pid
-            join = join_message(args)  # while the preparer mounts
+            # the init joins them while the preparer mounts: the hooks look at them through it
+            msg, fds = chan.recv_fds(NAMESPACES)
+            try:
+                joiner.chan.send_fds(JOIN, [*fds, fifo_fd] + (
+                    [listener.fileno()] if listener is not None else []),
+                    **join_message(args), ns=msg["ns"])
+            finally:
+                for fd in fds:
+                    os.close(fd)
         cleanup.pid = init_pid
         st = c.state
         st.pid, st.init_start = init_pid, statemod.proc_start_time(init_pid) or 0
@@ -261,17 +269,9 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             from pyruntime.linux import intelrdt
             st.intel_rdt = intelrdt.apply(linux.intel_rdt, c.id, init_pid)
             c.save()
-        if joiner is None:
-            chan.recv(HOOKS)
-        else:  # the init joins the new namespaces first: the hooks look at them through it
-            msg, fds = chan.recv_fds(HOOKS)
-            try:
-                joiner.chan.send_fds(JOIN, [*fds, fifo_fd] + (
-                    [listener.fileno()] if listener is not None else []), **join, ns=msg["ns"])
-            finally:
-                for fd in fds:
-                    os.close(fd)
+        if joiner is not None:
             joiner.chan.recv(JOINED)
+        chan.recv(HOOKS)
         oci = dict(c.oci_state(), status="created", pid=init_pid)
         log.debug("init's mounts are ready: running the prestart and createRuntime hooks")
         with step("hooks"):

@@ -18,7 +18,8 @@ from pyruntime.lifecycle import hooks
 from pyruntime import log
 from pyruntime.setup import bootstrap as boot, process, rootfs
 from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, HOOKS, HOOKS_DONE, JOIN, MAPPED,
-                                         JOINED, PREPARED, USERNS, Channel, fifo_error)
+                                         JOINED, NAMESPACES, PREPARED, USERNS, Channel,
+                                         fifo_error)
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lean.records import from_plain, record, to_plain
 
@@ -62,6 +63,13 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
         prctl(PR_SET_DUMPABLE, 0)
     if a.preparer:  # born in the init's pid namespace: its PID 2
         namespaces.create_new(a.cfg.linux, map_ids, skip=namespaces.FLAGS["pid"])
+        # the init joins them while we mount: before the prestart hooks, which look at them
+        kinds = [k for k in SHARED if a.cfg.linux.namespace(k) is not None]
+        fds = [SYS.open(f"/proc/self/ns/{namespaces.PROC_NAME[k]}", os.O_RDONLY | os.O_CLOEXEC)
+               for k in kinds]
+        chan.send_fds(NAMESPACES, fds, ns=kinds)
+        for fd in fds:
+            SYS.close(fd)
         prepare_main(chan, a)
     namespaces.create_new(a.cfg.linux, map_ids)
     boot.fork_held(chan, WHO, init_main, a)
@@ -106,15 +114,7 @@ def prepare(chan: Channel, a: InitArgs, sys: Sys = SYS) -> dict:
     # -- hooks that run before the root switch: prestart and createRuntime in the runtime's
     #    namespace (the parent runs them), then createContainer here in ours
     boot.at("hooks")
-    if not a.preparer:
-        chan.send(HOOKS)
-    else:  # the warm server's preparer: the init joins our namespaces before the hooks run
-        kinds = [k for k in SHARED if linux.namespace(k) is not None]
-        fds = [sys.open(f"/proc/self/ns/{namespaces.PROC_NAME[k]}", os.O_RDONLY | os.O_CLOEXEC)
-               for k in kinds]
-        chan.send_fds(HOOKS, fds, ns=kinds)
-        for fd in fds:
-            sys.close(fd)
+    chan.send(HOOKS)
     state = chan.recv(HOOKS_DONE)["state"]
     # runc's createContainer hooks run in the rootfs (a hook's `touch ./lib/x` lands in it);
     # the root switch moves us anyway
