@@ -29,8 +29,16 @@ def server(runtime, tmp_path, request):
         s.stop(request.node.nodeid)
 
 
-def served(s: Server) -> list[str]:
-    return [ln for ln in s.out.read_text(errors="replace").splitlines() if ": served in " in ln]
+def served(s: Server, expect: int = 0) -> list[str]:
+    """The server's "served" lines, waited for until there are `expect` of them: the server
+    writes one after its client has had the answer, and may have exited."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [ln for ln in s.out.read_text(errors="replace").splitlines()
+                 if ": served in " in ln]
+        if len(lines) >= expect or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
 
 
 def request(sock_path, payload: bytes) -> dict | None:
@@ -55,7 +63,7 @@ def create_msg(runtime, bundle, cid, over=None) -> bytes:
 def test_serves_create_and_the_init_is_the_callers_child(runtime, bundle, server):
     set_sh(bundle, "sleep 30")
     cid = runtime.create(bundle)
-    assert len(served(server)) == 1
+    assert len(served(server, 1)) == 1
     pid = runtime.state(cid)["pid"]
     # the client forked it and exited: it went to our reaper (pytest is a subreaper), never
     # to the server
@@ -74,7 +82,7 @@ def test_run_inherits_the_callers_stdio_and_exit_code(runtime, bundle, server):
     set_sh(bundle, "echo out-$(hostname); echo err >&2; exit 7")
     proc = runtime.run(bundle, check=False)
     assert (proc.returncode, proc.stdout, proc.stderr) == (7, "out-pyruntime\n", "err\n")
-    assert len(served(server)) == 1
+    assert len(served(server, 1)) == 1
 
 
 def test_preserved_fds_and_listen_fds_reach_the_init(runtime, bundle, server, tmp_path):
@@ -90,7 +98,7 @@ def test_preserved_fds_and_listen_fds_reach_the_init(runtime, bundle, server, tm
     finally:
         os.close(r)
     assert proc.stdout == "1 through-fd-3\n", proc.stderr
-    assert len(served(server)) == 1
+    assert len(served(server, 1)) == 1
 
 
 def test_what_it_does_not_serve_runs_in_process(runtime, bundle, server):
@@ -172,7 +180,7 @@ def test_malformed_or_foreign_messages_are_refused(runtime, bundle, server, payl
     assert runtime.state_dirs() == []
     set_sh(bundle, "echo still-serving")
     assert runtime.run(bundle).stdout == "still-serving\n"
-    assert len(served(server)) == 1
+    assert len(served(server, 1)) == 1
     assert "internal error" not in server.out.read_text()
 
 
@@ -201,7 +209,7 @@ def test_concurrent_creates(runtime, bundle, server):
     ids = [runtime.new_id() for _ in range(6)]
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda cid: runtime.create(bundle, cid), ids))
-    assert len(served(server)) == 6
+    assert len(served(server, 6)) == 6
     pids = {runtime.state(cid)["pid"] for cid in ids}
     assert len(pids) == 6
     for cid in ids:
@@ -283,7 +291,7 @@ def test_serves_exec_with_runcs_exit_codes(runtime, bundle, server, tmp_path):
     pid = int(pid_file.read_text())
     assert ppid_of(pid) == os.getpid()  # our subreaper's: never the server's
     assert_in_cgroup_everywhere(pid, f"/pyrt-test/{cid}")
-    assert len(served(server)) == 3  # create, exec, exec --detach
+    assert len(served(server, 3)) == 3  # create, exec, exec --detach
     runtime("delete", "--force", cid)
 
 
@@ -300,4 +308,4 @@ def test_hooks_run_in_the_callers_cwd(runtime, bundle, server, tmp_path):
     where.mkdir()
     runtime.run(bundle, cwd=where)
     assert out.read_text() == f"{where}\n{where}\n"
-    assert len(served(server)) == 1
+    assert len(served(server, 1)) == 1
