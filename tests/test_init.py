@@ -558,6 +558,7 @@ def test_rlimits(runtime, bundle):
         {"type": "RLIMIT_NOFILE", "soft": 321, "hard": 654},
         {"type": "RLIMIT_NPROC", "soft": 500, "hard": 600},
         {"type": "RLIMIT_CORE", "soft": 0, "hard": 4096},
+        {"type": "RLIMIT_FSIZE", "soft": 2**64 - 1, "hard": 2**64 - 1},  # RLIM_INFINITY
     ]
     out = run_sh(runtime, bundle, "cat /proc/self/limits")
     limits = {}
@@ -567,6 +568,24 @@ def test_rlimits(runtime, bundle):
     assert limits["Max open files"] == ("321", "654")
     assert limits["Max processes"] == ("500", "600")
     assert limits["Max core file size"] == ("0", "4096")
+    assert limits["Max file size"] == ("unlimited", "unlimited")
+
+
+def test_an_rlimit_above_the_runtimes_own_hard_limit_fails_clearly(runtime, bundle):
+    """Raising a hard limit needs CAP_SYS_RESOURCE, which this machine's bounding set lacks:
+    the failure names the limit and the reason, as one line."""
+    bounding = next(ln for ln in open("/proc/self/status") if ln.startswith("CapBnd:"))
+    if int(bounding.split()[1], 16) >> 24 & 1:  # CAP_SYS_RESOURCE
+        pytest.skip("the runtime holds CAP_SYS_RESOURCE here: any hard limit can be raised")
+    hard = int(open("/proc/self/limits").read().split("Max processes")[1].split()[1])
+    bundle.config["process"]["rlimits"] = [{"type": "RLIMIT_NPROC", "soft": 10, "hard": hard + 1}]
+    bundle.write()
+    proc = runtime("run", "--bundle", bundle.path, runtime.new_id(), check=False,
+                   stdin=subprocess.DEVNULL)
+    assert_failed(proc)
+    if is_pyruntime():
+        assert f"process.rlimits: RLIMIT_NPROC soft=10 hard={hard + 1}: cannot set: " \
+               "Operation not permitted" in proc.stderr, proc.stderr
 
 
 def test_oom_score_adj(runtime, bundle):

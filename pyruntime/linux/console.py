@@ -8,7 +8,6 @@ import select
 import stat
 import struct
 import sys
-import termios
 
 from pyruntime.lean import signal, socket
 from pyruntime.linux import syscalls as sc
@@ -41,8 +40,14 @@ def give_to(peer: int, uid: int) -> None:
             raise
 
 
+# asm-generic/ioctls.h, as on x86_64, aarch64 and riscv64: the init sets the size after it has
+# entered the container's root, where `termios` could no longer be imported (and loading it
+# in every init for one number would cost more than the ioctl)
+TIOCSWINSZ = 0x5414
+
+
 def set_size(fd: int, height: int, width: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+    fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
 
 def bind_console(peer: int) -> None:

@@ -196,6 +196,21 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
            hex(effective), hex(permitted), hex(inheritable))
 
 
+class _Rlimit(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
+
+
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """setrlimit(2) with 64-bit limits (prlimit on ourselves; the standard `resource` module
+    would be one more shared library to load in every init)."""
+    new = _Rlimit(soft, hard)
+    _check(_libc.prlimit(ctypes.c_int(0), ctypes.c_int(resource), ctypes.byref(new), None),
+           "setrlimit", resource, soft, hard)
+
+
 def personality(persona: int) -> None:
     _check(_libc.personality(ctypes.c_ulong(persona)), "personality", persona)
 

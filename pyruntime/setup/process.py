@@ -3,7 +3,6 @@ container init and `exec`, from rlimits to execve."""
 from __future__ import annotations
 
 import os
-import resource
 import stat
 
 from pyruntime.lean import signal
@@ -28,13 +27,13 @@ def die_on_signals() -> None:
 
 def set_rlimits(rlimits) -> None:
     for rl in rlimits:
-        soft = resource.RLIM_INFINITY if rl.soft >= 1 << 63 else rl.soft
-        hard = resource.RLIM_INFINITY if rl.hard >= 1 << 63 else rl.hard
+        soft = syscalls.RLIM_INFINITY if rl.soft >= 1 << 63 else rl.soft
+        hard = syscalls.RLIM_INFINITY if rl.hard >= 1 << 63 else rl.hard
         try:
-            resource.setrlimit(rl.resource, (soft, hard))
-        except (ValueError, OSError) as e:
+            syscalls.setrlimit(rl.resource, soft, hard)
+        except OSError as e:
             raise RuntimeFailure(f"process.rlimits: {rl.type} soft={rl.soft} hard={rl.hard}: "
-                                 f"cannot set: {e}", errno=e.errno) from None
+                                 f"cannot set: {os.strerror(e.errno)}", errno=e.errno) from None
 
 
 def set_oom_score_adj(value: int | None) -> None:
