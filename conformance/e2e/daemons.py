@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -115,6 +116,24 @@ def install(log=print) -> None:
         raise Unavailable(f"apt-get install {' '.join(missing)} failed: {r.stderr.strip()[-300:]}")
 
 
+# Debian 12's docker.io (20.10.24) lacks libnetwork's fix for a lock-order deadlock between two
+# containers' network teardowns (moby/libnetwork#2649; fixed by moby/moby#42545, backported to
+# 20.10 by moby/libnetwork#2679): the watch loop holds the controller and waits for a network,
+# a sandbox's leave holds that network and waits for the controller, and every later `docker
+# run` hangs behind them, whichever runtime it asks for. Two runtimes' containers exiting at
+# the same instant are enough.
+LIBNETWORK_DEADLOCK = ("libnetwork.(*controller).processEndpointDelete",
+                       "libnetwork.(*network).getSvcRecords")
+
+
+def libnetwork_deadlocked(dump: str) -> bool:
+    """Whether a dockerd goroutine dump shows both sides of that deadlock, each blocked on a
+    lock for minutes."""
+    stuck = [b for b in dump.split("\n\n")
+             if re.match(r"goroutine \d+ \[semacquire, \d+ minutes\]", b)]
+    return all(any(sign in b for b in stuck) for sign in LIBNETWORK_DEADLOCK)
+
+
 class Daemons:
     def __init__(self, base: str, pyruntime: str, extra_runtimes: dict | None = None):
         self.base = base
@@ -195,6 +214,31 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 raise Unavailable(f"dockerd does not answer: {r.stderr.strip()} "
                                   f"(see {self.logs}/dockerd.log)")
             time.sleep(0.2)
+
+    def docker_deadlocked(self) -> str | None:
+        """If dockerd is stuck in libnetwork's deadlock (above), say so; else None. Asks
+        dockerd for its goroutine dump (SIGUSR1), which it writes to a file its log names."""
+        log = os.path.join(self.logs, "dockerd.log")
+        try:
+            with open(os.path.join(self.dir, "docker/docker.pid")) as f:
+                pid = int(f.read())
+            start = os.path.getsize(log)
+            os.kill(pid, signal.SIGUSR1)
+        except (OSError, ValueError):
+            return None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(log, errors="replace") as f:
+                f.seek(start)
+                m = re.search(r"goroutine stacks written to ([^\s\"]+)", f.read())
+            if m:
+                with open(m.group(1), errors="replace") as f:
+                    if libnetwork_deadlocked(f.read()):
+                        return (f"dockerd deadlocked in libnetwork (moby/libnetwork#2649, not "
+                                f"fixed in this docker.io): {m.group(1)}")
+                return None
+            time.sleep(0.2)
+        return None
 
     def _wait_socket(self, name: str, path: str, timeout: float = 40) -> None:
         deadline = time.monotonic() + timeout

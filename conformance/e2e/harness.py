@@ -277,16 +277,20 @@ def run_all(opts, d: daemons.Daemons, t_start: float) -> int:
                       flush=True)
             if verdict:
                 print(f"e2e: server mode FAILED: {verdict}", flush=True)
-    for n in h.late_cleanup:
+    failed = sum(not r["passed"] and not r.get("skipped") for r in results)
+    deadlock = d.docker_deadlocked() if failed else None
+    if deadlock:
+        print(f"e2e: {deadlock}: the failures after it are docker's, whatever the runtime",
+              flush=True)
+    for n in h.late_cleanup if not deadlock else ():
         daemons.sh([daemons.DOCKER, "rm", "-f", "-v", n], env=h.env)
     passed = sum(r["passed"] for r in results)
-    failed = sum(not r["passed"] and not r.get("skipped") for r in results)
     skipped = sum(bool(r.get("skipped")) for r in results)
     total = time.monotonic() - t_start
     print(f"e2e: {passed} passed, {failed} failed"
           + (f", {skipped} skipped" if skipped else "") + f" ({total:.0f}s)", flush=True)
     write_json(opts.json, {"results": results, "done": True, "secs": round(total, 1),
-                           "setup_notes": setup_notes,
+                           "setup_notes": setup_notes, "docker_deadlock": deadlock,
                            **({"servers": summary, "server_verdict": verdict} if srv else {})})
     return 0 if failed == 0 and not verdict else 1
 
