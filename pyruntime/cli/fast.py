@@ -16,6 +16,7 @@ PYRUNTIME_NO_LEAN in the environment forces the full path (the tests' reference)
 import posix
 import sys
 
+from pyruntime.cli import finish
 from pyruntime.lifecycle import layout
 
 # Copies of what modules that import os define (a test keeps them equal):
@@ -44,16 +45,7 @@ def run():
         code = 130  # as the full CLI
     except Exception:  # never a traceback from here: whatever it was, the full path decides
         code = None
-    if code is None:
-        from pyruntime.cli.main import run as full
-        full()
-        return
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-    posix._exit(code)
+    finish(code)
 
 
 def main(argv):

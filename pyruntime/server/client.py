@@ -9,6 +9,7 @@ its stdio, console socket and preserved fds) and lets the server do the rest.
 import posix
 import sys
 
+from pyruntime.cli import finish
 from pyruntime.lean import fdpass, jsonio, socket
 from pyruntime.lifecycle import layout
 from pyruntime.server import wire
@@ -85,17 +86,7 @@ def _parse(argv):
 
 def run():
     """The launcher's entry for create and run: through the server, else in-process."""
-    code = main(sys.argv[1:])
-    if code is None:
-        from pyruntime.cli.main import run as full
-        full()
-        return
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-    posix._exit(code)
+    finish(main(sys.argv[1:]))
 
 
 _EXEC_VALUE = {"process": "process", "p": "process", "console-socket": "console_socket",
@@ -162,18 +153,36 @@ def _abs(path):
     return path if path.startswith("/") else posix.getcwd() + "/" + path
 
 
+def _connect(ctx, console_socket):
+    """(the server's connection, --console-socket's or None); None when no server answers,
+    the ordinary case. A console socket that cannot be reached raises OSError: the full path
+    then says why."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        conn.connect(wire.socket_path(ctx.root))
+    except OSError:
+        conn.close()
+        return None
+    console = None
+    if console_socket:
+        console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            console.connect(console_socket)
+        except BaseException:
+            console.close()
+            conn.close()
+            raise
+    return conn, console
+
+
 def _create(ctx, cmd, opts, cid):
     """The init's pid once the server reports the container created; None to fall back."""
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    console = pid = None
+    connected = _connect(ctx, opts["console_socket"])
+    if connected is None:
+        return None
+    conn, console = connected
+    pid = None
     try:
-        try:
-            conn.connect(wire.socket_path(ctx.root))
-        except OSError:
-            return None  # no server: nothing to say, this is the ordinary case
-        if opts["console_socket"]:
-            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            console.connect(opts["console_socket"])  # OSError: the full path says why
         _send(conn, wire.CREATE, version=wire.VERSION, id=cid, root=ctx.root,
               client_cwd=posix.getcwd(), bundle=_abs(opts["bundle"]),
               preserve_fds=int(opts["preserve_fds"]), console=console is not None,
@@ -288,16 +297,12 @@ def _clone(cgroup2, pid_ns):
 def _exec(ctx, cmd, opts, cid, command):
     """exec through the server: the process's exit code (its pid's, with --detach), 255 for
     the command's own failure, None to run in-process."""
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    console = child = None
+    connected = _connect(ctx, opts["console_socket"])
+    if connected is None:
+        return None
+    conn, console = connected
+    child = None
     try:
-        try:
-            conn.connect(wire.socket_path(ctx.root))
-        except OSError:
-            return None
-        if opts["console_socket"]:
-            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            console.connect(opts["console_socket"])
         process = opts["process"]
         _send(conn, wire.EXEC, version=wire.VERSION, id=cid, root=ctx.root, command="exec",
               client_cwd=posix.getcwd(),
@@ -482,19 +487,19 @@ def _reap(pid, timeout=2.0):
     """SIGKILL our child and reap it. A PID 1 ends only once every process of its namespace
     is reaped, and a preparer orphaned by a server that died goes to our caller's reaper,
     which may be waiting for us: after `timeout`, leave it to that reaper."""
-    import time
+    import select
     try:
-        posix.kill(pid, 9)
+        pidfd = posix.pidfd_open(pid)
     except OSError:
         return
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if posix.waitpid(pid, posix.WNOHANG)[0] or time.monotonic() > deadline:
-                return
-        except OSError:
-            return
-        time.sleep(0.002)
+    try:
+        posix.kill(pid, 9)
+        select.select([pidfd], [], [], timeout)  # readable once it has exited
+        posix.waitpid(pid, posix.WNOHANG)
+    except OSError:
+        pass
+    finally:
+        posix.close(pidfd)
 
 
 def _send(conn, kind, fds=(), **fields):

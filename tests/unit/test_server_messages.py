@@ -101,7 +101,7 @@ def test_the_client_starts_on_builtins():
                          text=True, check=True).stdout
     ours = {m for m in out.split() if m.startswith("pyruntime")}
     others = set(out.split()) - ours
-    assert ours <= {"pyruntime", "pyruntime.lean", "pyruntime.lean.fdpass",
+    assert ours <= {"pyruntime", "pyruntime.cli", "pyruntime.lean", "pyruntime.lean.fdpass",
                     "pyruntime.lean.jsonio", "pyruntime.lifecycle", "pyruntime.lifecycle.layout",
                     "pyruntime.server", "pyruntime.server.client", "pyruntime.server.wire"}, ours
     # (_json and _socket: shared C extensions in some builds; __future__: the annotations flag)
