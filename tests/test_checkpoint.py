@@ -14,7 +14,9 @@ import pytest
 
 from conftest import is_pyruntime
 
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+# The counter appends: `>` would truncate before it writes, and a dump between the two
+# leaves an empty file that no reading can tell from "not counting yet".
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i >> /tmp/count; sleep 0.1; done"
 
 
 def working_criu() -> str | None:
@@ -97,16 +99,17 @@ def restore_piped(runtime, bundle, stdio, cid, *flags, check=True):
     return proc, err
 
 
+def last_number(path) -> int:
+    """The last number a counter appended to `path`, 0 before its first."""
+    try:
+        numbers = Path(path).read_text().split()
+    except FileNotFoundError:  # not counting yet
+        return 0
+    return int(numbers[-1]) if numbers else 0
+
+
 def count(bundle) -> int:
-    for _ in range(100):
-        try:
-            text = (bundle.rootfs / "tmp" / "count").read_text().strip()
-        except FileNotFoundError:  # not counting yet
-            text = ""
-        if text:
-            return int(text)
-        time.sleep(0.02)  # caught between the shell's truncate and its write
-    return 0
+    return last_number(bundle.rootfs / "tmp" / "count")
 
 
 def counter_bundle(bundle, **linux):
@@ -158,7 +161,7 @@ def test_counter_goes_on_after_checkpoint_and_restore(runtime, bundle, stdio, tm
     # The same shell goes on counting: a fresh start would count from 1 again.
     assert frozen < after <= frozen + 20, (frozen, after)
     # every other command works on the restored container
-    out = runtime("exec", cid, "sh", "-c", "cat /tmp/count; echo $$").stdout.split()
+    out = runtime("exec", cid, "sh", "-c", "tail -n 1 /tmp/count; echo $$").stdout.split()
     assert int(out[0]) > frozen
     assert json.loads(runtime("ps", "--format", "json", cid).stdout)
     runtime("pause", cid)
@@ -239,19 +242,18 @@ def test_bind_mount(runtime, bundle, stdio, tmp_path, symlink):
         os.symlink("/real/conf", bundle.rootfs / "conf")
     bundle.config["mounts"].append({"destination": dest, "type": "bind", "source": str(src),
                                     "options": ["rbind", "rw"]})
-    counter = COUNTER.replace("> /tmp/count", "> /tmp/count; echo $i > /conf/n")
+    counter = COUNTER.replace("> /tmp/count", "> /tmp/count; echo $i >> /conf/n")
     bundle.config["process"]["args"] = ["sh", "-c", counter]
     bundle.write()
     cid = start_piped(runtime, bundle, stdio)
     wait_count_above(bundle, 3)
     checkpoint(runtime, cid, tmp_path / "img")
-    # (`echo $i > n` truncates before it writes: a dump between the two leaves it empty)
-    frozen = int((src / "n").read_text() or 0)
+    frozen = last_number(src / "n")
     restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "img")
     deadline = time.monotonic() + 5
-    while int((src / "n").read_text() or 0) <= frozen and time.monotonic() < deadline:
+    while last_number(src / "n") <= frozen and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert int((src / "n").read_text()) > frozen  # still writing through the host's bind
+    assert last_number(src / "n") > frozen  # still writing through the host's bind
     out = runtime("exec", cid, "sh", "-c", "grep ' /real/conf \\| /conf ' /proc/self/mountinfo")
     assert out.stdout.strip(), "the bind is mounted again"
     runtime("delete", "--force", cid)
@@ -272,12 +274,12 @@ def test_bind_whose_source_is_a_symlink(runtime, bundle, stdio, tmp_path):
     while not (n.exists() and n.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.05)
     checkpoint(runtime, cid, tmp_path / "img")
-    frozen = int(n.read_text())
+    frozen = last_number(n)
     restore_piped(runtime, bundle, stdio, cid, "--image-path", tmp_path / "img")
     deadline = time.monotonic() + 5
-    while int(n.read_text() or 0) <= frozen and time.monotonic() < deadline:
+    while last_number(n) <= frozen and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert int(n.read_text()) > frozen
+    assert last_number(n) > frozen
     runtime("delete", "--force", cid)
 
 
@@ -526,7 +528,7 @@ def test_restore_runs_prestart_and_create_runtime_hooks(runtime, bundle, stdio, 
 def test_restore_in_the_foreground_waits_and_exits_with_the_container(runtime, bundle, stdio,
                                                                       tmp_path):
     bundle.config["process"]["args"] = [
-        "sh", "-c", "i=0; while [ $i -lt 25 ]; do i=$((i+1)); echo $i > /tmp/count; "
+        "sh", "-c", "i=0; while [ $i -lt 25 ]; do i=$((i+1)); echo $i >> /tmp/count; "
                     "sleep 0.1; done; exit 7"]
     bundle.write()
     cid = start_piped(runtime, bundle, stdio)
@@ -677,7 +679,7 @@ def test_tcp_established(runtime, bundle, stdio, tmp_path):
     the client sends on the same connection."""
     from corehelp import NsHolder
     with NsHolder("--net", setup="ip link set lo up") as holder:
-        counter = COUNTER.replace("echo $i > /tmp/count", "echo $i; echo $i > /tmp/count")
+        counter = COUNTER.replace("echo $i >>", "echo $i; echo $i >>")
         bundle.config["process"]["args"] = [
             "sh", "-c", f"sleep 1000 | nc -l -p 5000 > /tmp/got & sleep 0.3; "  # (nc ends at EOF)
                         f"({counter}) | nc 127.0.0.1 5000"]
@@ -725,7 +727,7 @@ def test_ext_unix_sk(runtime, bundle, stdio, tmp_path):
     client.connect(str(sockdir / "sock"))
     try:
         bundle.config["process"]["args"] = [
-            "sh", "-c", COUNTER.replace("echo $i > /tmp/count", "echo $i; echo $i > /tmp/count")]
+            "sh", "-c", COUNTER.replace("echo $i >>", "echo $i; echo $i >>")]
         # CRIU finds sockets by sock_diag in the dumped tree's netns: the host's here (a
         # container in a netns of its own cannot reach a host socket but by a passed fd)
         bundle.config["linux"]["namespaces"] = [
@@ -770,7 +772,7 @@ def test_file_locks(runtime, bundle, stdio, tmp_path):
     from test_security import HOST_PYTHON, PY_PREFIX, python_in_container
     python_in_container(bundle)
     locker = ("import fcntl, time\nf = open('/tmp/lock', 'w')\nfcntl.flock(f, fcntl.LOCK_EX)\n"
-              "i = 0\nwhile True:\n    i += 1\n    open('/tmp/count', 'w').write(str(i))\n"
+              "i = 0\nwhile True:\n    i += 1\n    open('/tmp/count', 'a').write('%d\\n' % i)\n"
               "    time.sleep(0.1)\n")
     (bundle.rootfs / "locker.py").write_text(locker)
     bundle.config["process"]["args"] = [
