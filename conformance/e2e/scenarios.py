@@ -513,8 +513,11 @@ def _(c: Ctx):
 @scenario("docker run -m (OOM kill reported)", expect="rc=137 oomkilled=true exit=137")
 def _(c: Ctx):
     n = c.name()
+    # containerd 1.6's shim watches the cgroup for OOM only once the runtime's `start` has
+    # returned (containerd#8180, fixed by #12405): a process killed before then is reported
+    # without OOMKilled, whichever runtime started it. The pause keeps the kill after that.
     r = c.drun("--name", n, "-m", "32m", "--memory-swap", "32m", c.img, "sh", "-c",
-               "x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done", timeout=120)
+               "sleep 0.5; x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done", timeout=120)
     return (f"rc={r.rc} oomkilled={c.inspect(n, '{{.State.OOMKilled}}')} "
             f"exit={c.inspect(n, '{{.State.ExitCode}}')}")
 
