@@ -181,6 +181,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                         caller_waits=console is not None, rootless=rootless,
                         preparer=joiner is not None)
         if joiner is not None:  # the init enters its cgroups by itself: limit them meanwhile
+            join = join_message(args)  # (encoded before the init waits for it)
             with step("cgroups"):
                 _apply(mgr, linux, rootless, resources)
             joiner.forked()
@@ -220,8 +221,15 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             listener.close()
         if console_sock is not None:
             console_sock.close()
+    # the preparer in no cgroup of its own: nothing of ours comes between its MOVED and our GO
+    early_go = joiner is not None and placement is None
     try:
         try:
+            if early_go:
+                try:
+                    chan.send(GO)
+                except OSError:
+                    pass  # gone already: in_cgroup's recv says why
             with step("cgroups"):
                 boot.in_cgroup(chan, pid, placement)
                 log.debug(f"bootstrap child {pid} put in the cgroup")
@@ -231,7 +239,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         except BaseException:
             _abort(pid, joiner)
             raise
-        chan.send(GO)
+        if not early_go:
+            chan.send(GO)
         if joiner is None:
             msg = chan.recv(USERNS, PID)
             if msg["type"] == USERNS:
@@ -253,7 +262,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             try:
                 joiner.chan.send_fds(JOIN, [*fds, fifo_fd] + (
                     [listener.fileno()] if listener is not None else []),
-                    **join_message(args), ns=msg["ns"])
+                    **join, ns=msg["ns"])
             finally:
                 for fd in fds:
                     os.close(fd)

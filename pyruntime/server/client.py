@@ -187,7 +187,7 @@ def _create(ctx, cmd, opts, cid):
               client_cwd=posix.getcwd(), bundle=_abs(opts["bundle"]),
               preserve_fds=int(opts["preserve_fds"]), console=console is not None,
               no_new_keyring=bool(opts.get("no_new_keyring")), command=cmd)
-        __import__("pyruntime.linux.syscalls")  # for the fork, while the server works
+        _import_init()  # while the server works
         while True:
             msg, _ = _recv(conn)
             kind = None if msg is None else msg["type"]
@@ -312,6 +312,7 @@ def _exec(ctx, cmd, opts, cid, command):
                                       "additional_gids", "caps", "cgroups", "tty",
                                       "no_new_privs", "ignore_paused")})
         from pyruntime.linux import syscalls
+        __import__("pyruntime.lifecycle.exec")  # the child's code, while the server works
         while True:
             msg, _ = _recv(conn)
             kind = None if msg is None else msg["type"]
@@ -395,9 +396,17 @@ def _remove_half_made(ctx, cid):
         delete(ctx.root, cid, force=True)
 
 
+def _import_init():
+    """The init's modules, imported here while the server prepares, not in the child: there
+    they would share the CPUs with the preparer and hold the init's part back until after."""
+    __import__("pyruntime.linux.syscalls")
+    __import__("pyruntime.oci.config")  # JOIN's records
+    __import__("pyruntime.setup.init")
+    __import__("pyruntime.lifecycle.channel")
+
+
 def _init(sock, console_fd, tasks):
     """create's init, in the child: the package's own code from here on."""
-    __import__("pyruntime.oci.config")  # JOIN's records: imported while we wait
     from pyruntime.setup import init
     _child(sock, console_fd, tasks, init.p1_main, init.WHO)
 
