@@ -301,7 +301,9 @@ while [ ! -e /go2 ]; do sleep 0.05; done
 if [ -e /proc/self/fd/7 ]; then
   held="$(stat -L -c %d:%i /proc/self/fd/7 2>/dev/null)|$(readlink /proc/self/fd/7)"
   w=-
-  case "$held" in *"|/memfd:"*) (printf x 1<>/proc/self/fd/7) 2>/dev/null && w=written || w=sealed;; esac
+  case "$held" in
+    *"|/memfd:"*) (printf x 1<>/proc/self/fd/7) 2>/dev/null && w=written || w=sealed;;
+  esac
   (exec 8<>/proc/self/fd/7) 2>/out2.err && r=reopened-rw || r=refused
   echo "$r|$w|$held" > /out2.tmp
 else

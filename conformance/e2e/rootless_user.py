@@ -3,7 +3,8 @@
 The user cannot read root's files: a pyruntime launcher whose package or dependencies sit
 under /root (an editable install from a checkout there, pyenv's site-packages) fails for it.
 user_launcher() then writes one the user can run: the same interpreter and a copy of the
-package (a container's start needs nothing else) in a dir it can read. The launcher given is used as it is whenever the user can already import from it.
+package (a container's start needs nothing else) in a dir it can read. The launcher given is
+used as it is whenever the user can already import from it.
 """
 from __future__ import annotations
 

@@ -371,9 +371,10 @@ def _wait_forwarding(pid):
 
 def _write_exec_pid_file(ctx, path, pid):
     """As exec in-process: nobody would know the process's pid, so it must not run on."""
+    from pyruntime.errors import RuntimeFailure
     try:
         layout.write_pid_file(path, pid)
-    except Exception as e:  # a RuntimeFailure
+    except RuntimeFailure as e:
         _kill(pid, 9)
         _failed(ctx, e.record(), 255)
 
@@ -551,9 +552,10 @@ def _warn(ctx, warnings):
 
 def _write_pid_file(ctx, path, pid, cid):
     """As create in-process: a pid file that cannot be written undoes the container."""
+    from pyruntime.errors import RuntimeFailure
     try:
         layout.write_pid_file(path, pid)
-    except Exception as e:  # a RuntimeFailure
+    except RuntimeFailure as e:
         from pyruntime.lifecycle.container import delete
         delete(ctx.root, cid, force=True)
         _reap(pid)
