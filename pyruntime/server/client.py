@@ -187,7 +187,7 @@ def _create(ctx, cmd, opts, cid):
               client_cwd=posix.getcwd(), bundle=_abs(opts["bundle"]),
               preserve_fds=int(opts["preserve_fds"]), console=console is not None,
               no_new_keyring=bool(opts.get("no_new_keyring")), command=cmd)
-        _import_init()  # while the server works
+        _import_init(conn)  # while the server works
         while True:
             msg, _ = _recv(conn)
             kind = None if msg is None else msg["type"]
@@ -397,13 +397,22 @@ def _remove_half_made(ctx, cid):
         delete(ctx.root, cid, force=True)
 
 
-def _import_init():
-    """The init's modules, imported here while the server prepares, not in the child: there
-    they would share the CPUs with the preparer and hold the init's part back until after."""
+# The init's modules, in the order they import one another (JOIN's records first).
+_INIT_MODULES = ("pyruntime.oci.config", "pyruntime.setup.process", "pyruntime.setup.rootfs",
+                 "pyruntime.setup.init", "pyruntime.lifecycle.channel")
+
+
+def _import_init(conn):
+    """The fork's module, then the init's, while the server makes the cgroups, until its GO:
+    the child imports those left beside the server's fork of the preparer. (Born by clone3 in
+    a cgroup2 cgroup, the child's imports are the container's memory, as runc's init's is.)"""
     __import__("pyruntime.linux.syscalls")
-    __import__("pyruntime.oci.config")  # JOIN's records
-    __import__("pyruntime.setup.init")
-    __import__("pyruntime.lifecycle.channel")
+    for name in _INIT_MODULES:
+        try:
+            conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            return  # GO (or an answer) is there
+        except BlockingIOError:
+            __import__(name)
 
 
 def _init(sock, console_fd, tasks):
