@@ -121,6 +121,11 @@ def drop_stderr_copy() -> None:
         _debug_out = -1
 
 
+def fds() -> tuple[int, ...]:
+    """The fds this module writes to (a child that closes the others keeps these)."""
+    return tuple(fd for fd in (_file, _debug_out) if fd >= 0)
+
+
 def close() -> None:
     global _file, _debug_out
     for fd in (_file, _debug_out):

@@ -309,3 +309,26 @@ def test_hooks_run_in_the_callers_cwd(runtime, bundle, server, tmp_path):
     runtime.run(bundle, cwd=where)
     assert out.read_text() == f"{where}\n{where}\n"
     assert len(served(server, 1)) == 1
+
+
+def test_the_preparer_holds_no_other_requests_fds(runtime, bundle, server, tmp_path):
+    """The preparer is forked from a thread of the server, which holds its listening socket,
+    the client's connection, the init's channel and any other request's: it keeps only its
+    own channel of those, seen from a createContainer hook (the preparer is its parent)."""
+    out = tmp_path / "preparer-fds"
+    hook = tmp_path / "hook.sh"
+    # cwd: the rootfs, whose /proc is the container's, where $PPID (the preparer) is 2
+    hook.write_text(f"#!/bin/sh\nls -l ./proc/$PPID/fd > {out}\n")
+    hook.chmod(0o755)
+    bundle.config["hooks"] = {"createContainer": [{"path": str(hook)}]}
+    set_sh(bundle, "true")
+    idle = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    idle.connect(str(server.sock))  # a request in flight: one more connection in the server
+    try:
+        runtime.run(bundle)
+    finally:
+        idle.close()
+    assert len(served(server, 1)) == 1
+    links = [ln.split(" -> ")[1] for ln in out.read_text().splitlines() if " -> " in ln]
+    assert len(links) >= 3, out.read_text()  # stdio and the channel at least
+    assert sum(link.startswith("socket:") for link in links) == 1, out.read_text()

@@ -192,6 +192,8 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         def child(chan, args):
             c.unlock()  # our copy of the lock fd would hold the flock for the init's lifetime
             boot.redirect_stdio(stdio)
+            if joiner is not None:
+                boot.keep_only(chan, args)
             bootstrap(chan, args)
         # under the warm server the bootstrap child is the preparer, which needs its cgroups
         # only to create a cgroup namespace rooted there (the init joins them on its own)

@@ -192,6 +192,19 @@ def setup_terminal(proc, sock: socket.socket | None, *, bind_console: bool) -> N
     os.close(peer)
 
 
+def keep_only(chan: Channel, a) -> None:
+    """In a child forked from a thread of the warm server, which holds every request's fds
+    (clients' sockets and stdio, other inits' channels): keep stdio, the channel and what
+    this create opened for its child (InitArgs a), close the rest. Otherwise a createContainer
+    hook that runs long would keep another container's stdout from reaching EOF."""
+    from pyruntime.setup.process import close_fds
+    keep = {chan.sock.fileno(), a.fifo_fd, *(fd for _, fd in a.ns_fds), *a.bind_sources.values(),
+            *(m.idmap_fd for m in a.cfg.mounts), *log.fds()}
+    if a.listener is not None:
+        keep.add(a.listener.fileno())
+    close_fds(2, tuple(fd for fd in keep if fd > 2))
+
+
 def redirect_stdio(stdio) -> None:
     """In a forked child: make each fd of stdio (None: keep ours) that child's fd 0, 1, 2."""
     if not stdio:
