@@ -21,7 +21,8 @@ create (the parent is the `create` command; the init is PID 1 of the container):
     HOOKS_DONE state=<state> -----------------------------------> createContainer hooks,
                                                                  root switch .. keyring
                      CREATED <---------------------------------- closes the channel
-    (create returns)                                             opens exec.fifo: blocks
+    (create returns)                                             exec shim, bounding set;
+                                                                 opens exec.fifo: blocks
     `start` opens exec.fifo ------------------------------------> writes FIFO_READY,
                                                                  startContainer hooks .. execve
     `start` reads to EOF: FIFO_READY then EOF means the process called execve (the fifo is
@@ -44,7 +45,7 @@ cgroups only to create a cgroup namespace::
                   NAMESPACES <-- fds=<ns>
     JOIN fds=<ns, fifo> args=<config> ---------------------------> join the namespaces
                                  mounts, devices
-                      JOINED <----------------------------------
+                      JOINED <---------------------------------- exec shim, bounding set
                        HOOKS <-- (the rootfs is ready)
     prestart, createRuntime
     HOOKS_DONE state=<state> --> createContainer hooks,

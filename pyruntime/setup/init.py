@@ -44,6 +44,7 @@ class InitArgs:
     listener: socket.socket | None  # connected to linux.seccomp.listenerPath
     rootless: bool = False
     preparer: bool = False  # the warm server's: the bootstrap child is PID 2 of the init's
+    shim: int | None = None  # process.ready_to_exec()'s, if it ran already (p1_main)
 
 
 WHO = "container init"  # names a failure that is not a RuntimeFailure
@@ -203,14 +204,17 @@ def p1_main(chan: Channel, console_fd: int) -> None:
         SYS.setns(fd, namespaces.FLAGS[kind])
         SYS.close(fd)
     chan.send(JOINED)
+    # while the preparer finishes the rootfs, what `start` would otherwise wait for
+    fifo = fds[len(kinds)]
+    shim = process.ready_to_exec(cfg.process, fifo, _fifo_error) if cfg.process else None
     state = chan.recv(PREPARED)["state"]
     a = InitArgs(cfg=cfg, container_id=msg["id"], bundle="",
-                 fifo_fd=fds[len(kinds)], ns_fds=[],
+                 fifo_fd=fifo, ns_fds=[],
                  console_sock=socket.socket(fileno=console_fd) if console_fd >= 0 else None,
                  no_pivot=False, no_new_keyring=msg["no_new_keyring"],
                  preserve_fds=msg["preserve_fds"], cgroup_paths={}, cgroup_mode="",
                  seccomp=prog, bind_sources={}, caller_waits=msg["caller_waits"],
-                 listener=listener)
+                 listener=listener, shim=shim)
     become(chan, a, state)
 
 
@@ -247,7 +251,7 @@ def become(chan: Channel, a: InitArgs, state: dict, sys: Sys = SYS) -> None:
             pass  # no keyring support (ENOSYS) or not allowed here: runc goes on too
     fifo = a.fifo_fd
     if proc is None:
-        out = _wait_for_start(chan, fifo, let_go_of_stderr=True)  # nothing to exec
+        out, _ = _wait_for_start(chan, fifo, let_go_of_stderr=True)  # nothing to exec
         _start_container_hooks(cfg, state, out)()
         os._exit(0)
     process.set_scheduling(proc, sys)
@@ -256,7 +260,9 @@ def become(chan: Channel, a: InitArgs, state: dict, sys: Sys = SYS) -> None:
     path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
 
     # -- created: block until `start`
-    out = _wait_for_start(chan, fifo, proc.terminal and not a.caller_waits)
+    out, shim = _wait_for_start(chan, fifo, proc.terminal and not a.caller_waits,
+                                ready=lambda: process.ready_to_exec(proc, fifo, _fifo_error)
+                                if a.shim is None else a.shim)
 
     def report(e: RuntimeFailure) -> None:
         if e.step is None:
@@ -274,12 +280,15 @@ def become(chan: Channel, a: InitArgs, state: dict, sys: Sys = SYS) -> None:
                                   preserve_fds=a.preserve_fds, keep=keep,
                                   on_notify_fd=_notify_sender(a.listener, linux.seccomp, state),
                                   before_exec=_start_container_hooks(cfg, state, out),
-                                  report_fd=out,
-                                  encode=lambda m, errno: fifo_error(
-                                      RuntimeFailure(m, errno=errno, step="exec")))
+                                  report_fd=out, encode=_fifo_error, shim=shim)
     except RuntimeFailure as e:
         report(e)
         os._exit(1)
+
+
+def _fifo_error(msg: str, errno: int) -> bytes:
+    """The exec shim's report of a failed execve, as `start` reads it."""
+    return fifo_error(RuntimeFailure(msg, errno=errno, step="exec"))
 
 
 def _notify_sender(listener, seccomp_cfg, state):
@@ -293,19 +302,32 @@ def _notify_sender(listener, seccomp_cfg, state):
     return send
 
 
-def _wait_for_start(chan: Channel, fifo_path_fd: int, let_go_of_stderr: bool) -> int:
-    """Tell the parent we are created, then block on exec.fifo until `start` opens it. Returns
-    the fifo's write end (close-on-exec: `start` sees EOF when execve succeeds, and reads a
-    failure after FIFO_ERROR)."""
+def _wait_for_start(chan: Channel, fifo_path_fd: int, let_go_of_stderr: bool,
+                    ready=None) -> tuple[int, object]:
+    """Tell the parent we are created, run ready() (while nothing waits for us), then block on
+    exec.fifo until `start` opens it. Returns the fifo's write end (close-on-exec: `start`
+    sees EOF when execve succeeds, and reads a failure after FIFO_ERROR), which takes the
+    number of fifo_path_fd, and what ready() returned. ready()'s failure is reported there."""
     chan.send(CREATED)
     chan.sock.close()
     log.debug("init: created, blocking on exec.fifo until start")
     if let_go_of_stderr:
         log.drop_stderr_copy()  # fd 2 is the console now, and the caller is gone
+    got = failed = None
+    try:
+        got = ready() if ready is not None else None
+    except Exception as e:  # for `start` to report: it is what waits for the outcome now
+        failed = e if isinstance(e, RuntimeFailure) else RuntimeFailure(
+            str(e), errno=getattr(e, "errno", None))
     out = os.open(rootfs.fdpath(fifo_path_fd), os.O_WRONLY | os.O_CLOEXEC)
-    os.close(fifo_path_fd)
-    os.write(out, FIFO_READY)
-    return out
+    os.dup2(out, fifo_path_fd, inheritable=False)  # the number ready() was told to report on
+    os.close(out)
+    os.write(fifo_path_fd, FIFO_READY)
+    if failed is not None:
+        failed.step = failed.step or "exec"
+        os.write(fifo_path_fd, fifo_error(failed))
+        os._exit(1)
+    return fifo_path_fd, got
 
 
 def _start_container_hooks(cfg, state: dict, out: int):

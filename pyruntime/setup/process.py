@@ -182,22 +182,33 @@ def close_fds(keep_upto: int, keep: tuple[int, ...] = ()) -> None:
     os.closerange(low, 1 << 20)
 
 
+def ready_to_exec(proc, report_fd: int = -1, encode=None) -> int:
+    """The last steps that change nothing the process runs under until its execve: the exec
+    shim made (its fd, -1 for none; see finalize_and_exec for report_fd and encode) and the
+    bounding set dropped. The init takes them before it waits for `start`, as runc's takes
+    all of its last steps, so that `start` waits for less."""
+    caps = proc.capabilities
+    shim = execshim.prepare(proc.args[0], report_fd, encode) if execshim.wanted(proc.user, caps) else -1
+    if caps is not None:
+        capabilities.drop_bounding(caps)
+    return shim
+
+
 def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
                       preserve_fds: int = 0, keep: tuple[int, ...] = (),
                       on_notify_fd=None, report_fd: int = -1, encode=None,
-                      before_exec=None) -> None:
+                      before_exec=None, shim: int | None = None) -> None:
     """The last steps, in runc's order: rlimits, user, capabilities, no_new_privs, seccomp,
     close fds, execve. `seccomp` is a filter compiled by the parent (the container's root has
     no libseccomp); `on_notify_fd(fd)` gets its listener fd, if it has one (and `keep` must
     hold the fds that callback uses). A failure is raised as a RuntimeFailure for the caller
     to report (once); the execve itself goes through execshim (CVE-2019-5736), which writes
     encode(msg) to report_fd (one of `keep`; stderr if -1) when it fails. `before_exec()` runs
-    last, under all of it (the startContainer hooks)."""
+    last, under all of it (the startContainer hooks). shim: ready_to_exec()'s, if it ran."""
     set_rlimits(proc.rlimits)
     caps = proc.capabilities
-    shim = execshim.prepare(proc.args[0], report_fd, encode) if execshim.wanted(proc.user, caps) else -1
-    if caps is not None:
-        capabilities.drop_bounding(caps)
+    if shim is None:
+        shim = ready_to_exec(proc, report_fd, encode)
     # Without no_new_privs, loading seccomp needs CAP_SYS_ADMIN, so it goes before the drop.
     if seccomp and not proc.no_new_privileges:
         _load_seccomp(seccomp, on_notify_fd)

@@ -117,3 +117,56 @@ def test_an_older_inits_bare_fifo_message():
     with pytest.raises(RuntimeFailure) as e:
         channel.check_fifo(b'0Eexec: "x": exec format error')
     assert str(e.value) == 'exec: "x": exec format error' and e.value.errno is None
+
+
+def _start_side(fifo_path, ready):
+    """Fork an init that runs _wait_for_start(ready) on a real fifo; be `start`: open the fifo
+    (which lets the init go on), read to EOF. (what the init wrote, its exit code)."""
+    import os
+    from pyruntime.setup import init
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            a.close()
+            path_fd = os.open(fifo_path, os.O_PATH | os.O_CLOEXEC)
+            out, got = init._wait_for_start(Channel(b), path_fd, False, ready=ready)
+            # the write end took the number ready() was told to report on, and is ours alone
+            if out == path_fd and got == "shim" and os.get_inheritable(out) is False:
+                os.write(out, b"!")
+                code = 0
+        finally:
+            os._exit(code)
+    b.close()
+    assert Channel(a).recv(channel.CREATED) == {"type": channel.CREATED}
+    fd = os.open(fifo_path, os.O_RDONLY)
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    os.close(fd)
+    a.close()
+    _, status = os.waitpid(pid, 0)
+    return data, os.waitstatus_to_exitcode(status)
+
+
+def test_the_init_readies_its_exec_before_start_and_reports_on_the_fifo(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "exec.fifo")
+    data, code = _start_side(tmp_path / "exec.fifo", lambda: "shim")
+    assert (data, code) == (channel.FIFO_READY + b"!", 0)
+
+
+def test_a_failure_before_start_is_starts_to_report(tmp_path):
+    """ready() runs after CREATED: the create has returned, so `start` gets its error."""
+    import os
+    os.mkfifo(tmp_path / "exec.fifo")
+
+    def ready():
+        raise OSError(errno.EPERM, "PR_CAPBSET_DROP: Operation not permitted")
+    data, code = _start_side(tmp_path / "exec.fifo", ready)
+    assert code == 1
+    with pytest.raises(RuntimeFailure) as e:
+        channel.check_fifo(data)
+    assert "PR_CAPBSET_DROP" in str(e.value) and e.value.errno == errno.EPERM
+    assert e.value.step == "exec"
