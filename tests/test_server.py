@@ -332,3 +332,28 @@ def test_the_preparer_holds_no_other_requests_fds(runtime, bundle, server, tmp_p
     links = [ln.split(" -> ")[1] for ln in out.read_text().splitlines() if " -> " in ln]
     assert len(links) >= 3, out.read_text()  # stdio and the channel at least
     assert sum(link.startswith("socket:") for link in links) == 1, out.read_text()
+
+
+@pytest.mark.parametrize("hook", [False, True], ids=["preparer-first", "createContainer-hook"])
+def test_the_containers_proc_is_its_pid_namespaces(runtime, bundle, server, tmp_path, hook):
+    """Without createContainer hooks the preparer is forked before the init, outside its pid
+    namespace, and mounts /proc from a context the init made inside it (its data options
+    too); with one, the preparer is forked into that namespace, as the hook must run there.
+    Either way the container's /proc shows its own processes, PID 1 first."""
+    proc = next(m for m in bundle.config["mounts"] if m["type"] == "proc")
+    proc["options"] = ["nosuid", "noexec", "nodev", "hidepid=2"]
+    if hook:
+        script = tmp_path / "hook.sh"
+        script.write_text("#!/bin/sh\ntrue\n")
+        script.chmod(0o755)
+        bundle.config["hooks"] = {"createContainer": [{"path": str(script)}]}
+    set_sh(bundle, "echo $(ls /proc | grep -c '^[0-9]') $(cut -d' ' -f1,2 /proc/1/stat); "
+                   "grep ' /proc ' /proc/mounts")
+    out = runtime.run(bundle).stdout
+    assert out.split("\n")[0] in ("3 1 (sh)", "4 1 (sh)"), out  # sh, ls, grep (and cut)
+    assert out.split("\n")[1].startswith("proc /proc proc rw,nosuid,nodev,noexec"), out
+    assert "hidepid" in out, out
+    assert len(served(server, 1)) == 1
+    log = server.out.read_text()
+    expect = "into the init's pid namespace" if hook else "before the init, outside"
+    assert f"forked {expect}" in log, log[-2000:]

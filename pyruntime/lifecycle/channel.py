@@ -31,17 +31,22 @@ create (the parent is the `create` command; the init is PID 1 of the container):
 create through the warm server (server/): the server is the parent; once the cgroups exist its
 client forks the init (PID 1 of a new pid namespace, the caller's child, born in the cgroup2
 cgroup; it enters the v1 ones itself) and hands the server a channel to it (server/wire.py).
-The server forks the bootstrap child into the init's pid namespace: PID 2 there, it is the
-preparer, which makes the other namespaces and the rootfs, does not fork, and enters the
-cgroups only to create a cgroup namespace::
+The server forks the bootstrap child, the preparer, which makes the other namespaces and the
+rootfs, does not fork, and enters the cgroups only to create a cgroup namespace. It forks it
+before the init exists (while the client still imports), outside the init's pid namespace:
+the init's first message is a proc context made in that namespace (fsopen), from which the
+preparer mounts /proc. With createContainer hooks (they run in the container's pid
+namespace) or a proc mount fsmount cannot make, it forks it after INIT, into the init's pid
+namespace (PID 2 there), and the context is not used::
 
     server                       preparer                        init (the client's child)
-    cgroup limits; the client's
-    INIT; fork into the init's
-    pid namespace -------------> (as above, to GO)
+    cgroup limits; fork -------> (as above, to GO)
                        MOVED <--
     GO ------------------------> join and unshare namespaces,
                                  all but the pid one
+    the client's INIT
+                      PROCFS <---------------------------------- fd=fsopen("proc")
+    PROCFS fd=<context> -------> (kept for the proc mount)
                   NAMESPACES <-- fds=<ns>
     JOIN fds=<ns, fifo> args=<config> ---------------------------> join the namespaces
                                  mounts, devices
@@ -93,6 +98,7 @@ CREATED = "created"        # init -> parent: set up; now blocking on exec.fifo
 PREPARED = "prepared"      # preparer -> server -> init: the root is switched, all is ready
 NAMESPACES = "namespaces"  # preparer -> server: the namespaces it made (fds), for the init
 JOIN = "join"              # server -> init: join these namespaces (fds)
+PROCFS = "procfs"          # init -> server -> preparer: fsopen("proc") in the init's pid namespace
 JOINED = "joined"          # init -> server: done (the hooks may look at them through us)
 PLAN = "plan"              # server -> exec's bootstrap child: what to join and to run
 ERROR = "error"            # child -> parent: a failure (then the child exits)

@@ -10,7 +10,7 @@ from pyruntime.lean import signal, socket
 from pyruntime.lifecycle import hooks, layout, state as statemod
 from pyruntime import log
 from pyruntime.errors import (ConfigError, ContainerNotFound, ContainerNotRunning,
-                              ContainerStateError, RuntimeFailure, step)
+                              ContainerStateError, PeerGone, RuntimeFailure, step)
 from pyruntime.lifecycle.state import Container, State, StateCorrupt
 
 
@@ -49,7 +49,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         from pyruntime.cgroups.rootless import restrict
         mgr = restrict(mgr, resources)
     c = Container.new(root, cid)
-    cleanup = _Cleanup(c)
+    cleanup = _Cleanup(c, joiner)
     try:
         # The first save is the intent log: the cgroup dirs this create is about to make are on
         # disk before any exists, so `delete --force` after a kill at any instant finds them.
@@ -109,10 +109,12 @@ def _maybe_seal(cfg, reexec: bool = True) -> None:
 class _Cleanup:
     """Undo a half-done create: nothing may be left behind (process, cgroup, state dir)."""
 
-    def __init__(self, c: Container):
-        self.c, self.pid, self.cgroup = c, 0, None
+    def __init__(self, c: Container, joiner=None):
+        self.c, self.pid, self.cgroup, self.joiner = c, 0, None, joiner
 
     def run(self) -> None:
+        if not self.pid and self.joiner is not None:
+            self.pid = self.joiner.arrived()  # killed before its cgroups go, or it keeps them
         if self.pid:
             _kill_and_wait(self.pid, self.c.state.init_start if self.c.state else 0)
         if self.cgroup is not None:
@@ -132,7 +134,7 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                 stdio=None, joiner=None) -> int:
     from pyruntime.linux import namespaces
     from pyruntime.lifecycle.channel import (CREATED, GO, HOOKS, HOOKS_DONE, MAPPED, PID,
-                                             JOIN, JOINED, NAMESPACES, PREPARED, USERNS)
+                                             JOIN, JOINED, NAMESPACES, PREPARED, PROCFS, USERNS)
     from pyruntime.setup import bootstrap as boot
     from pyruntime.setup.init import WHO, InitArgs, bootstrap, join_message
     linux = cfg.linux
@@ -160,6 +162,9 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
     console_sock = None
     fifo_fd = -1
     bind_sources: dict = {}
+    # the preparer forked before the init exists, while its client still imports, when it
+    # need not be in the init's pid namespace (server/remote.py)
+    first = joiner is not None and joiner.preparer_first(cfg)
     try:
         _open_idmapped(cfg, bundle)
         # (rootless: open_tree needs the host's CAP_SYS_ADMIN; the init binds by path, as
@@ -179,14 +184,15 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
                         preserve_fds=preserve_fds, cgroup_paths=mgr.paths, cgroup_mode=mgr.mode,
                         seccomp=seccomp_prog, listener=listener, bind_sources=bind_sources,
                         caller_waits=console is not None, rootless=rootless,
-                        preparer=joiner is not None)
+                        preparer=joiner is not None, proc_from_init=first)
         if joiner is not None:  # the init enters its cgroups by itself: limit them meanwhile
             join = join_message(args)  # (encoded before the init waits for it)
             with step("cgroups"):
                 _apply(mgr, linux, rootless, resources)
-            joiner.forked()
-            cleanup.pid = joiner.pid
-            stdio = joiner.stdio
+            if not first:
+                joiner.forked()
+                cleanup.pid = joiner.pid
+                stdio = joiner.stdio
         log.debug("nsexec container setup: forking the bootstrap child", stage=0)
 
         def child(chan, args):
@@ -200,7 +206,10 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
         placement = mgr.placement() if joiner is None or namespaces.new_flags(
             linux, ("cgroup",)) else None
         pid, chan = boot.spawn(WHO, child, args, cgroup=placement,
-                               pid_ns=joiner.pidfd if joiner is not None else -1)
+                               pid_ns=joiner.pidfd if joiner is not None and not first else -1)
+        if joiner is not None:
+            log.debug(f"preparer {pid} forked " + ("before the init, outside its pid namespace"
+                                                   if first else "into the init's pid namespace"))
     except BaseException:
         if joiner is not None:  # kept for the JOIN otherwise
             if fifo_fd >= 0:
@@ -243,6 +252,19 @@ def _spawn_init(c: Container, cfg, cleanup: _Cleanup, mgr, bundle, console_socke
             raise
         if not early_go:
             chan.send(GO)
+        if joiner is not None:
+            if first:  # the preparer is on its way: now the init
+                joiner.forked()
+                cleanup.pid = joiner.pid
+            context = joiner.proc_context(required=first)
+            try:
+                if first:
+                    chan.send_fds(PROCFS, [context])
+            except PeerGone:
+                pass  # the preparer failed already: the next recv reports its error
+            finally:
+                if context >= 0:
+                    os.close(context)
         if joiner is None:
             msg = chan.recv(USERNS, PID)
             if msg["type"] == USERNS:
@@ -332,8 +354,9 @@ def _apply(mgr, linux, rootless: bool, resources) -> None:
 
 def _abort(pid: int, joiner) -> None:
     """Kill the bootstrap child (our own) and reap it. Under the warm server it is the
-    preparer, PID 2 of the init's pid namespace: the init dies too, and its end waits until
-    we have reaped the preparer, so the init is killed first and waited for last."""
+    preparer, PID 2 of the init's pid namespace (or outside it, forked first): the init dies
+    too, and its end waits until we have reaped the preparer, so the init is killed first
+    and waited for last."""
     from pyruntime.setup import bootstrap as boot
     init = joiner.pidfd if joiner is not None else -1
     if init >= 0:

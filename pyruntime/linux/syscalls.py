@@ -80,15 +80,15 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 _GENERIC = {
     "ioprio_set": 30, "pivot_root": 41, "capget": 90, "capset": 91, "keyctl": 219,
     "set_mempolicy": 237, "seccomp": 277, "bpf": 280, "pidfd_send_signal": 424,
-    "open_tree": 428, "move_mount": 429, "pidfd_open": 434, "clone3": 435, "openat2": 437,
-    "mount_setattr": 442,
+    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+    "pidfd_open": 434, "clone3": 435, "openat2": 437, "mount_setattr": 442,
 }
 SYSCALL_NUMBERS = {
     "x86_64": {
         "pivot_root": 155, "capget": 125, "capset": 126, "set_mempolicy": 238, "keyctl": 250,
         "ioprio_set": 251, "seccomp": 317, "bpf": 321, "pidfd_send_signal": 424,
-        "open_tree": 428, "move_mount": 429, "pidfd_open": 434, "clone3": 435, "openat2": 437,
-        "mount_setattr": 442,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+        "pidfd_open": 434, "clone3": 435, "openat2": 437, "mount_setattr": 442,
     },
     "aarch64": _GENERIC,
     "riscv64": _GENERIC,
@@ -271,6 +271,30 @@ def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: in
            "move_mount", from_fd, from_path, to_fd, to_path, hex(flags))
 
 
+# fsopen(2), fsconfig(2), fsmount(2): a filesystem instance made in steps, so that one
+# process can make the context (proc binds the caller's pid namespace there) and another mount it
+FSOPEN_CLOEXEC = 1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 1
+
+
+def fsopen(fstype: str) -> int:
+    return _check(_libc.syscall(nr("fsopen"), _b(fstype), ctypes.c_uint(FSOPEN_CLOEXEC)),
+                  "fsopen", fstype)
+
+
+def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | None = None) -> None:
+    _check(_libc.syscall(nr("fsconfig"), ctypes.c_int(fd), ctypes.c_uint(cmd), _b(key), _b(value),
+                         ctypes.c_int(0)), "fsconfig", fd, cmd, key, value)
+
+
+def fsmount(fd: int, attrs: int) -> int:
+    return _check(_libc.syscall(nr("fsmount"), ctypes.c_int(fd), ctypes.c_uint(FSMOUNT_CLOEXEC),
+                                ctypes.c_uint(attrs)), "fsmount", fd, hex(attrs))
+
+
 def set_mempolicy(mode: int, nodemask: int, maxnode: int) -> None:
     """`nodemask` is a Python int, one bit per node; `maxnode` bits of it are passed."""
     words = max(1, (maxnode + 63) // 64)
@@ -369,6 +393,8 @@ class Sys:
     openat2 = staticmethod(openat2)
     open_tree = staticmethod(open_tree)
     move_mount = staticmethod(move_mount)
+    fsconfig = staticmethod(fsconfig)
+    fsmount = staticmethod(fsmount)
     mount_setattr = staticmethod(mount_setattr)
     unshare = staticmethod(unshare)
     setns = staticmethod(setns)

@@ -416,7 +416,18 @@ def _import_init(conn):
 
 
 def _init(sock, console_fd, tasks):
-    """create's init, in the child: the package's own code from here on."""
+    """create's init, in the child. First, PROCFS: a proc context (fsopen) made in our pid
+    namespace, which binds it there, for a preparer outside it to mount (it may have been
+    forked before us: server/remote.py). Then the package's own code."""
+    from pyruntime.linux import syscalls  # (imported before the fork)
+    from pyruntime.lifecycle.channel import PROCFS
+    try:
+        fds, fields = [syscalls.fsopen("proc")], {}
+    except OSError as e:
+        fds, fields = [], {"errno": e.errno, "error": str(e)}
+    fdpass.send(sock, jsonio.dumps(dict(fields, type=PROCFS)).encode(), fds)
+    for fd in fds:
+        posix.close(fd)
     from pyruntime.setup import init
     _child(sock, console_fd, tasks, init.p1_main, init.WHO)
 

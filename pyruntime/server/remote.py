@@ -24,6 +24,7 @@ class Joiner:
         self.cwd = cwd  # the client's, for the hooks the server runs
         self.pid, self.pidfd, self.chan, self.stdio = 0, -1, None, [None, None, None]
         self._mover = self._placement = None
+        self._went = False  # GO sent: the client forks its child, and INIT follows
 
     def cgroups_ready(self, mgr) -> None:
         """create: the cgroups exist: the client forks the init into them now (GO), PID 1 of
@@ -58,6 +59,7 @@ class Joiner:
         """GO: the client forks its child into the cgroups."""
         if placement is not None and not placement.self_move:
             raise messages.Refused("cgroups that the child cannot enter by itself")
+        self._went = True
         messages.send(self._conn, wire.GO, pid_ns=pid_ns,
                       tasks=placement.v1 if placement else [],
                       cgroup2=placement.v2 if placement else None)
@@ -85,6 +87,45 @@ class Joiner:
         given = dict(zip(stdio, fds))
         self.stdio = [given.get(i) for i in (0, 1, 2)]
         return msg.get("placed") is True
+
+    def arrived(self) -> int:
+        """For an abort: the client's child's pid (0: none), waiting for its INIT if GO went
+        out and it has not come yet (a preparer forked first can fail before)."""
+        if self._went and not self.pid and self.chan is None:
+            try:
+                self._forked()
+            except Exception:  # the client is gone, or talks nonsense: no child to kill
+                pass
+        return self.pid
+
+    def preparer_first(self, cfg) -> bool:
+        """create: whether the preparer can be forked before the init, outside its pid
+        namespace, so that its fork and namespaces overlap the client's imports. It needs the
+        init's pid namespace only for a proc mount (made from the init's PROCFS context
+        instead, if the kernel has fsopen and fsmount takes its flags) and for the
+        createContainer hooks (run in the container's namespaces, so not then)."""
+        from pyruntime.oci.mounts import parse_options
+        from pyruntime.setup.rootfs import CONTEXT_FLAGS
+        if cfg.hooks.get("createContainer") or not _proc_contexts_work():
+            return False
+        known = sum(CONTEXT_FLAGS)
+        procs = [parse_options(m.options)[0] for m in cfg.mounts if m.type == "proc"]
+        return len(procs) <= 1 and all(not f & ~known for f in procs)
+
+    def proc_context(self, required: bool) -> int:
+        """create: the init's first message, PROCFS: an fsopen("proc") fd it made in its pid
+        namespace, for a preparer outside it. -1 if it could not and it is not `required`."""
+        from pyruntime.lifecycle.channel import PROCFS
+        msg, fds = self.chan.recv_fds(PROCFS)
+        if len(fds) == 1:
+            return fds[0]
+        for fd in fds:
+            os.close(fd)
+        if required:
+            from pyruntime.errors import RuntimeFailure
+            raise RuntimeFailure(f"the init could not make a proc context: {msg.get('error')}",
+                                 errno=msg.get("errno") if type(msg.get("errno")) is int else None)
+        return -1
 
     def moved(self) -> None:
         if self._mover is not None:
@@ -122,6 +163,22 @@ class Joiner:
             self.chan.sock.close()
         for fd in self._fds:
             os.close(fd)
+
+
+_contexts = None
+
+
+def _proc_contexts_work() -> bool:
+    """Whether this kernel makes proc contexts (fsopen, linux 5.2), asked once."""
+    global _contexts
+    if _contexts is None:
+        from pyruntime.linux import syscalls
+        try:
+            os.close(syscalls.fsopen("proc"))
+            _contexts = True
+        except OSError:
+            _contexts = False
+    return _contexts
 
 
 class _Mover:

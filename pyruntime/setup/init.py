@@ -18,7 +18,7 @@ from pyruntime.lifecycle import hooks
 from pyruntime import log
 from pyruntime.setup import bootstrap as boot, process, rootfs
 from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, HOOKS, HOOKS_DONE, JOIN, MAPPED,
-                                         JOINED, NAMESPACES, PREPARED, USERNS, Channel,
+                                         JOINED, NAMESPACES, PREPARED, PROCFS, USERNS, Channel,
                                          fifo_error)
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lean.records import from_plain, record, to_plain
@@ -45,6 +45,7 @@ class InitArgs:
     rootless: bool = False
     preparer: bool = False  # the warm server's: the bootstrap child is PID 2 of the init's
     shim: int | None = None  # process.ready_to_exec()'s, if it ran already (p1_main)
+    proc_from_init: bool = False  # a preparer outside the init's pid namespace: PROCFS
 
 
 WHO = "container init"  # names a failure that is not a RuntimeFailure
@@ -82,7 +83,7 @@ def init_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> Non
     become(chan, a, state, sys)
 
 
-def prepare(chan: Channel, a: InitArgs, sys: Sys = SYS) -> dict:
+def prepare(chan: Channel, a: InitArgs, sys: Sys = SYS, proc_context=None) -> dict:
     """What every process of the container shares, made in its namespaces: the rootfs and its
     mounts, the createContainer hooks, the root switch, hostname, sysctls, read-only and
     masked paths. Returns the state the hooks were given. With the warm server this runs in
@@ -105,7 +106,8 @@ def prepare(chan: Channel, a: InitArgs, sys: Sys = SYS) -> dict:
         rootfs.bind_rootfs(cfg.root_path, sys)
     root_fd = sys.open(cfg.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     log.debug(f"init: mounting {len(cfg.mounts)} mounts in {cfg.root_path}")
-    rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths, a.cgroup_mode, a.bind_sources, sys)
+    rootfs.mount_all(cfg, a.bundle, root_fd, a.cgroup_paths, a.cgroup_mode, a.bind_sources, sys,
+                     proc_context)
     for fd in a.bind_sources.values():
         sys.close(fd)
     log.debug("init: creating devices")
@@ -153,10 +155,16 @@ SHARED = ("network", "ipc", "uts", "cgroup", "mount")
 
 
 def prepare_main(chan: Channel, a: InitArgs, sys: Sys = SYS) -> None:
-    """The warm server's preparer, PID 2 of the init's pid namespace (so that its /proc is
-    the container's): prepare(), which hands the init our namespaces with HOOKS, then
-    PREPARED, and exit."""
-    prepare(chan, a, sys)
+    """The warm server's preparer: prepare(), which hands the init our namespaces with HOOKS,
+    then PREPARED, and exit. Either PID 2 of the init's pid namespace, or (proc_from_init)
+    forked before the init exists, outside it: then the proc mount is made from the context
+    the init made in its pid namespace (PROCFS)."""
+    def proc_context() -> int:
+        _, fds = chan.recv_fds(PROCFS)
+        if len(fds) != 1:
+            raise RuntimeFailure("the server's PROCFS message carries no fd")
+        return fds[0]
+    prepare(chan, a, sys, proc_context if a.proc_from_init else None)
     chan.send(PREPARED)
     os._exit(0)
 

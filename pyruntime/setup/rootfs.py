@@ -149,19 +149,23 @@ def open_bind_sources(cfg, bundle: str, sys: Sys = SYS) -> dict[int, int]:
 
 
 def mount_all(cfg, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str,
-              source_fds: dict[int, int] | None = None, sys: Sys = SYS) -> None:
+              source_fds: dict[int, int] | None = None, sys: Sys = SYS,
+              proc_context=None) -> None:
+    """proc_context: for a process outside the container's pid namespace (the warm server's
+    preparer), a callable that returns an fsopen("proc") fd made inside it (by the init)."""
     for i, m in enumerate(cfg.mounts):
         log.debug(f"init: mounting {m.destination} ({m.type or 'bind'} from {m.source!r})")
         try:
             mount_one(m, bundle, root_fd, cgroup_paths, cgroup_mode, cfg.linux.mount_label,
-                      (source_fds or {}).get(i), sys)
+                      (source_fds or {}).get(i), sys, proc_context)
         except OSError as e:
             raise RuntimeFailure(f"{m.path} (destination {m.destination!r}): mount failed: "
                                  f"{e.strerror}", errno=e.errno) from None
 
 
 def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str,
-              mount_label: str = "", source_fd: int | None = None, sys: Sys = SYS) -> None:
+              mount_label: str = "", source_fd: int | None = None, sys: Sys = SYS,
+              proc_context=None) -> None:
     flags, prop, data = parse_options(m.options)
     if _is_dev(m):
         flags &= ~sc.MS_RDONLY  # /dev gets its submounts and nodes first: see readonly_dev
@@ -215,8 +219,11 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
             # a read-only tmpcopyup tmpfs is filled first, then made read-only
             ro_later = sc.MS_RDONLY if below >= 0 else 0
             try:
-                sys.mount(m.source or m.type, target, m.type, flags & ~(sc.MS_REMOUNT | ro_later),
-                          ",".join(data) or None)
+                if m.type == "proc" and proc_context is not None:
+                    mount_context(proc_context(), fd, m.source or m.type, flags, data, sys)
+                else:
+                    sys.mount(m.source or m.type, target, m.type,
+                              flags & ~(sc.MS_REMOUNT | ro_later), ",".join(data) or None)
             except OSError as e:
                 if e.errno == 22 and data:  # EINVAL: most likely an option the fs does not know
                     raise RuntimeFailure(f"{m.path}.options: {','.join(data)!r}: {m.type} refused "
@@ -247,6 +254,41 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
     finally:
         sys.close(fd)
     _set_recursive(m, root_fd, sys=sys)
+
+
+# mount(2) flags that fsmount(2) takes as mount attributes; a mount with others is not made
+# from a context (lifecycle/container.py checks, and the preparer then joins the pid namespace)
+CONTEXT_FLAGS = {sc.MS_RDONLY: sc.MOUNT_ATTR_RDONLY, sc.MS_NOSUID: sc.MOUNT_ATTR_NOSUID,
+                 sc.MS_NODEV: sc.MOUNT_ATTR_NODEV, sc.MS_NOEXEC: sc.MOUNT_ATTR_NOEXEC,
+                 sc.MS_NOATIME: sc.MOUNT_ATTR_NOATIME, sc.MS_STRICTATIME: sc.MOUNT_ATTR_STRICTATIME,
+                 sc.MS_NODIRATIME: sc.MOUNT_ATTR_NODIRATIME, sc.MS_RELATIME: sc.MOUNT_ATTR_RELATIME}
+
+
+def mount_context(context: int, target_fd: int, source: str, flags: int, data: list[str],
+                  sys: Sys = SYS) -> None:
+    """Mount the filesystem context `context` (an fsopen fd, closed here) on target_fd, as
+    mount(source, target, type, flags, data) would: the data options as fsconfig keys, the
+    flags as mount attributes."""
+    try:
+        sys.fsconfig(context, sc.FSCONFIG_SET_STRING, "source", source)
+        for opt in data:
+            key, eq, value = opt.partition("=")
+            if eq:
+                sys.fsconfig(context, sc.FSCONFIG_SET_STRING, key, value)
+            else:
+                sys.fsconfig(context, sc.FSCONFIG_SET_FLAG, key)
+        sys.fsconfig(context, sc.FSCONFIG_CMD_CREATE)
+        attrs = 0
+        for flag, attr in CONTEXT_FLAGS.items():
+            if flags & flag:
+                attrs |= attr
+        mnt = sys.fsmount(context, attrs)
+    finally:
+        sys.close(context)
+    try:
+        sys.move_mount(mnt, "", target_fd, "", sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH)
+    finally:
+        sys.close(mnt)
 
 
 def _set_recursive(m, root_fd: int, sys: Sys = SYS) -> None:

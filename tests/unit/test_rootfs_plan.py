@@ -203,3 +203,36 @@ def test_a_dangling_symlink_is_followed_inside_the_rootfs(cfg, fake):
     rootfs.make_path(root_fd, "/data", sys=fake)
     mkdirs = [(fake.paths[a[2]["dir_fd"]], a[0]) for _, a in fake.named("mkdir")]
     assert mkdirs == [(root, "host"), (root + "/host", "dir")]
+
+
+def test_proc_from_a_context_made_in_the_inits_pid_namespace(cfg, fake):
+    """A preparer outside the container's pid namespace (the warm server's, forked before the
+    init) mounts /proc from the init's fsopen context: data options as fsconfig keys, flags
+    as mount attributes, moved onto the target; both fds closed. Other mounts as before."""
+    proc = next(m for m in cfg.mounts if m.type == "proc")
+    proc.options = ["nosuid", "noexec", "nodev", "hidepid=invisible", "subset=pid"]
+    fake.answer("fsmount", lambda fd, attrs: 901)
+    root_fd = fake.open(cfg.root_path, os.O_PATH)
+    rootfs.mount_all(cfg, "/bundle", root_fd, {}, "", sys=fake, proc_context=lambda: 900)
+    assert fake.named("fsconfig") == [
+        ("fsconfig", (900, sc.FSCONFIG_SET_STRING, "source", "proc")),
+        ("fsconfig", (900, sc.FSCONFIG_SET_STRING, "hidepid", "invisible")),
+        ("fsconfig", (900, sc.FSCONFIG_SET_STRING, "subset", "pid")),
+        ("fsconfig", (900, sc.FSCONFIG_CMD_CREATE))]
+    assert fake.named("fsmount") == [
+        ("fsmount", (900, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NOEXEC | sc.MOUNT_ATTR_NODEV))]
+    moves = [c for c in fake.named("move_mount") if c[1][0] == 901]
+    assert len(moves) == 1 and fake.paths[moves[0][1][2]] == cfg.root_path + "/proc"
+    assert {900, 901} <= fake.closed
+    assert not [c for c in fake.named("mount") if c[1][2] == "proc"]  # no mount(2) of proc
+    assert [c for c in fake.named("mount") if c[1][2] == "sysfs"]  # the others: as before
+
+
+def test_a_context_option_proc_refuses_is_named(cfg, fake):
+    proc = next(m for m in cfg.mounts if m.type == "proc")
+    proc.options = ["hidepid=nonsense"]
+    fake.fail("fsconfig", errno.EINVAL, when=lambda fd, cmd, key=None, *a: key == "hidepid")
+    root_fd = fake.open(cfg.root_path, os.O_PATH)
+    with pytest.raises(RuntimeFailure, match="hidepid=nonsense.*proc refused these options"):
+        rootfs.mount_all(cfg, "/bundle", root_fd, {}, "", sys=fake, proc_context=lambda: 900)
+    assert 900 in fake.closed
