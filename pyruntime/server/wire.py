@@ -9,6 +9,7 @@ the messages (JSON over SOCK_SEQPACKET; fds as SCM_RIGHTS). Builtin modules only
     fork the init (clone3 into cgroup2, new pid namespace; it writes "0" to each v1 tasks)
     INIT pid, placed + fds: stdin, stdout, --> checks the init is the client's child (and puts
       stderr, the init's channel               it into cgroup2 unless placed), sets it up
+                                               (the init's own messages: lifecycle/channel.py)
            <------------------- CREATED       (or ERROR; EOF: the server died)
 
     exec: as create, with EXEC (the container, the process, runc's flags) for CREATE, and
@@ -19,7 +20,7 @@ import sys
 
 from pyruntime import __version__
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: the init's PROCFS (lifecycle/channel.py)
 # A client talks only to a server of its own build and interpreter: an upgraded package
 # never uses an old server (nor an old client a new one).
 VERSION = f"{__version__}/{PROTOCOL}/{sys.implementation.cache_tag}"
