@@ -101,16 +101,16 @@ class Joiner:
     def preparer_first(self, cfg) -> bool:
         """create: whether the preparer can be forked before the init, outside its pid
         namespace, so that its fork and namespaces overlap the client's imports. It needs the
-        init's pid namespace only for a proc mount (made from the init's PROCFS context
+        init's pid namespace for its proc mount (made from the init's PROCFS context
         instead, if the kernel has fsopen and fsmount takes its flags) and for the
         createContainer hooks (run in the container's namespaces, so not then)."""
         from pyruntime.oci.mounts import parse_options
         from pyruntime.setup.rootfs import CONTEXT_FLAGS
         if cfg.hooks.get("createContainer") or not _proc_contexts_work():
             return False
-        known = sum(CONTEXT_FLAGS)
+        # exactly one: the preparer then reads the context (relayed to it) at that mount
         procs = [parse_options(m.options)[0] for m in cfg.mounts if m.type == "proc"]
-        return len(procs) <= 1 and all(not f & ~known for f in procs)
+        return len(procs) == 1 and not procs[0] & ~sum(CONTEXT_FLAGS)
 
     def proc_context(self, required: bool) -> int:
         """create: the init's first message, PROCFS: an fsopen("proc") fd it made in its pid

@@ -257,7 +257,7 @@ def mount_one(m, bundle: str, root_fd: int, cgroup_paths: dict, cgroup_mode: str
 
 
 # mount(2) flags that fsmount(2) takes as mount attributes; a mount with others is not made
-# from a context (lifecycle/container.py checks, and the preparer then joins the pid namespace)
+# from a context (server/remote.py checks, and the preparer then joins the pid namespace)
 CONTEXT_FLAGS = {sc.MS_RDONLY: sc.MOUNT_ATTR_RDONLY, sc.MS_NOSUID: sc.MOUNT_ATTR_NOSUID,
                  sc.MS_NODEV: sc.MOUNT_ATTR_NODEV, sc.MS_NOEXEC: sc.MOUNT_ATTR_NOEXEC,
                  sc.MS_NOATIME: sc.MOUNT_ATTR_NOATIME, sc.MS_STRICTATIME: sc.MOUNT_ATTR_STRICTATIME,

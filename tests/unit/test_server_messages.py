@@ -107,3 +107,19 @@ def test_the_client_starts_on_builtins():
     # (_json and _socket: shared C extensions in some builds; __future__: the annotations flag)
     assert others <= set(sys.builtin_module_names) | {"_json", "_socket", "__future__"}, others
     assert wire.VERSION.startswith("0.")
+
+
+@pytest.mark.parametrize("procs,first", [(0, False), (1, True), (2, False)])
+def test_the_preparer_goes_first_only_for_one_proc_mount(tmp_path, monkeypatch, procs, first):
+    """Forked first, the preparer reads the init's proc context at its proc mount: with none
+    the context would sit where its next message is read, with two the second has none."""
+    from pyruntime.oci import config
+    from pyruntime.oci.defaults import default_spec
+    from pyruntime.server import remote
+    (tmp_path / "rootfs").mkdir()
+    raw = default_spec(args=["true"], terminal=False)
+    raw["mounts"] = [m for m in raw["mounts"] if m["type"] != "proc"] + [
+        {"destination": f"/proc{i or ''}", "type": "proc", "source": "proc"} for i in range(procs)]
+    monkeypatch.setattr(remote, "_contexts", True)
+    cfg = config.parse(raw, str(tmp_path))
+    assert remote.Joiner(None, 1).preparer_first(cfg) is first
