@@ -62,7 +62,7 @@ def test_the_lifecycle_imports_nothing_heavy(runtime, bundle):
 # ---------------------------------------------------------------- the lean path (cli/fast.py)
 
 LEAN = {"pyruntime", "pyruntime.cli", "pyruntime.cli.fast", "pyruntime.lifecycle",
-        "pyruntime.lifecycle.layout"}
+        "pyruntime.lifecycle.layout", "pyruntime.lifecycle.execfifo"}
 
 
 def _interpreter() -> str:
@@ -97,10 +97,10 @@ def call(runtime, *args, lean=True, global_args=()):
 
 
 def assert_lean(mods, what) -> None:
-    """Only builtins, the lean path's own modules, and fcntl/_json where a build has them as
-    shared C extensions (pyenv's); never the full CLI."""
+    """Only builtins, the lean path's own modules, and fcntl/_json/select where a build has
+    them as shared C extensions (pyenv's); never the full CLI."""
     start, builtin = _interpreter_facts()
-    extensions = {"fcntl", "_json"} - builtin
+    extensions = {"fcntl", "_json", "select"} - builtin
     assert "pyruntime.cli.main" not in mods, f"{what}: fell back to the full path"
     assert mods - start - LEAN <= builtin | extensions, (what, sorted(mods - start - LEAN - builtin))
 

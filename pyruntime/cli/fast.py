@@ -9,8 +9,8 @@ creating containers, systemd cgroups, --debug, --all, unknown flags, any error a
 string that is not plain ASCII. Success here is byte for byte what the full path prints and
 does (tests/test_hot_path.py compares them); errors are always the full path's.
 
-Modules: sys, posix, _signal (builtin everywhere), fcntl and _json (builtin in Debian's
-python3.11; shared C extensions in pyenv builds: still no Python-level import).
+Modules: sys, posix, _signal (builtin everywhere), fcntl, _json and select (builtin in
+Debian's python3.11; shared C extensions in pyenv builds: still no Python-level import).
 PYRUNTIME_NO_LEAN in the environment forces the full path (the tests' reference).
 """
 import posix
@@ -285,14 +285,9 @@ def _start(ctx, cid):
         if st["hooks"].get("poststart") or _status(ctx.root, cid, st) != "created":
             raise Fallback
         fifo = ctx.root + "/" + cid + "/" + layout.FIFO
-        fd = posix.open(fifo, posix.O_RDONLY | posix.O_CLOEXEC)
+        from pyruntime.lifecycle import execfifo
         # from here on the init runs: no falling back
-        try:
-            data = b""
-            while chunk := posix.read(fd, 4096):  # EOF comes with the init's execve
-                data += chunk
-        finally:
-            posix.close(fd)
+        data = execfifo.read(fifo, st["pid"], lambda: _alive(st))
         try:
             posix.unlink(fifo)
         except OSError as e:

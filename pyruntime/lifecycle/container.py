@@ -470,17 +470,12 @@ def start(root: str, cid: str) -> None:
             raise ContainerStateError(cid, status, f"cannot start an already running container: "
                                                    f"{cid} is {status}")
         log.debug(f"start {cid}: opening exec.fifo")
+        from pyruntime.lifecycle import execfifo
         try:
-            fd = os.open(c.fifo, os.O_RDONLY | os.O_CLOEXEC)
+            data = execfifo.read(c.fifo, c.state.pid, c.init_alive)
         except FileNotFoundError:
             raise ContainerStateError(cid, "running", f"cannot start an already running "
                                                       f"container: {cid}") from None
-        try:
-            data = b""
-            while chunk := os.read(fd, 4096):  # EOF comes with the init's execve
-                data += chunk
-        finally:
-            os.close(fd)
         os.unlink(c.fifo)
         from pyruntime.lifecycle.channel import check_fifo
         check_fifo(data)

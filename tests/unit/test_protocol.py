@@ -170,3 +170,88 @@ def test_a_failure_before_start_is_starts_to_report(tmp_path):
         channel.check_fifo(data)
     assert "PR_CAPBSET_DROP" in str(e.value) and e.value.errno == errno.EPERM
     assert e.value.step == "exec"
+
+
+# ---------------------------------------------------------------- `start` on exec.fifo
+
+@pytest.fixture
+def init_side(tmp_path):
+    """fork(child) as a stand-in init: child(fifo path) runs in it; `start`'s read of the
+    fifo is bounded by an alarm, so a hang fails the test instead of stalling the suite."""
+    import os
+    import signal
+    fifo = str(tmp_path / "exec.fifo")
+    os.mkfifo(fifo)
+    pids = []
+
+    def fork(child) -> int:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                child(fifo)
+            finally:
+                os._exit(0)
+        pids.append(pid)
+        return pid
+
+    def alarm(*_):
+        raise TimeoutError("start's read of exec.fifo hung")
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(20)
+    yield fifo, fork
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+
+
+def _sleep(seconds):
+    return lambda fifo: __import__("time").sleep(seconds)
+
+
+def test_start_does_not_wait_for_an_init_that_died_before_the_fifo(init_side):
+    from pyruntime.lifecycle import execfifo
+    fifo, fork = init_side
+    pid = fork(_sleep(0.2))  # never opens it
+    assert execfifo.read(fifo, pid) == b""
+    with pytest.raises(PeerGone, match="exited before it could start"):
+        channel.check_fifo(b"")
+
+
+def test_start_reads_until_the_inits_execve(init_side):
+    """EOF at the execve (the write end is close-on-exec), while the process still runs."""
+    import os
+    from pyruntime.lifecycle import execfifo
+    fifo, fork = init_side
+
+    def init(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, channel.FIFO_READY)
+        os.execv("/bin/sleep", ["sleep", "30"])
+    pid = fork(init)
+    assert execfifo.read(fifo, pid) == channel.FIFO_READY
+    assert os.waitpid(pid, os.WNOHANG) == (0, 0)
+
+
+def test_start_gets_what_an_init_wrote_before_it_exited(init_side):
+    import os
+    from pyruntime.lifecycle import execfifo
+    fifo, fork = init_side
+    failure = channel.fifo_error(RuntimeFailure("exec: no such file", errno=errno.ENOENT))
+
+    def init(path):
+        fd = os.open(path, os.O_WRONLY)
+        os.write(fd, channel.FIFO_READY + failure)
+    pid = fork(init)
+    assert execfifo.read(fifo, pid) == channel.FIFO_READY + failure
+
+
+def test_start_does_not_wait_for_a_recycled_pid(init_side):
+    from pyruntime.lifecycle import execfifo
+    fifo, fork = init_side
+    pid = fork(_sleep(30))
+    assert execfifo.read(fifo, pid, ours=lambda: False) == b""
