@@ -377,3 +377,48 @@ def test_preserve_fds(runtime, bundle, tmp_path):
         assert lines[1] == "LISTEN_FDS=2"
     else:
         assert lines[1] == "LISTEN_FDS="  # runc only forwards its own LISTEN_FDS (socket activation)
+
+
+# ================================================================ no proc mounted
+
+def _without_proc(bundle) -> None:
+    """The config without its proc mount; the masked and read-only paths under /proc stay
+    (there is nothing to cover: each is skipped as missing)."""
+    cfg = bundle.config
+    cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/proc"]
+    cfg["linux"]["maskedPaths"] = [p for p in cfg["linux"]["maskedPaths"] if p.startswith("/proc/")]
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="runc 1.1 fails on it: /proc/self/fd is missing")
+def test_a_container_without_proc_runs(runtime, bundle):
+    """A config that mounts no proc (crun runs it): the init reopens exec.fifo through a
+    proc of its own, reads its bounding set with prctl and sets oomScoreAdj before the
+    root switch. Inside, /proc is the rootfs's empty directory; from the host, the process
+    has the configured bounding set and score."""
+    _without_proc(bundle)
+    bundle.config["process"]["oomScoreAdj"] = 123
+    cid = create_sleeper(runtime, bundle, "ls -A /proc > /out; echo done >> /out; exec sleep 30")
+    runtime("start", cid)
+    assert wait_file(bundle.rootfs / "out") == "done\n"
+    pid = runtime.state(cid)["pid"]
+    status = Path(f"/proc/{pid}/status").read_text()
+    caps = {"CAP_AUDIT_WRITE": 29, "CAP_KILL": 5, "CAP_NET_BIND_SERVICE": 10}
+    assert f"CapBnd:\t{sum(1 << n for n in caps.values()):016x}" in status
+    assert Path(f"/proc/{pid}/oom_score_adj").read_text() == "123\n"
+    runtime("delete", "--force", cid)
+    set_sh(bundle, "ls -A /proc; echo ran")  # `run`: create and start in one process
+    assert runtime.run(bundle).stdout == "ran\n"
+
+
+@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's message")
+def test_a_step_that_needs_proc_says_so(runtime, bundle):
+    """A masked path outside /proc needs /proc/self/fd after the root switch: without a proc
+    mount, create fails saying so, and leaves nothing behind."""
+    _without_proc(bundle)
+    bundle.config["linux"]["maskedPaths"].append("/sys/firmware")
+    set_sh(bundle, "true")
+    proc = runtime("create", "--bundle", bundle.path, runtime.new_id(), check=False,
+                   stdin=subprocess.DEVNULL)
+    assert_failed(proc, "linux.maskedPaths: /sys/firmware")
+    assert "no proc is mounted at /proc in the container" in proc.stderr
+    assert runtime.state_dirs() == []

@@ -33,12 +33,23 @@ def last_cap() -> int:
 
 
 def bounding_set() -> int:
-    """The caller's bounding set as a mask (from /proc, cheaper than 41 prctl calls)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapBnd:"):
-                return int(line.split()[1], 16)
-    return (1 << (last_cap() + 1)) - 1
+    """The caller's bounding set as a mask (from /proc, cheaper than 41 prctl calls; with
+    them in a container that mounts no proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    return int(line.split()[1], 16)
+    except FileNotFoundError:
+        pass
+    have = 0
+    for i in range(last_cap() + 1):
+        try:
+            if syscalls.prctl(syscalls.PR_CAPBSET_READ, i):
+                have |= 1 << i
+        except OSError:  # EINVAL: past the kernel's last capability
+            break
+    return have
 
 
 def check(caps, where: str) -> None:

@@ -94,7 +94,10 @@ def make_controlling(peer: int) -> None:
 
 def send_master(sock: socket.socket, master: int) -> None:
     """One message: the pty's name as payload, the master as the only SCM_RIGHTS fd."""
-    name = os.readlink(f"/proc/self/fd/{master}").encode()
+    try:
+        name = os.readlink(f"/proc/self/fd/{master}").encode()
+    except OSError:  # no proc in the container: the name it was opened at, as runc sends
+        name = b"/dev/ptmx"
     # (struct, not array: array imports collections, paid by each exec and run)
     sock.sendmsg([name], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", master))])
 

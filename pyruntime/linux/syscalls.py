@@ -393,6 +393,7 @@ class Sys:
     openat2 = staticmethod(openat2)
     open_tree = staticmethod(open_tree)
     move_mount = staticmethod(move_mount)
+    fsopen = staticmethod(fsopen)
     fsconfig = staticmethod(fsconfig)
     fsmount = staticmethod(fsmount)
     mount_setattr = staticmethod(mount_setattr)

@@ -11,6 +11,7 @@ lifecycle/channel.py.
 """
 from __future__ import annotations
 
+import errno
 import os
 
 from pyruntime import log
@@ -167,6 +168,11 @@ def fail(chan: Channel, e: BaseException, who: str) -> None:
         e = RuntimeFailure(f"{who}: internal error: {type(e).__name__}: {e}", step=_step)
     elif e.step is None:
         e.step = _step
+    if e.errno == errno.ENOENT and "/proc/" in str(e) and not os.path.exists("/proc/self"):
+        # crun runs such a config where it can (so do we: exec.fifo, the bounding set), runc
+        # fails on all of it; say why, not only which path was missing
+        e = RuntimeFailure(f"{e} (no proc is mounted at /proc in the container, and this step "
+                           f"needs one)", errno=e.errno, path=e.path, step=e.step)
     try:
         chan.fail(e)
     except OSError:

@@ -79,6 +79,8 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
 
 def init_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> None:
     """The init: the container's environment, then the process itself, in one process."""
+    # while the host's /proc is in view: a config may mount none (as runc, before the clone)
+    process.set_oom_score_adj(a.cfg.process.oom_score_adj if a.cfg.process else None)
     state = prepare(chan, a, sys)
     become(chan, a, state, sys)
 
@@ -199,6 +201,7 @@ def p1_main(chan: Channel, console_fd: int) -> None:
         raise RuntimeFailure("the server's JOIN message does not match its fds")
     # everything imported now: nothing can be once we are in the container's mount namespace
     cfg = from_plain(msg["cfg"], _JOIN_RECORDS)
+    process.set_oom_score_adj(cfg.process.oom_score_adj if cfg.process else None)  # as init_main
     listener = socket.socket(fileno=fds[-1]) if msg["listener"] else None
     prog = msg["seccomp"]
     if prog is not None:
@@ -236,7 +239,6 @@ def become(chan: Channel, a: InitArgs, state: dict, sys: Sys = SYS) -> None:
     # outside the container (unless --shell-job), and a terminal needs it for TIOCSCTTY.
     os.setsid()
     in_user_ns = linux.namespace("user") is not None or a.rootless
-    process.set_oom_score_adj(proc.oom_score_adj if proc else None)
     rootfs.reopen_dev_null(sys)
     if proc and proc.terminal:
         boot.at("console")
@@ -316,6 +318,7 @@ def _wait_for_start(chan: Channel, fifo_path_fd: int, let_go_of_stderr: bool,
     exec.fifo until `start` opens it. Returns the fifo's write end (close-on-exec: `start`
     sees EOF when execve succeeds, and reads a failure after FIFO_ERROR), which takes the
     number of fifo_path_fd, and what ready() returned. ready()'s failure is reported there."""
+    at, path = rootfs.magic_link(fifo_path_fd)
     chan.send(CREATED)
     chan.sock.close()
     log.debug("init: created, blocking on exec.fifo until start")
@@ -327,7 +330,11 @@ def _wait_for_start(chan: Channel, fifo_path_fd: int, let_go_of_stderr: bool,
     except Exception as e:  # for `start` to report: it is what waits for the outcome now
         failed = e if isinstance(e, RuntimeFailure) else RuntimeFailure(
             str(e), errno=getattr(e, "errno", None))
-    out = os.open(rootfs.fdpath(fifo_path_fd), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        out = os.open(path, os.O_WRONLY | os.O_CLOEXEC, dir_fd=None if at < 0 else at)
+    finally:
+        if at >= 0:
+            os.close(at)
     os.dup2(out, fifo_path_fd, inheritable=False)  # the number ready() was told to report on
     os.close(out)
     os.write(fifo_path_fd, FIFO_READY)

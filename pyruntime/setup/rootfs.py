@@ -41,6 +41,35 @@ def fdpath(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
+def magic_link(fd: int, sys: Sys = SYS) -> tuple[int, str]:
+    """Where to open again the file an O_PATH fd refers to (the init's exec.fifo, in the
+    container's root), as (dir_fd, path) for os.open; the caller closes dir_fd (unless -1).
+    /proc/self/fd/N when that names that very file; otherwise (a config may mount no proc at
+    /proc, which crun runs and runc fails on, and /proc then holds only what the rootfs has
+    there) the same link in a proc instance of our own that is never attached anywhere."""
+    want = sys.fstat(fd)
+    try:
+        have = sys.stat(fdpath(fd))
+        if (have.st_dev, have.st_ino) == (want.st_dev, want.st_ino):
+            return -1, fdpath(fd)
+    except OSError:
+        pass
+    try:
+        context = sys.fsopen("proc")
+        try:
+            sys.fsconfig(context, sc.FSCONFIG_SET_STRING, "source", "proc")
+            sys.fsconfig(context, sc.FSCONFIG_CMD_CREATE)
+            mnt = sys.fsmount(context, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV |
+                              sc.MOUNT_ATTR_NOEXEC)
+        finally:
+            sys.close(context)
+    except OSError as e:
+        raise RuntimeFailure(f"mounts: no proc is mounted at /proc, and the init cannot make "
+                             f"one of its own to reopen exec.fifo through: {e.strerror}",
+                             errno=e.errno) from None
+    return mnt, f"self/fd/{fd}"
+
+
 # ---------------------------------------------------------------- safe paths inside the rootfs
 
 def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH, sys: Sys = SYS) -> int:

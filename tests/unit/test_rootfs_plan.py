@@ -236,3 +236,48 @@ def test_a_context_option_proc_refuses_is_named(cfg, fake):
     with pytest.raises(RuntimeFailure, match="hidepid=nonsense.*proc refused these options"):
         rootfs.mount_all(cfg, "/bundle", root_fd, {}, "", sys=fake, proc_context=lambda: 900)
     assert 900 in fake.closed
+
+
+# ---------------------------------------------------------------- exec.fifo, reopened
+
+def _file(ino: int):
+    from types import SimpleNamespace
+    return SimpleNamespace(st_dev=7, st_ino=ino, st_mode=stat.S_IFIFO | 0o622, st_rdev=0)
+
+
+def test_the_fifo_is_reopened_through_proc_when_the_link_names_it(fake):
+    fake.answer("fstat", lambda fd: _file(42))
+    fake.answer("stat", lambda path: _file(42))
+    assert rootfs.magic_link(5, sys=fake) == (-1, "/proc/self/fd/5")
+    assert not fake.named("fsopen", "fsmount")
+
+
+@pytest.mark.parametrize("proc", ["missing", "the rootfs's own files"])
+def test_without_proc_the_fifo_is_reopened_through_a_proc_of_its_own(fake, proc):
+    """No proc at /proc: /proc/self/fd/5 is missing, or names some file of the rootfs's
+    (never that file: a FIFO there would block the init): a proc instance made and
+    mounted nowhere, whose fd the caller opens self/fd/5 at, and then closes."""
+    fake.answer("fstat", lambda fd: _file(42))
+    if proc == "missing":
+        fake.fail("stat", errno.ENOENT)
+    else:
+        fake.answer("stat", lambda path: _file(43))
+    fake.answer("fsopen", lambda fstype: 900)
+    fake.answer("fsmount", lambda fd, attrs: 901)
+    assert rootfs.magic_link(5, sys=fake) == (901, "self/fd/5")
+    assert fake.named("fsopen") == [("fsopen", ("proc",))]
+    assert fake.named("fsmount") == [
+        ("fsmount", (900, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV | sc.MOUNT_ATTR_NOEXEC))]
+    assert not fake.named("move_mount", "mount")  # attached nowhere
+    assert 900 in fake.closed and 901 not in fake.closed
+
+
+def test_no_proc_of_its_own_is_a_named_failure(fake):
+    fake.answer("fstat", lambda fd: _file(42))
+    fake.fail("stat", errno.ENOENT)
+    fake.answer("fsopen", lambda fstype: 900)
+    fake.fail("fsmount", errno.EPERM)
+    with pytest.raises(RuntimeFailure, match="no proc is mounted at /proc.*not permitted") as e:
+        rootfs.magic_link(5, sys=fake)
+    assert e.value.errno == errno.EPERM
+    assert 900 in fake.closed
