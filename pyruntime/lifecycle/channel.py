@@ -163,7 +163,10 @@ class Channel:
     def recv_fds(self, *expect: str) -> tuple[dict, list[int]]:
         """As recv, for a message that carries fds (closed here if the message is not the
         one expected)."""
-        data, fds = fdpass.recv(self.sock, 1 << 20)
+        try:
+            data, fds = fdpass.recv(self.sock, 1 << 20)
+        except ConnectionResetError:
+            raise PeerGone(GONE) from None
         try:
             msg = self._decode(data, expect)
         except BaseException:
@@ -183,8 +186,14 @@ class Channel:
         return msg
 
     def recv_or_eof(self, *expect: str) -> dict | None:
-        """As recv, but EOF (the peer closed it, e.g. by execve) is None."""
-        return self._decode(self.sock.recv(1 << 16), expect)
+        """As recv, but EOF (the peer closed it, e.g. by execve) is None. A peer that died
+        with messages of ours unread resets the socket instead: the same EOF (an OOM kill of
+        the init did that, and the server took it for its client going away)."""
+        try:
+            data = self.sock.recv(1 << 16)
+        except ConnectionResetError:
+            return None
+        return self._decode(data, expect)
 
     @staticmethod
     def _decode(data: bytes, expect) -> dict | None:

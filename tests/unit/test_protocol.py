@@ -74,6 +74,20 @@ def test_a_closed_peer(pair):
     assert parent.recv_or_eof() is None
 
 
+@pytest.mark.parametrize("recv", ["recv", "recv_fds", "recv_or_eof"])
+def test_a_peer_that_died_with_messages_unread(pair, recv):
+    """Its socket resets ours (ECONNRESET, not EOF): still the peer gone, never an OSError
+    that the server would take for its client's (an OOM-killed init did that)."""
+    parent, child = pair
+    parent.send(channel.JOIN)
+    child.sock.close()
+    if recv == "recv_or_eof":
+        assert parent.recv_or_eof() is None
+        return
+    with pytest.raises(PeerGone, match="the container init exited during setup"):
+        getattr(parent, recv)(channel.JOINED)
+
+
 def test_an_error_is_raised_with_its_attributes(pair):
     parent, child = pair
     try:
