@@ -16,9 +16,16 @@ def send(sock, data: bytes, fds=()) -> None:
 
 def recv(sock, size: int) -> tuple[bytes, list[int]]:
     """The datagram and the fds that came with it (close-on-exec, as MSG_CMSG_CLOEXEC makes
-    them); b"" is EOF. A datagram cut short (MSG_TRUNC, MSG_CTRUNC) is refused."""
-    data, anc, flags, _ = sock.recvmsg(size, socket.CMSG_SPACE(MAX_FDS * _INT),
-                                       socket.MSG_CMSG_CLOEXEC)
+    them); b"" is EOF. A datagram cut short (MSG_TRUNC, MSG_CTRUNC) is refused. A peer that
+    exited with our messages unread resets the socket: that error comes first, then what
+    it sent before it went (its last words, often an ERROR), then EOF; so read on."""
+    while True:
+        try:
+            data, anc, flags, _ = sock.recvmsg(size, socket.CMSG_SPACE(MAX_FDS * _INT),
+                                               socket.MSG_CMSG_CLOEXEC)
+            break
+        except ConnectionResetError:
+            continue
     fds = []
     for level, kind, raw in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

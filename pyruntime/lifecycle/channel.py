@@ -163,10 +163,7 @@ class Channel:
     def recv_fds(self, *expect: str) -> tuple[dict, list[int]]:
         """As recv, for a message that carries fds (closed here if the message is not the
         one expected)."""
-        try:
-            data, fds = fdpass.recv(self.sock, 1 << 20)
-        except ConnectionResetError:
-            raise PeerGone(GONE) from None
+        data, fds = fdpass.recv(self.sock, 1 << 20)
         try:
             msg = self._decode(data, expect)
         except BaseException:
@@ -187,13 +184,13 @@ class Channel:
 
     def recv_or_eof(self, *expect: str) -> dict | None:
         """As recv, but EOF (the peer closed it, e.g. by execve) is None. A peer that died
-        with messages of ours unread resets the socket instead: the same EOF (an OOM kill of
-        the init did that, and the server took it for its client going away)."""
-        try:
-            data = self.sock.recv(1 << 16)
-        except ConnectionResetError:
-            return None
-        return self._decode(data, expect)
+        with messages of ours unread resets the socket: that error comes first, then what it
+        sent before it went, then EOF (fdpass.recv reads on past it alike)."""
+        while True:
+            try:
+                return self._decode(self.sock.recv(1 << 16), expect)
+            except ConnectionResetError:
+                continue
 
     @staticmethod
     def _decode(data: bytes, expect) -> dict | None:

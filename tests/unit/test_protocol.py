@@ -76,11 +76,16 @@ def test_a_closed_peer(pair):
 
 @pytest.mark.parametrize("recv", ["recv", "recv_fds", "recv_or_eof"])
 def test_a_peer_that_died_with_messages_unread(pair, recv):
-    """Its socket resets ours (ECONNRESET, not EOF): still the peer gone, never an OSError
-    that the server would take for its client's (an OOM-killed init did that)."""
+    """Its socket resets ours: ECONNRESET comes first, then what it sent before it went (a
+    preparer's ERROR, say), then EOF. Its last message is read, never an OSError that the
+    server would take for its client's (an OOM-killed init did that), nor lost."""
     parent, child = pair
     parent.send(channel.JOIN)
+    child.fail(RuntimeFailure("mounts[0]: must be mounted on ordinary directory", errno=20))
     child.sock.close()
+    with pytest.raises(RuntimeFailure, match="ordinary directory") as e:
+        getattr(parent, recv)(channel.JOINED)
+    assert e.value.errno == 20
     if recv == "recv_or_eof":
         assert parent.recv_or_eof() is None
         return
