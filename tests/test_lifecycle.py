@@ -198,10 +198,13 @@ def test_kill_default_is_term(runtime, bundle, args):
     runtime("delete", cid)
 
 
-def test_kill_created_container(runtime, bundle):
+@pytest.mark.parametrize("sig", ["9", "TERM"])
+def test_kill_created_container(runtime, bundle, sig):
+    """As runc's: SIGTERM ends a created container too (its init, PID 1 of the container's
+    pid namespace, handles it: unhandled, even the host's would be ignored)."""
     cid = create_sleeper(runtime, bundle)
     pid = runtime.state(cid)["pid"]
-    runtime("kill", cid, "9")
+    runtime("kill", cid, sig)
     reap(pid)
     assert runtime.wait_stopped(cid)["status"] == "stopped"
     runtime("delete", cid)
@@ -422,3 +425,34 @@ def test_a_step_that_needs_proc_says_so(runtime, bundle):
     assert_failed(proc, "linux.maskedPaths: /sys/firmware")
     assert "no proc is mounted at /proc in the container" in proc.stderr
     assert runtime.state_dirs() == []
+
+
+# ================================================================ the created init
+
+@pytest.mark.skipif(not is_pyruntime() or os.uname().machine != "x86_64",
+                    reason="pyruntime's exec shim (x86_64 code)")
+def test_a_created_init_has_taken_its_last_steps(runtime, bundle):
+    """Before `start`, the created init is already the exec shim (pyruntime:INIT), waiting
+    on exec.fifo with the process's capabilities and no_new_privs, holding only its stdio
+    and the fifo: `start` waits for no interpreter. With a startContainer hook (run after
+    `start`, in Python) the init waits itself; both then run the process."""
+    caps = {"CAP_AUDIT_WRITE": 29, "CAP_KILL": 5, "CAP_NET_BIND_SERVICE": 10}
+    for hook in (False, True):
+        if hook:
+            bundle.config["hooks"] = {"startContainer": [{"path": "/bin/true"}]}
+        cid = create_sleeper(runtime, bundle, "echo started > /out; exec sleep 30")
+        pid = runtime.state(cid)["pid"]
+        if not hook:
+            wait_for(lambda: Path(f"/proc/{pid}/comm").read_text() == "pyruntime:INIT\n")
+            status = Path(f"/proc/{pid}/status").read_text()
+            assert f"CapEff:\t{sum(1 << n for n in caps.values()):016x}" in status
+            assert "NoNewPrivs:\t1" in status
+            fds = {int(n): os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
+            assert sorted(fds)[:3] == [0, 1, 2] and len(fds) == 4, fds
+            assert fds[max(fds)].endswith(f"/{cid}/exec.fifo"), fds
+        else:
+            assert Path(f"/proc/{pid}/comm").read_text() != "pyruntime:INIT\n"
+        runtime("start", cid)
+        assert wait_file(bundle.rootfs / "out") == "started\n"
+        (bundle.rootfs / "out").unlink()
+        runtime("delete", "--force", cid)

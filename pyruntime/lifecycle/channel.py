@@ -21,12 +21,18 @@ create (the parent is the `create` command; the init is PID 1 of the container):
     HOOKS_DONE state=<state> -----------------------------------> createContainer hooks,
                                                                  root switch .. keyring
                      CREATED <---------------------------------- closes the channel
-    (create returns)                                             exec shim, bounding set;
-                                                                 opens exec.fifo: blocks
-    `start` opens exec.fifo ------------------------------------> writes FIFO_READY,
-                                                                 startContainer hooks .. execve
+    (create returns)                                             exec shim, bounding set,
+                                                                 rlimits .. seccomp, fds;
+                                                                 execve(shim), which opens
+                                                                 exec.fifo: blocks
+    `start` opens exec.fifo ------------------------------------> writes FIFO_READY, execve
     `start` reads to EOF: FIFO_READY then EOF means the process called execve (the fifo is
     close-on-exec); FIFO_READY, FIFO_ERROR, ERROR means the last steps or execve failed.
+
+    The shim waits on the fifo for the container's root user without startContainer hooks
+    or a seccomp listener, and unless a filter is loaded after no_new_privs (init.py's
+    _shim_waits). Otherwise the init opens exec.fifo itself after the exec shim and the
+    bounding set, and takes the other last steps and the startContainer hooks after it.
 
 create through the warm server (server/): the server is the parent; once the cgroups exist its
 client forks the init (PID 1 of a new pid namespace, the caller's child, born in the cgroup2
@@ -51,6 +57,7 @@ namespace (PID 2 there), and the context is not used::
     JOIN fds=<ns, fifo> args=<config> ---------------------------> join the namespaces
                                  mounts, devices
                       JOINED <---------------------------------- exec shim, bounding set
+                                                                 (if the init waits itself)
                        HOOKS <-- (the rootfs is ready)
     prestart, createRuntime
     HOOKS_DONE state=<state> --> createContainer hooks,
@@ -58,7 +65,7 @@ namespace (PID 2 there), and the context is not used::
                     PREPARED <-- exit
     PREPARED state=<state> --------------------------------------> (its root was switched
                                                                  too) terminal .. keyring
-                     CREATED <---------------------------------- opens exec.fifo: blocks
+                     CREATED <---------------------------------- as above
 
 exec (the process is the program `exec` runs)::
 

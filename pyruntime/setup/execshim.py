@@ -14,6 +14,13 @@ The shim: argv = [path, argv0, argv1, ...]; it marks the report fd close-on-exec
 execve(path, &argv[1], envp) and, if that fails, writes the message prepared for that errno
 to the report fd and exits 127. x86_64 only; elsewhere the caller falls back to a plain
 execve after `refuse_own_binary`.
+
+The created init's shim also waits for `start` (build's `wait`): the init execs it once it
+has taken every other last step, so that `start` waits for neither those nor the
+interpreter's teardown. It first makes itself non-dumpable again, handles the init's fatal
+signals (exiting 128 + the signal), names itself pyruntime:INIT, then opens exec.fifo for
+writing (blocking until `start` opens it), puts that end on the report fd's number and
+writes FIFO_READY, and goes on as above.
 """
 from __future__ import annotations
 
@@ -46,66 +53,138 @@ def wanted(user, caps) -> bool:
     return set(caps.effective or ()) <= set(caps.ambient or ())
 
 
-def _code(report_fd: int, table_off: int, nerr: int) -> bytes:
-    """x86_64 machine code; table_off is the table's offset from the start of the code."""
-    k = struct.pack("<i", report_fd)
-    c = bytearray()
-    c += b"\x48\x89\xe3"                      # mov rbx, rsp
-    c += b"\x48\x83\x3b\x02"                  # cmp qword [rbx], 2   (argc >= 2)
-    c += b"\x73\x09"                          # jae +9
-    c += b"\x48\xc7\xc0\xea\xff\xff\xff"      # mov rax, -EINVAL
-    jmp_fail_1 = len(c)
-    c += b"\xeb\x00"                          # jmp fail (patched)
-    js_fail = None
+class _Asm:
+    """Machine code with rel32 references to labels (in the code or the data after it)."""
+
+    def __init__(self):
+        self.code, self.labels, self.refs = bytearray(), {}, []
+
+    def op(self, *parts: bytes) -> None:
+        for part in parts:
+            self.code += part
+
+    def ref(self, label: str) -> None:
+        self.refs.append((len(self.code), label))
+        self.code += b"\0\0\0\0"
+
+    def at(self, label: str) -> None:
+        self.labels[label] = len(self.code)
+
+    def linked(self, data_labels: dict) -> bytes:
+        where = {**self.labels, **data_labels}
+        for pos, label in self.refs:
+            self.code[pos:pos + 4] = struct.pack("<i", where[label] - (pos + 4))
+        return bytes(self.code)
+
+
+def _i32(v: int) -> bytes:
+    return struct.pack("<i", v)
+
+
+def _syscall(asm: _Asm, nr: int) -> None:
+    asm.op(b"\xb8" + _i32(nr), b"\x0f\x05")  # mov eax, nr; syscall
+
+
+def _code(report_fd: int, nerr: int, wait: int | None, die_on=()) -> _Asm:
+    """x86_64 machine code. Data labels: "table" (the messages), and with `wait` (the dirfd
+    of the fifo's path, -100 for none) "path", "name", "zero" and "sigaction" (a handler
+    for each signal of die_on, which ends the process with 128 + the signal: a pid
+    namespace's init ignores a signal it does not handle, even from the host)."""
+    k = _i32(report_fd)
+    asm = _Asm()
+    if wait is not None:
+        # the created init: non-dumpable again (execve made it dumpable: nothing in the
+        # container may reach it), its fatal signals handled, named; then the fifo
+        asm.op(b"\xbf" + _i32(4), b"\x31\xf6")              # edi = PR_SET_DUMPABLE, esi = 0
+        _syscall(asm, 157)                                  # prctl
+        for sig in die_on:
+            asm.op(b"\xbf" + _i32(sig), b"\x48\x8d\x35")      # edi = sig; lea rsi, sigaction
+            asm.ref("sigaction")
+            asm.op(b"\x31\xd2", b"\x41\xba" + _i32(8))        # edx = NULL, r10d = 8
+            _syscall(asm, 13)                               # rt_sigaction
+        # named last: whoever waits for the name finds the handlers in place
+        asm.op(b"\xbf" + _i32(15), b"\x48\x8d\x35")           # edi = PR_SET_NAME; lea rsi, name
+        asm.ref("name")
+        _syscall(asm, 157)                                  # prctl
+        asm.op(b"\xbf" + _i32(wait), b"\x48\x8d\x35")         # edi = dirfd; lea rsi, path
+        asm.ref("path")
+        asm.op(b"\xba" + _i32(os.O_WRONLY | os.O_CLOEXEC), b"\x45\x31\xd2")  # edx; r10d = 0
+        _syscall(asm, 257)                                  # openat: blocks until `start`
+        asm.op(b"\x48\x85\xc0", b"\x0f\x88")                  # test rax, rax; js die
+        asm.ref("die")
+        asm.op(b"\x49\x89\xc4", b"\x4c\x89\xe7")              # mov r12, rax; mov rdi, r12
+        asm.op(b"\xbe" + k, b"\xba" + _i32(os.O_CLOEXEC))     # esi = K, edx = O_CLOEXEC
+        _syscall(asm, 292)                                  # dup3: the write end takes K
+        asm.op(b"\x48\x85\xc0", b"\x0f\x88")                  # test rax, rax; js die
+        asm.ref("die")
+        asm.op(b"\x4c\x89\xe7")                              # mov rdi, r12
+        _syscall(asm, 3)                                    # close
+        if wait >= 0:
+            asm.op(b"\xbf" + _i32(wait))                     # edi = dirfd
+            _syscall(asm, 3)                                # close
+        asm.op(b"\xbf" + k, b"\x48\x8d\x35")                  # edi = K; lea rsi, zero
+        asm.ref("zero")
+        asm.op(b"\xba" + _i32(1))                            # edx = 1
+        _syscall(asm, 1)                                    # write: "0", we are about to exec
+        asm.op(b"\x48\x83\xf8\x01", b"\x0f\x85")              # cmp rax, 1; jne die
+        asm.ref("die")
+    asm.op(b"\x48\x89\xe3")                                  # mov rbx, rsp
+    asm.op(b"\x48\x83\x3b\x02", b"\x0f\x83")                  # cmp qword [rbx], 2; jae args
+    asm.ref("args")
+    asm.op(b"\x48\xc7\xc0\xea\xff\xff\xff", b"\xe9")          # rax = -EINVAL; jmp fail
+    asm.ref("fail")
+    asm.at("args")
     if report_fd > 2:
-        c += b"\xbf" + k                      # mov edi, K
-        c += b"\xbe\x02\x00\x00\x00"          # mov esi, F_SETFD
-        c += b"\xba\x01\x00\x00\x00"          # mov edx, FD_CLOEXEC
-        c += b"\xb8\x48\x00\x00\x00"          # mov eax, SYS_fcntl
-        c += b"\x0f\x05"                      # syscall
-        c += b"\x48\x85\xc0"                  # test rax, rax
-        js_fail = len(c)
-        c += b"\x78\x00"                      # js fail (patched)
-    c += b"\x48\x8b\x7b\x08"                  # mov rdi, [rbx+8]        argv[0]: the path
-    c += b"\x48\x8d\x73\x10"                  # lea rsi, [rbx+16]       &argv[1]
-    c += b"\x48\x8b\x0b"                      # mov rcx, [rbx]          argc
-    c += b"\x48\x8d\x54\xcb\x10"              # lea rdx, [rbx+rcx*8+16] envp
-    c += b"\xb8\x3b\x00\x00\x00"              # mov eax, SYS_execve
-    c += b"\x0f\x05"                          # syscall
-    fail = len(c)
-    c += b"\x48\xf7\xd8"                      # neg rax                 errno
-    c += b"\x48\x3d" + struct.pack("<i", nerr)  # cmp rax, nerr
-    c += b"\x72\x02"                          # jb +2
-    c += b"\x31\xc0"                          # xor eax, eax            entry 0: generic
-    lea = len(c)
-    c += b"\x48\x8d\x0d\x00\x00\x00\x00"      # lea rcx, [rip+table] (patched)
-    c += b"\x48\xc1\xe0\x04"                  # shl rax, 4
-    c += b"\x48\x8b\x34\x01"                  # mov rsi, [rcx+rax]      offset
-    c += b"\x48\x01\xce"                      # add rsi, rcx
-    c += b"\x48\x8b\x54\x01\x08"              # mov rdx, [rcx+rax+8]    length
-    c += b"\xbf" + k                          # mov edi, K
-    c += b"\xb8\x01\x00\x00\x00"              # mov eax, SYS_write
-    c += b"\x0f\x05"                          # syscall
-    c += b"\xbf\x7f\x00\x00\x00"              # mov edi, 127
-    c += b"\xb8\xe7\x00\x00\x00"              # mov eax, SYS_exit_group
-    c += b"\x0f\x05"                          # syscall
-    c += b"\xf4"                              # hlt
-    c[jmp_fail_1 + 1] = fail - (jmp_fail_1 + 2)
-    if js_fail is not None:
-        c[js_fail + 1] = fail - (js_fail + 2)
-    c[lea + 3:lea + 7] = struct.pack("<i", table_off - (lea + 7))
-    return bytes(c)
+        asm.op(b"\xbf" + k, b"\xbe" + _i32(2), b"\xba" + _i32(1))  # K, F_SETFD, FD_CLOEXEC
+        _syscall(asm, 72)                                   # fcntl
+        asm.op(b"\x48\x85\xc0", b"\x0f\x88")                  # test rax, rax; js fail
+        asm.ref("fail")
+    asm.op(b"\x48\x8b\x7b\x08")                              # mov rdi, [rbx+8]   argv[0]: path
+    asm.op(b"\x48\x8d\x73\x10")                              # lea rsi, [rbx+16]  &argv[1]
+    asm.op(b"\x48\x8b\x0b")                                  # mov rcx, [rbx]     argc
+    asm.op(b"\x48\x8d\x54\xcb\x10")                          # lea rdx, [rbx+rcx*8+16] envp
+    _syscall(asm, 59)                                       # execve
+    asm.at("fail")
+    asm.op(b"\x48\xf7\xd8")                                  # neg rax: errno
+    asm.op(b"\x48\x3d" + _i32(nerr), b"\x72\x02")             # cmp rax, nerr; jb +2
+    asm.op(b"\x31\xc0")                                      # xor eax, eax: the generic one
+    asm.op(b"\x48\x8d\x0d")                                  # lea rcx, table
+    asm.ref("table")
+    asm.op(b"\x48\xc1\xe0\x04", b"\x48\x8b\x34\x01")          # shl rax, 4; rsi = [rcx+rax]
+    asm.op(b"\x48\x01\xce", b"\x48\x8b\x54\x01\x08")          # add rsi, rcx; rdx = length
+    asm.op(b"\xbf" + k)                                      # edi = K
+    _syscall(asm, 1)                                        # write the message
+    asm.at("die")
+    asm.op(b"\xbf" + _i32(127))                              # edi = 127
+    _syscall(asm, 231)                                      # exit_group
+    asm.op(b"\xf4")                                          # hlt
+    asm.at("on_signal")
+    asm.op(b"\x81\xc7" + _i32(128))                          # edi += 128 (edi: the signal)
+    _syscall(asm, 231)                                      # exit_group
+    asm.op(b"\xf4")                                          # hlt
+    return asm
 
 
-def build(arg0: str, report_fd: int, encode) -> bytes:
+_SA_RESTORER = 0x04000000
+# the created init's name while it waits (as runc's "runc:[2:INIT]"), at most 15 bytes
+WAIT_NAME = b"pyruntime:INIT"
+
+
+def build(arg0: str, report_fd: int, encode, wait: tuple[int, str] | None = None,
+          die_on=()) -> bytes:
     """The shim's ELF image. encode(msg, errno) -> the bytes to write to report_fd for a
-    failure (errno None for the generic message)."""
+    failure (errno None for the generic message). wait=(dirfd, path): the created init's
+    shim, which first opens path (at dirfd, -1 for none: an absolute path) for writing,
+    which blocks until `start` opens the other end, puts that write end on report_fd's
+    number (report_fd is the fifo's O_PATH fd) and writes the FIFO_READY byte; die_on: the
+    signals that end it while it waits."""
     generic = encode(f'exec: "{arg0}": exec failed', None)
     msgs = [generic] * (_EXEC_ERRNOS[-1] + 1)
     for e in _EXEC_ERRNOS:
         msgs[e] = encode(f'exec: "{arg0}": {os.strerror(e).lower()}', e)
-    code_len = len(_code(report_fd, 0, len(msgs)))
-    table_off = (code_len + 7) & ~7
+    asm = _code(report_fd, len(msgs), None if wait is None else (wait[0] if wait[0] >= 0 else -100),
+                die_on if wait is not None else ())
+    table_off = (len(asm.code) + 7) & ~7
     strings_off = len(msgs) * 16
     table, blob, where = bytearray(), bytearray(), {}
     for m in msgs:
@@ -113,8 +192,20 @@ def build(arg0: str, report_fd: int, encode) -> bytes:
             where[m] = strings_off + len(blob)
             blob += m
         table += struct.pack("<QQ", where[m], len(m))
-    code = _code(report_fd, table_off, len(msgs))
-    body = code + b"\0" * (table_off - len(code)) + table + blob
+    data = table + blob
+    labels = {"table": table_off}
+    if wait is not None:
+        for label, text in (("path", wait[1].encode()), ("name", WAIT_NAME), ("zero", b"0")):
+            labels[label] = table_off + len(data)
+            data += text + b"\0"
+        data += b"\0" * (-len(data) % 8)
+        labels["sigaction"] = table_off + len(data)
+        handler = _BASE + _EHDR + _PHDR + asm.labels["on_signal"]
+        # struct sigaction as the kernel takes it: handler, flags, restorer, mask; x86_64
+        # wants a restorer, never used: the handler does not return
+        data += struct.pack("<QQQQ", handler, _SA_RESTORER, handler, 0)
+    code = asm.linked(labels)
+    body = code + b"\0" * (table_off - len(code)) + data
     size = _EHDR + _PHDR + len(body)
     entry = _BASE + _EHDR + _PHDR
     ehdr = struct.pack("<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + b"\0" * 9, 2, 0x3E, 1,
@@ -142,28 +233,31 @@ def memfd(image: bytes) -> int:
     return fd
 
 
-def prepare(arg0: str, report_fd: int = -1, encode=None) -> int:
+def prepare(arg0: str, report_fd: int = -1, encode=None, wait=None, die_on=()) -> int:
     """The shim's sealed memfd, made before seccomp is loaded (memfd_create, write and fcntl
-    may not be in the container's profile); -1 if it cannot be made."""
+    may not be in the container's profile); -1 if it cannot be made. wait: see build()."""
     if report_fd < 0:
         report_fd = 2
         encode = lambda m, _errno: m.encode(errors="replace") + b"\n"  # noqa: E731
     try:
-        return memfd(build(arg0, report_fd, encode))
+        return memfd(build(arg0, report_fd, encode, wait, die_on))
     except OSError:
         return -1
 
 
-def execute(fd: int, path: str, args: list[str], env: dict, report_fd: int = -1) -> None:
+def execute(fd: int, path: str, args: list[str], env: dict, report_fd: int = -1,
+            inherit: tuple[int, ...] = ()) -> None:
     """execve(path, args, env) through the shim in fd; returns only if the shim could not be
     run (then the caller may exec directly). The shim's own failure is reported on report_fd
-    (or stderr) and ends the process."""
+    (or stderr) and ends the process. `inherit`: more fds the shim needs (a waiting shim's
+    dirfd), which it closes."""
     if fd < 0:
         return
     argv = [path, *args]
+    passed = [f for f in (report_fd, *inherit) if f >= 0]
     try:
-        if report_fd >= 0:
-            os.set_inheritable(report_fd, True)
+        for f in passed:
+            os.set_inheritable(f, True)
         try:
             os.execve(f"/proc/self/fd/{fd}", argv, env)  # execve: what seccomp profiles allow
         except OSError:
@@ -171,8 +265,8 @@ def execute(fd: int, path: str, args: list[str], env: dict, report_fd: int = -1)
     except OSError:
         pass
     try:
-        if report_fd >= 0:
-            os.set_inheritable(report_fd, False)
+        for f in passed:
+            os.set_inheritable(f, False)
         os.close(fd)
     except OSError:
         pass

@@ -16,7 +16,7 @@ from pyruntime.linux import namespaces
 from pyruntime.linux.syscalls import PR_SET_DUMPABLE, SYS, Sys, prctl
 from pyruntime.lifecycle import hooks
 from pyruntime import log
-from pyruntime.setup import bootstrap as boot, process, rootfs
+from pyruntime.setup import bootstrap as boot, execshim, process, rootfs
 from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, HOOKS, HOOKS_DONE, JOIN, MAPPED,
                                          JOINED, NAMESPACES, PREPARED, PROCFS, USERNS, Channel,
                                          fifo_error)
@@ -217,7 +217,8 @@ def p1_main(chan: Channel, console_fd: int) -> None:
     chan.send(JOINED)
     # while the preparer finishes the rootfs, what `start` would otherwise wait for
     fifo = fds[len(kinds)]
-    shim = process.ready_to_exec(cfg.process, fifo, _fifo_error) if cfg.process else None
+    shim = process.ready_to_exec(cfg.process, fifo, _fifo_error) \
+        if cfg.process and not _shim_waits(cfg, listener, prog) else None
     state = chan.recv(PREPARED)["state"]
     a = InitArgs(cfg=cfg, container_id=msg["id"], bundle="",
                  fifo_fd=fifo, ns_fds=[],
@@ -270,6 +271,8 @@ def become(chan: Channel, a: InitArgs, state: dict, sys: Sys = SYS) -> None:
     path = process.lookup_executable(proc.args[0], [f"PATH={env['PATH']}"] if "PATH" in env else [])
 
     # -- created: block until `start`
+    if _shim_waits(cfg, a.listener, a.seccomp):
+        _exec_waiting(chan, a, path, env, in_user_ns, proc.terminal and not a.caller_waits)
     out, shim = _wait_for_start(chan, fifo, proc.terminal and not a.caller_waits,
                                 ready=lambda: process.ready_to_exec(proc, fifo, _fifo_error)
                                 if a.shim is None else a.shim)
@@ -294,6 +297,75 @@ def become(chan: Channel, a: InitArgs, state: dict, sys: Sys = SYS) -> None:
     except RuntimeFailure as e:
         report(e)
         os._exit(1)
+
+
+def _shim_waits(cfg, listener, seccomp) -> bool:
+    """Whether the init's last steps can all come before `start`, with the exec shim left to
+    wait on exec.fifo. Only for the container's root (the fifo is its, mode 0600; the init
+    reopens it as root, before the switch, for any other user). Not with startContainer
+    hooks (they run after `start`, in Python), a seccomp listener (its agent gets the
+    container's state at `start`), or a filter loaded last, after no_new_privs: for those
+    all of it comes after the fifo, in the init."""
+    proc = cfg.process
+    return proc is not None and proc.user.uid == 0 and not cfg.hooks.get("startContainer") and \
+        listener is None and not (seccomp and proc.no_new_privileges) and \
+        execshim.wanted(proc.user, proc.capabilities)
+
+
+def _exec_waiting(chan: Channel, a: InitArgs, path: str, env: dict, in_user_ns: bool,
+                  let_go_of_stderr: bool) -> None:
+    """Created: tell the parent, then take every last step (the shim, the bounding set,
+    rlimits, user, capabilities, no_new_privs, seccomp, fds) and exec the shim, which blocks
+    on exec.fifo itself and execs the process once `start` opens it. runc's init takes these
+    steps before its fifo too; here they also keep the interpreter's own teardown (its
+    execve) out of what `start` waits for. A failure on the way is `start`'s to report."""
+    proc, fifo = a.cfg.process, a.fifo_fd
+    at, where = rootfs.magic_link(fifo)
+    chan.send(CREATED)
+    chan.sock.close()
+    log.debug("init: closing the pipe to signal completion; then rlimits, user, capabilities, "
+              "seccomp, and the exec shim, which waits on exec.fifo")
+    if let_go_of_stderr:
+        log.drop_stderr_copy()
+    opened = []
+
+    def wait_here() -> None:  # no shim after all: wait as the init without one does
+        _open_fifo(fifo, at, where)
+        opened.append(True)
+    try:
+        if a.shim is not None and a.shim >= 0:
+            os.close(a.shim)
+        shim = process.ready_to_exec(proc, fifo, _fifo_error, wait=(at, where))
+        inherit = (at,) if at >= 0 else ()
+        process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=a.seccomp,
+                                  preserve_fds=a.preserve_fds, keep=(fifo, *inherit),
+                                  report_fd=fifo, encode=_fifo_error, shim=shim,
+                                  inherit=inherit, wait_here=wait_here)
+        failed = RuntimeFailure("the container process could not be executed")
+    except Exception as e:
+        failed = e if isinstance(e, RuntimeFailure) else RuntimeFailure(
+            str(e), errno=getattr(e, "errno", None))
+    failed.step = failed.step or "exec"
+    try:
+        if not opened:
+            _open_fifo(fifo, at, where)
+        os.write(fifo, fifo_error(failed))
+    except OSError:
+        pass
+    os._exit(1)
+
+
+def _open_fifo(fifo_path_fd: int, at: int, where: str) -> None:
+    """Block until `start` opens exec.fifo (where, at: rootfs.magic_link's), put the write
+    end (close-on-exec) on fifo_path_fd's number and write FIFO_READY."""
+    try:
+        out = os.open(where, os.O_WRONLY | os.O_CLOEXEC, dir_fd=None if at < 0 else at)
+    finally:
+        if at >= 0:
+            os.close(at)
+    os.dup2(out, fifo_path_fd, inheritable=False)
+    os.close(out)
+    os.write(fifo_path_fd, FIFO_READY)
 
 
 def _fifo_error(msg: str, errno: int) -> bytes:
@@ -330,14 +402,7 @@ def _wait_for_start(chan: Channel, fifo_path_fd: int, let_go_of_stderr: bool,
     except Exception as e:  # for `start` to report: it is what waits for the outcome now
         failed = e if isinstance(e, RuntimeFailure) else RuntimeFailure(
             str(e), errno=getattr(e, "errno", None))
-    try:
-        out = os.open(path, os.O_WRONLY | os.O_CLOEXEC, dir_fd=None if at < 0 else at)
-    finally:
-        if at >= 0:
-            os.close(at)
-    os.dup2(out, fifo_path_fd, inheritable=False)  # the number ready() was told to report on
-    os.close(out)
-    os.write(fifo_path_fd, FIFO_READY)
+    _open_fifo(fifo_path_fd, at, path)  # on the number ready() was told to report on
     if failed is not None:
         failed.step = failed.step or "exec"
         os.write(fifo_path_fd, fifo_error(failed))

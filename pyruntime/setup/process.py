@@ -182,13 +182,14 @@ def close_fds(keep_upto: int, keep: tuple[int, ...] = ()) -> None:
     os.closerange(low, 1 << 20)
 
 
-def ready_to_exec(proc, report_fd: int = -1, encode=None) -> int:
+def ready_to_exec(proc, report_fd: int = -1, encode=None, wait=None) -> int:
     """The last steps that change nothing the process runs under until its execve: the exec
-    shim made (its fd, -1 for none; see finalize_and_exec for report_fd and encode) and the
-    bounding set dropped. The init takes them before it waits for `start`, as runc's takes
-    all of its last steps, so that `start` waits for less."""
+    shim made (its fd, -1 for none; see finalize_and_exec for report_fd and encode; wait:
+    execshim.build's) and the bounding set dropped. The init takes them before it waits for
+    `start`, as runc's takes all of its last steps, so that `start` waits for less."""
     caps = proc.capabilities
-    shim = execshim.prepare(proc.args[0], report_fd, encode) if execshim.wanted(proc.user, caps) else -1
+    shim = execshim.prepare(proc.args[0], report_fd, encode, wait, _FATAL_SIGNALS) \
+        if execshim.wanted(proc.user, caps) else -1
     if caps is not None:
         capabilities.drop_bounding(caps)
     return shim
@@ -197,14 +198,17 @@ def ready_to_exec(proc, report_fd: int = -1, encode=None) -> int:
 def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
                       preserve_fds: int = 0, keep: tuple[int, ...] = (),
                       on_notify_fd=None, report_fd: int = -1, encode=None,
-                      before_exec=None, shim: int | None = None) -> None:
+                      before_exec=None, shim: int | None = None, inherit: tuple[int, ...] = (),
+                      wait_here=None) -> None:
     """The last steps, in runc's order: rlimits, user, capabilities, no_new_privs, seccomp,
     close fds, execve. `seccomp` is a filter compiled by the parent (the container's root has
     no libseccomp); `on_notify_fd(fd)` gets its listener fd, if it has one (and `keep` must
     hold the fds that callback uses). A failure is raised as a RuntimeFailure for the caller
     to report (once); the execve itself goes through execshim (CVE-2019-5736), which writes
     encode(msg) to report_fd (one of `keep`; stderr if -1) when it fails. `before_exec()` runs
-    last, under all of it (the startContainer hooks). shim: ready_to_exec()'s, if it ran."""
+    last, under all of it (the startContainer hooks). shim: ready_to_exec()'s, if it ran;
+    `inherit`, more fds it needs. wait_here(): for a shim that waits for `start` itself,
+    should it not run: the wait, before the plain execve."""
     set_rlimits(proc.rlimits)
     caps = proc.capabilities
     if shim is None:
@@ -226,7 +230,9 @@ def finalize_and_exec(proc, path: str, env: dict, *, in_user_ns: bool, seccomp,
         _load_seccomp(seccomp, on_notify_fd)
     if before_exec:
         before_exec()
-    execshim.execute(shim, path, proc.args, env, report_fd)  # returns only if it cannot run
+    execshim.execute(shim, path, proc.args, env, report_fd, inherit)  # only if it cannot run
+    if wait_here:
+        wait_here()
     refused = execshim.refuse_own_binary(path)
     if refused:
         raise RuntimeFailure(f'exec: "{proc.args[0]}": {refused}')
