@@ -319,6 +319,8 @@ def remote_bootstrap(chan: Channel, console_fd: int) -> None:
         from pyruntime.linux import mempolicy
         mempolicy.apply(tuple(msg["memory_policy"]))
     sock = socket.socket(fileno=console_fd) if console_fd >= 0 else None
+    if proc.terminal:
+        __import__("pyruntime.linux.console")  # set up once inside: nothing is imported there
     chan.send(MOVED)
     _bootstrap(chan, list(zip(kinds, fds)), proc, sock, msg["in_user_ns"], prog,
                msg["preserve_fds"], notify)

@@ -18,7 +18,7 @@ from pyruntime import log
 from pyruntime.errors import RuntimeFailure
 from pyruntime.lean import signal, socket
 from pyruntime.lifecycle.channel import GO, MOVED, PID, TRACE, Channel
-from pyruntime.linux import console, namespaces, syscalls
+from pyruntime.linux import namespaces, syscalls
 
 # The lifecycle step a child is at: a failure that names none is reported as this one's.
 _step: str | None = None
@@ -42,6 +42,7 @@ def console_socket(terminal: bool, path: str | None,
     if not path:
         raise RuntimeFailure("process.terminal is true: --console-socket is required")
     try:
+        from pyruntime.linux import console
         return console.connect(path)
     except OSError as e:
         raise RuntimeFailure(f"--console-socket {path}: {e.strerror}", errno=e.errno) from None
@@ -185,6 +186,7 @@ def setup_terminal(proc, sock: socket.socket | None, *, bind_console: bool) -> N
     terminal (and, for the init, /dev/console)."""
     if sock is None:
         raise RuntimeFailure("process.terminal is true but no --console-socket was given")
+    from pyruntime.linux import console  # (preloaded where this runs in the container's root)
     master, peer = console.open_pty()
     console.give_to(peer, proc.user.uid)
     if proc.console_size:

@@ -14,7 +14,6 @@ import struct
 from pyruntime.lean import socket
 from pyruntime.linux import namespaces
 from pyruntime.linux.syscalls import PR_SET_DUMPABLE, SYS, Sys, prctl
-from pyruntime.lifecycle import hooks
 from pyruntime import log
 from pyruntime.setup import bootstrap as boot, execshim, process, rootfs
 from pyruntime.lifecycle.channel import (CREATED, FIFO_READY, HOOKS, HOOKS_DONE, JOIN, MAPPED,
@@ -77,8 +76,21 @@ def bootstrap(chan: Channel, a: InitArgs) -> None:
     boot.fork_held(chan, WHO, init_main, a)
 
 
+def _preload(cfg) -> None:
+    """What this config will need once the root is switched, where nothing can be imported
+    any more; the rest of the time these modules are not worth their import."""
+    proc = cfg.process
+    if proc is not None and proc.terminal:
+        __import__("pyruntime.linux.console")
+    if cfg.hooks.get("startContainer"):
+        __import__("pyruntime.lifecycle.hooks")
+    if cfg.linux.memory_policy:
+        __import__("pyruntime.linux.mempolicy")
+
+
 def init_main(chan: Channel, _host_pid: int, a: InitArgs, sys: Sys = SYS) -> None:
     """The init: the container's environment, then the process itself, in one process."""
+    _preload(a.cfg)
     # while the host's /proc is in view: a config may mount none (as runc, before the clone)
     process.set_oom_score_adj(a.cfg.process.oom_score_adj if a.cfg.process else None)
     state = prepare(chan, a, sys)
@@ -124,8 +136,10 @@ def prepare(chan: Channel, a: InitArgs, sys: Sys = SYS, proc_context=None) -> di
     # runc's createContainer hooks run in the rootfs (a hook's `touch ./lib/x` lands in it);
     # the root switch moves us anyway
     os.chdir(cfg.root_path)
-    log.debug("init: running the createContainer hooks")
-    hooks.run("createContainer", cfg.hooks.get("createContainer", []), state)
+    if cfg.hooks.get("createContainer"):
+        log.debug("init: running the createContainer hooks")
+        from pyruntime.lifecycle import hooks
+        hooks.run("createContainer", cfg.hooks["createContainer"], state)
 
     # -- switch root
     boot.at("rootfs")
@@ -207,8 +221,7 @@ def p1_main(chan: Channel, console_fd: int) -> None:
     if prog is not None:
         from pyruntime.seccomp.kernel import Program
         prog = Program(bytes.fromhex(prog[0]), prog[1], prog[2])
-    if cfg.linux.memory_policy:
-        __import__("pyruntime.linux.mempolicy")
+    _preload(cfg)
     if listener is not None:
         __import__("pyruntime.seccomp.notify")
     for kind, fd in zip(kinds, fds):
@@ -418,6 +431,7 @@ def _start_container_hooks(cfg, state: dict, out: int):
         if not cfg.hooks.get("startContainer"):
             return
         log.debug("init: running the startContainer hooks")
+        from pyruntime.lifecycle import hooks  # preloaded: we are in the container's root
         try:
             hooks.run("startContainer", cfg.hooks["startContainer"], dict(state, status="running"))
         except RuntimeFailure as e:

@@ -14,7 +14,6 @@ from pyruntime import log
 from pyruntime.linux import lsm, syscalls as sc
 from pyruntime.linux.syscalls import SYS, Sys
 from pyruntime.oci.mounts import PROPAGATION, parse_options, recursive
-from pyruntime.setup import mountattr
 from pyruntime.errors import ConfigError, RuntimeFailure
 
 _IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
@@ -325,6 +324,7 @@ def _set_recursive(m, root_fd: int, sys: Sys = SYS) -> None:
     if attrs:
         fd = open_in_root(root_fd, m.destination, sys=sys)  # the new mount, not what it covers
         try:
+            from pyruntime.setup import mountattr
             mountattr.apply_recursive(fd, attrs, sys)
         finally:
             sys.close(fd)
@@ -332,6 +332,7 @@ def _set_recursive(m, root_fd: int, sys: Sys = SYS) -> None:
 
 def _copy_up(below: int, root_fd: int, destination: str, rdonly: int, sys: Sys = SYS) -> None:
     """tmpcopyup: what the target held before the tmpfs covered it (`below`) goes into it."""
+    from pyruntime.setup import mountattr
     fresh = open_in_root(root_fd, destination, os.O_RDONLY | os.O_DIRECTORY, sys=sys)
     try:
         mountattr.copy_up(below, fresh)
