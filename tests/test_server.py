@@ -265,6 +265,37 @@ def test_killing_the_server_mid_create_leaves_the_container_whole_or_gone(runtim
     # (the leak check: no process, cgroup or mount of it left)
 
 
+@pytest.mark.parametrize("delay", [0.004, 0.008, 0.012, 0.016, 0.024, 0.04])
+def test_killing_the_server_mid_exec_leaves_nothing(runtime, bundle, server, tmp_path, delay):
+    """kill -9 the server at some instant of an `exec`: the exec either ran (served, or in
+    process after the server went before its GO) or exits 255 with one line, as for exec's
+    own failures; either way the container runs on with nothing of the exec left in it."""
+    cid = runtime.new_id()
+    bundle.config["linux"]["cgroupsPath"] = f"/pyrt-test/{cid}"
+    set_sh(bundle, "sleep 30")
+    runtime.create(bundle, cid)
+    runtime("start", cid)
+    init = runtime.state(cid)["pid"]
+    with open(tmp_path / "exec.err", "w") as err:
+        client = subprocess.Popen(runtime.cmd("exec", cid, "sh", "-c", "exit 3"),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        time.sleep(delay)
+        server.proc.send_signal(signal.SIGKILL)
+        rc = client.wait(timeout=60)
+    server.proc.wait()
+    err = (tmp_path / "exec.err").read_text()
+    assert rc in (3, 255), (rc, err)
+    assert "Traceback" not in err and len(err.splitlines()) == (rc == 255), err
+    procs = f"/sys/fs/cgroup/pids/pyrt-test/{cid}/cgroup.procs"
+    deadline = time.monotonic() + 5
+    while open(procs).read().split() != [str(init)]:
+        assert time.monotonic() < deadline, open(procs).read()
+        time.sleep(0.01)
+    assert runtime.state(cid)["status"] == "running"
+    runtime("delete", "--force", cid)
+    assert runtime.state_dirs() == []
+
+
 def test_stops_on_sigterm_and_leaves_nothing(runtime, server, request):
     server.stop(request.node.nodeid)
     assert not server.sock.parent.exists()
