@@ -183,7 +183,7 @@ def build(arg0: str, report_fd: int, encode, wait: tuple[int, str] | None = None
     for e in _EXEC_ERRNOS:
         msgs[e] = encode(f'exec: "{arg0}": {os.strerror(e).lower()}', e)
     asm = _code(report_fd, len(msgs), None if wait is None else (wait[0] if wait[0] >= 0 else -100),
-                die_on if wait is not None else ())
+                die_on)
     table_off = (len(asm.code) + 7) & ~7
     strings_off = len(msgs) * 16
     table, blob, where = bytearray(), bytearray(), {}

@@ -353,18 +353,14 @@ def _exec_waiting(chan: Channel, a: InitArgs, path: str, env: dict, in_user_ns: 
         process.finalize_and_exec(proc, path, env, in_user_ns=in_user_ns, seccomp=a.seccomp,
                                   preserve_fds=a.preserve_fds, keep=(fifo, *inherit),
                                   report_fd=fifo, encode=_fifo_error, shim=shim,
-                                  inherit=inherit, wait_here=wait_here)
-        failed = RuntimeFailure("the container process could not be executed")
+                                  inherit=inherit, wait_here=wait_here)  # execs, or raises
     except Exception as e:
-        failed = e if isinstance(e, RuntimeFailure) else RuntimeFailure(
-            str(e), errno=getattr(e, "errno", None))
-    failed.step = failed.step or "exec"
-    try:
-        if not opened:
-            _open_fifo(fifo, at, where)
-        os.write(fifo, fifo_error(failed))
-    except OSError:
-        pass
+        try:
+            if not opened:
+                _open_fifo(fifo, at, where)
+            os.write(fifo, fifo_error(_as_failure(e)))
+        except OSError:
+            pass
     os._exit(1)
 
 
@@ -379,6 +375,14 @@ def _open_fifo(fifo_path_fd: int, at: int, where: str) -> None:
     os.dup2(out, fifo_path_fd, inheritable=False)
     os.close(out)
     os.write(fifo_path_fd, FIFO_READY)
+
+
+def _as_failure(e: Exception) -> RuntimeFailure:
+    """A failure of the init's last steps, as `start` reports it."""
+    failed = e if isinstance(e, RuntimeFailure) else RuntimeFailure(
+        str(e), errno=getattr(e, "errno", None))
+    failed.step = failed.step or "exec"
+    return failed
 
 
 def _fifo_error(msg: str, errno: int) -> bytes:
@@ -413,11 +417,9 @@ def _wait_for_start(chan: Channel, fifo_path_fd: int, let_go_of_stderr: bool,
     try:
         got = ready() if ready is not None else None
     except Exception as e:  # for `start` to report: it is what waits for the outcome now
-        failed = e if isinstance(e, RuntimeFailure) else RuntimeFailure(
-            str(e), errno=getattr(e, "errno", None))
+        failed = _as_failure(e)
     _open_fifo(fifo_path_fd, at, path)  # on the number ready() was told to report on
     if failed is not None:
-        failed.step = failed.step or "exec"
         os.write(fifo_path_fd, fifo_error(failed))
         os._exit(1)
     return fifo_path_fd, got

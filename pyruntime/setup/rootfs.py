@@ -54,14 +54,8 @@ def magic_link(fd: int, sys: Sys = SYS) -> tuple[int, str]:
     except OSError:
         pass
     try:
-        context = sys.fsopen("proc")
-        try:
-            sys.fsconfig(context, sc.FSCONFIG_SET_STRING, "source", "proc")
-            sys.fsconfig(context, sc.FSCONFIG_CMD_CREATE)
-            mnt = sys.fsmount(context, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV |
-                              sc.MOUNT_ATTR_NOEXEC)
-        finally:
-            sys.close(context)
+        mnt = detached_mount(sys.fsopen("proc"), "proc",
+                             sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, [], sys)
     except OSError as e:
         raise RuntimeFailure(f"mounts: no proc is mounted at /proc, and the init cannot make "
                              f"one of its own to reopen exec.fifo through: {e.strerror}",
@@ -295,8 +289,18 @@ CONTEXT_FLAGS = {sc.MS_RDONLY: sc.MOUNT_ATTR_RDONLY, sc.MS_NOSUID: sc.MOUNT_ATTR
 def mount_context(context: int, target_fd: int, source: str, flags: int, data: list[str],
                   sys: Sys = SYS) -> None:
     """Mount the filesystem context `context` (an fsopen fd, closed here) on target_fd, as
-    mount(source, target, type, flags, data) would: the data options as fsconfig keys, the
-    flags as mount attributes."""
+    mount(source, target, type, flags, data) would."""
+    mnt = detached_mount(context, source, flags, data, sys)
+    try:
+        sys.move_mount(mnt, "", target_fd, "", sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH)
+    finally:
+        sys.close(mnt)
+
+
+def detached_mount(context: int, source: str, flags: int, data: list[str],
+                   sys: Sys = SYS) -> int:
+    """The mount fd (attached nowhere) of the filesystem context `context` (an fsopen fd,
+    closed here): the data options as fsconfig keys, the flags as mount attributes."""
     try:
         sys.fsconfig(context, sc.FSCONFIG_SET_STRING, "source", source)
         for opt in data:
@@ -310,13 +314,9 @@ def mount_context(context: int, target_fd: int, source: str, flags: int, data: l
         for flag, attr in CONTEXT_FLAGS.items():
             if flags & flag:
                 attrs |= attr
-        mnt = sys.fsmount(context, attrs)
+        return sys.fsmount(context, attrs)
     finally:
         sys.close(context)
-    try:
-        sys.move_mount(mnt, "", target_fd, "", sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH)
-    finally:
-        sys.close(mnt)
 
 
 def _set_recursive(m, root_fd: int, sys: Sys = SYS) -> None:
