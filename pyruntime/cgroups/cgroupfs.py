@@ -303,24 +303,34 @@ def _has_any(f: Fields, keys) -> bool:
 
 
 def _makedirs(d: str, created: list[str]) -> list[str]:
-    """mkdir -p, recording (in `created`, as we go) and returning the dirs we made."""
-    missing = []
-    p = d
-    while not os.path.isdir(p):
-        missing.append(p)
-        p = os.path.dirname(p)
-    new = []
-    for p in reversed(missing):
+    """mkdir -p, recording (in `created`, as we go) and returning the dirs we made.
+
+    A parent that another container made can vanish under us: its delete removes the
+    parents it made once they look empty, which ours does before our own dir is in it.
+    Then we make it again (a few times: each round needs a delete racing us anew)."""
+    new: list[str] = []
+    for _ in range(8):
+        missing = []
+        p = d
+        while not os.path.isdir(p):
+            missing.append(p)
+            p = os.path.dirname(p)
         try:
-            os.mkdir(p, 0o755)
-        except FileExistsError:
-            continue
+            for p in reversed(missing):
+                try:
+                    os.mkdir(p, 0o755)
+                except FileExistsError:
+                    continue
+                created.append(p)
+                new.append(p)
+            return new
+        except FileNotFoundError as e:  # a parent went: again
+            err = e
         except OSError as e:
-            raise RuntimeFailure(f"cgroups: cannot create {p}: {e.strerror}",
-                                 errno=e.errno) from None
-        created.append(p)
-        new.append(p)
-    return new
+            err = e
+            break
+    raise RuntimeFailure(f"cgroups: cannot create {p}: {err.strerror}",
+                         errno=err.errno) from None
 
 
 def _rmdir(d: str) -> bool:

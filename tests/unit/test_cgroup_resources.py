@@ -203,3 +203,30 @@ def test_cgroup_drivers_do_not_import_each_other():
         # systemd's manager subclasses the cgroupfs one; nothing of systemd/ picks a driver
         assert not _imports(f) & {"pyruntime.cgroups.manager",
                                   "pyruntime.cgroups.manager_from_state"}, f
+
+
+def test_a_parent_removed_by_a_racing_delete_is_made_again(tmp_path, monkeypatch):
+    """Another container's delete removes the shared parent it made (then empty) between our
+    check and our mkdir of the leaf: the create makes the parent again instead of failing."""
+    from pyruntime.cgroups import cgroupfs
+    parent, leaf = tmp_path / "pyrt-test", tmp_path / "pyrt-test" / "t-1"
+    parent.mkdir()
+    real_mkdir, raced = cgroupfs.os.mkdir, []
+
+    def mkdir(p, mode=0o777):
+        if p == str(leaf) and not raced:
+            raced.append(p)
+            parent.rmdir()  # the sibling's delete wins the race once
+        return real_mkdir(p, mode)
+
+    monkeypatch.setattr(cgroupfs.os, "mkdir", mkdir)
+    created: list[str] = []
+    assert cgroupfs._makedirs(str(leaf), created) == [str(parent), str(leaf)]
+    assert raced and leaf.is_dir() and created == [str(parent), str(leaf)]
+
+
+def test_a_cgroup_dir_that_cannot_be_made_is_named(tmp_path):
+    from pyruntime.cgroups import cgroupfs
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RuntimeFailure, match=r"cannot create .*file/t-1: Not a directory"):
+        cgroupfs._makedirs(str(tmp_path / "file" / "t-1"), [])
