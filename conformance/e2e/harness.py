@@ -74,13 +74,20 @@ def run_scenario(h: Harness, rts: list[Runtime], scn, srv=None) -> dict:
     for t in threads:
         t.join()
     (py, py_info), (rc, rc_info) = results["pyruntime"], results["runc"]
-    ok = py == rc and satisfies(scn.expect, py)
     why = ""
+    if scn.expect is not None and satisfies(scn.expect, py) and not satisfies(scn.expect, rc):
+        # The reference missed what pyruntime did, which ctr's known output race can cause
+        # (a short-lived task's stdout lost before ctr attaches, containerd#770). runc gets a
+        # second try; pyruntime never does: a flake of ours fails.
+        first = rc
+        rc, rc_info = observe(h, next(rt for rt in rts if rt.name == "runc"), scn)
+        why = f"runc's first try gave {first!r}; "
+    ok = py == rc and satisfies(scn.expect, py)
     if not ok:
         if py != rc:
-            why = "pyruntime differs from runc"
+            why += "pyruntime differs from runc"
         else:
-            why = "both differ from the expected " + (repr(scn.expect) if isinstance(scn.expect, str)
+            why += "both differ from the expected " + (repr(scn.expect) if isinstance(scn.expect, str)
                                                       else "condition")
     return {"name": scn.name, "group": scn.group, "passed": ok, "pyruntime": py, "runc": rc,
             "pyruntime_info": py_info, "runc_info": rc_info, "why": why,
