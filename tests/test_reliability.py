@@ -284,6 +284,38 @@ def test_parallel_creates_of_one_id(runtime, bundle):
         assert not _nothing_left(runtime, cid)
 
 
+def test_parallel_runs_sharing_a_cgroup_parent(runtime, bundle, tmp_path, rootfs_template):
+    """Containers whose cgroups share a parent that neither found: each delete removes the
+    parent it made once that is empty, racing the other's create into it. Every run succeeds
+    (a create used to fail, rarely, with "cannot create .../leaf: No such file or directory").
+    A parent whose maker is deleted while another container is in it stays, as runc leaves
+    every parent: the session's end removes the tests' parents."""
+    from conftest import Bundle
+    parent = f"pyrt-test/share-{uuid.uuid4().hex[:8]}"
+    bundles = [bundle, Bundle(tmp_path / "second", rootfs_template)]
+    for i, b in enumerate(bundles):
+        b.config["process"]["args"] = ["true"]
+        b.config["linux"]["cgroupsPath"] = f"/{parent}/leaf{i}"
+        b.write()
+    failures = []
+
+    def loop(b):
+        for _ in range(15):
+            r = runtime.run(b, check=False, stdin=subprocess.DEVNULL)
+            if r.returncode:
+                failures.append(r.stderr)
+
+    threads = [threading.Thread(target=loop, args=(b,)) for b in bundles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    left = list(Path("/sys/fs/cgroup").glob(f"*/{parent}"))
+    for d in left:
+        d.rmdir()  # fails (the test with it) if a container's cgroup is still in there
+    assert not failures, failures[:3]
+
+
 def test_state_and_list_during_create_and_delete_never_fail(runtime, bundle):
     bundle.config["process"]["args"] = ["sleep", "600"]
     bundle.write()
