@@ -13,7 +13,7 @@ import pytest
 
 from conftest import Bundle, is_pyruntime
 from corehelp import (NsHolder, assert_failed, cap_mask, mount_at, mountinfo, ns_link,
-                      parse_status, proc_status, run_sh, set_sh)
+                      parse_status, proc_status, run_sh, set_sh, wait_file, wait_for)
 
 def set_namespaces(bundle, *types, **paths):
     ns = [{"type": t} for t in types]
@@ -111,6 +111,30 @@ def test_user_namespace_seen_from_outside(runtime, userns_bundle):
     assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", "100000", "1000"]
     assert Path(f"/proc/{pid}/gid_map").read_text().split() == ["0", "100000", "1000"]
     assert proc_status(pid)["Uid"].split()[0] == "100000"
+    runtime("delete", "--force", cid)
+
+
+def test_user_namespace_non_root_process_waits_as_its_own_user(runtime, userns_bundle):
+    """In a user namespace, exec.fifo belongs to the process user's host id (1000 -> 101000),
+    write-only: the created init waits as the exec shim under that id, and `start` runs it."""
+    bundle = userns_bundle
+    set_namespaces(bundle, "pid", "ipc", "uts", "mount", "network", "user")
+    bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    bundle.config["process"]["capabilities"] = {}
+    out = bundle.rootfs / "o"
+    out.mkdir()
+    os.chown(out, 101000, 101000)
+    set_sh(bundle, "id -u > /o/id; exec sleep 30")
+    cid = runtime.create(bundle)
+    pid = runtime.state(cid)["pid"]
+    fifo = os.stat(runtime.root / cid / "exec.fifo")
+    assert (fifo.st_uid, fifo.st_gid, fifo.st_mode & 0o777) == (101000, 101000, 0o200)
+    wait_for(lambda: Path(f"/proc/{pid}/comm").read_text() == "pyruntime:INIT\n")
+    assert proc_status(pid)["Uid"].split() == ["101000"] * 4
+    runtime("start", cid)
+    assert wait_file(out / "id") == "1000\n"
     runtime("delete", "--force", cid)
 
 

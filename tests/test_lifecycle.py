@@ -11,7 +11,7 @@ import pytest
 
 from conftest import is_pyruntime
 from corehelp import (alive, assert_failed, assert_in_cgroup_everywhere, parse_rfc3339, ppid_of,
-                      set_sh, wait_file, wait_for)
+                      proc_status, set_sh, wait_file, wait_for)
 
 
 def cgroup_config(bundle, cid):
@@ -456,3 +456,43 @@ def test_a_created_init_has_taken_its_last_steps(runtime, bundle):
         assert wait_file(bundle.rootfs / "out") == "started\n"
         (bundle.rootfs / "out").unlink()
         runtime("delete", "--force", cid)
+
+
+@pytest.mark.parametrize("hook", [False, True], ids=["shim-waits", "init-waits"])
+def test_a_non_root_process_waits_as_its_own_user(runtime, bundle, hook):
+    """A process user other than root: exec.fifo is that user's, write-only, so the created
+    init waits as the exec shim after the user switch (or, with a startContainer hook, the
+    init opens it as root and waits itself); only `start` can open it for reading, not a host
+    user of the same uid; the process runs as its user."""
+    out = bundle.rootfs / "o"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    bundle.config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    bundle.config["process"]["capabilities"] = {}
+    if hook:
+        bundle.config["hooks"] = {"startContainer": [{"path": "/bin/true"}]}
+    cid = create_sleeper(runtime, bundle, "id -u > /o/id; exec sleep 30")
+    pid = runtime.state(cid)["pid"]
+    fifo = os.stat(runtime.root / cid / "exec.fifo")
+    assert (fifo.st_uid, fifo.st_gid, fifo.st_mode & 0o777) == (1000, 1000, 0o200)
+    if not hook:
+        wait_for(lambda: Path(f"/proc/{pid}/comm").read_text() == "pyruntime:INIT\n")
+        assert proc_status(pid)["Uid"].split() == ["1000"] * 4
+    else:
+        assert Path(f"/proc/{pid}/comm").read_text() != "pyruntime:INIT\n"
+    child = os.fork()
+    if child == 0:  # a host user of the container's uid tries to start it
+        try:
+            os.setgid(1000)
+            os.setuid(1000)
+            os.open(runtime.root / cid / "exec.fifo", os.O_RDONLY | os.O_NONBLOCK)
+            os._exit(0)
+        except PermissionError:
+            os._exit(13)
+        except BaseException:
+            os._exit(1)
+    assert os.waitpid(child, 0)[1] >> 8 == 13
+    assert runtime.state(cid)["status"] == "created"
+    runtime("start", cid)
+    assert wait_file(out / "id") == "1000\n"
+    runtime("delete", "--force", cid)

@@ -64,14 +64,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         c.save()
         try:
             os.mkfifo(c.fifo, 0o600)
-            try:
-                os.chown(c.fifo, *_root_ids(cfg.linux))  # the init reopens it as container root
-            except PermissionError:
-                if not rootless:
-                    raise
-                # a container root that is a subordinate id of ours: the init reopens the
-                # fifo through its O_PATH fd, so only the mode stands in its way (runc's 0622)
-                os.chmod(c.fifo, 0o622)
+            _give_fifo(c.fifo, cfg, rootless)
         except OSError as e:
             raise statemod.os_failure("cannot create", e) from None
         log.debug(f"state dir {c.dir} and its exec.fifo made")
@@ -406,14 +399,33 @@ def with_default_devices(resources: dict, device_paths=()) -> dict:
     return dict(resources, devices=rules)
 
 
-def _root_ids(linux) -> tuple[int, int]:
-    """The host uid and gid of the container's root (itself, without a user namespace)."""
-    def host_id(maps):
-        for m in maps:
-            if m["containerID"] == 0:
-                return m["hostID"]
-        return 0
-    return host_id(linux.uid_mappings), host_id(linux.gid_mappings)
+def _give_fifo(fifo: str, cfg, rootless: bool) -> None:
+    """exec.fifo belongs to the process's user, who opens it for writing last, after the user
+    switch (setup/init.py). Only `start` may open it for reading: that is what lets the
+    process run, so an owner other than the caller gets write alone (a host user of that uid
+    can reach it in the 0711 state dir)."""
+    uid, gid = (_host_id(cfg.linux.uid_mappings, cfg.process.user.uid),
+                _host_id(cfg.linux.gid_mappings, cfg.process.user.gid)) if cfg.process else (0, 0)
+    try:
+        os.chown(fifo, uid, gid)
+        if uid != os.geteuid():
+            os.chmod(fifo, 0o200)
+    except PermissionError:
+        if not rootless:
+            raise
+        # a subordinate id of ours: the init reopens the fifo through its O_PATH fd, so only
+        # the mode stands in its way (runc's 0622)
+        os.chmod(fifo, 0o622)
+
+
+def _host_id(maps, cid: int) -> int:
+    """The host id of the container's id `cid` (itself, without a user namespace)."""
+    if not maps:
+        return cid
+    for m in maps:
+        if m["containerID"] <= cid < m["containerID"] + m["size"]:
+            return m["hostID"] + cid - m["containerID"]
+    return 0  # unmapped: create fails on the user switch, saying so
 
 
 def _check_existing_cgroup(mgr) -> None:

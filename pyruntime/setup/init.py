@@ -314,13 +314,12 @@ def become(chan: Channel, a: InitArgs, state: dict, sys: Sys = SYS) -> None:
 
 def _shim_waits(cfg, listener, seccomp) -> bool:
     """Whether the init's last steps can all come before `start`, with the exec shim left to
-    wait on exec.fifo. Only for the container's root (the fifo is its, mode 0600; the init
-    reopens it as root, before the switch, for any other user). Not with startContainer
-    hooks (they run after `start`, in Python), a seccomp listener (its agent gets the
-    container's state at `start`), or a filter loaded last, after no_new_privs: for those
-    all of it comes after the fifo, in the init."""
+    wait on exec.fifo (the fifo is the process user's: container.py's _give_fifo). Not with
+    startContainer hooks (they run after `start`, in Python), a seccomp listener (its agent
+    gets the container's state at `start`), a filter loaded last, after no_new_privs, or no
+    shim at all (execshim.wanted): for those all of it comes after the fifo, in the init."""
     proc = cfg.process
-    return proc is not None and proc.user.uid == 0 and not cfg.hooks.get("startContainer") and \
+    return proc is not None and not cfg.hooks.get("startContainer") and \
         listener is None and not (seccomp and proc.no_new_privileges) and \
         execshim.wanted(proc.user, proc.capabilities)
 

@@ -43,3 +43,12 @@ def test_refusals_name_the_field():
     with pytest.raises(RuntimeFailure, match=r"^linux.personality.domain: LINUX32: personality\(8\)"
                                              ": Invalid argument$"):
         process.set_personality({"domain": "LINUX32"}, fake)
+
+
+def test_the_fifo_owner_is_the_process_users_host_id():
+    from pyruntime.lifecycle.container import _host_id
+    maps = [{"containerID": 0, "hostID": 100000, "size": 1000},
+            {"containerID": 1000, "hostID": 5000, "size": 10}]
+    assert _host_id([], 1000) == 1000  # no user namespace: itself
+    assert [_host_id(maps, i) for i in (0, 999, 1000, 1009)] == [100000, 100999, 5000, 5009]
+    assert _host_id(maps, 1010) == 0  # unmapped: the user switch fails later, saying so
