@@ -413,18 +413,45 @@ def test_a_container_without_proc_runs(runtime, bundle):
     assert runtime.run(bundle).stdout == "ran\n"
 
 
-@pytest.mark.skipif(not is_pyruntime(), reason="pyruntime's message")
-def test_a_step_that_needs_proc_says_so(runtime, bundle):
-    """A masked path outside /proc needs /proc/self/fd after the root switch: without a proc
-    mount, create fails saying so, and leaves nothing behind."""
+@pytest.mark.skipif(not is_pyruntime(), reason="runc 1.1 fails on it: /proc/self/fd is missing")
+def test_without_proc_masks_read_only_paths_and_sysctls_apply(runtime, bundle):
+    """Without a proc at /proc the steps that reach files through /proc/self/fd take the
+    mount API's fds instead, and sysctls go through a proc of the init's own: a masked file
+    and dir outside /proc, a read-only path and a sysctl apply, and what the rootfs has at
+    /proc (a planted /proc/sys file, /proc/self/fd links to elsewhere) is never used."""
     _without_proc(bundle)
-    bundle.config["linux"]["maskedPaths"].append("/sys/firmware")
-    set_sh(bundle, "true")
-    proc = runtime("create", "--bundle", bundle.path, runtime.new_id(), check=False,
-                   stdin=subprocess.DEVNULL)
-    assert_failed(proc, "linux.maskedPaths: /sys/firmware")
-    assert "no proc is mounted at /proc in the container" in proc.stderr
-    assert runtime.state_dirs() == []
+    root = bundle.rootfs
+    (root / "secret").write_text("s3cret\n")
+    (root / "hidden").mkdir()
+    (root / "hidden" / "f").write_text("x\n")
+    (root / "ro").mkdir()
+    (root / "decoy").write_text("decoy\n")
+    planted = root / "proc" / "sys" / "net" / "ipv4" / "ip_forward"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("0\n")
+    (root / "proc" / "self" / "fd").mkdir(parents=True)
+    for n in range(3, 40):  # whatever fd numbers the init uses: links to the decoy
+        os.symlink("/decoy", root / "proc" / "self" / "fd" / str(n))
+    linux = bundle.config["linux"]
+    linux["maskedPaths"] += ["/secret", "/hidden"]
+    linux["readonlyPaths"] = ["/ro"]
+    linux["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    cid = create_sleeper(runtime, bundle,
+                         "cat /secret > /out; ls /hidden >> /out; touch /ro/x 2>> /out; "
+                         "cat /decoy >> /out; echo done >> /out; exec sleep 30")
+    pid = runtime.state(cid)["pid"]
+    runtime("start", cid)
+    out = wait_file(root / "out")
+    wait_for(lambda: (root / "out").read_text().endswith("done\n"))
+    out = (root / "out").read_text()
+    assert out.splitlines()[0].startswith("touch: /ro/x: Read-only file system"), out
+    assert out.endswith("decoy\ndone\n"), out  # the decoy was neither masked nor covered
+    assert "s3cret" not in out and "f\n" not in out, out
+    assert planted.read_text() == "0\n"
+    forward = subprocess.run(["nsenter", "-t", str(pid), "-n", "cat",
+                              "/proc/sys/net/ipv4/ip_forward"], capture_output=True, text=True)
+    assert forward.stdout == "1\n", forward
+    runtime("delete", "--force", cid)
 
 
 # ================================================================ the created init

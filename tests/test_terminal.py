@@ -66,6 +66,23 @@ def test_stdio_is_the_tty(runtime, bundle, console):
     runtime("delete", cid)
 
 
+def test_console_without_proc(runtime, bundle, console):
+    """A config that mounts no proc at /proc: /dev/console is still the pty peer, bound by
+    the mount API's fds, not through a /proc/self/fd the rootfs may fake."""
+    bundle.config["mounts"] = [m for m in bundle.config["mounts"] if m["destination"] != "/proc"]
+    bundle.config["linux"]["maskedPaths"] = []
+    bundle.config["linux"]["readonlyPaths"] = []
+    cid = run_with_terminal(runtime, bundle, console,
+                            "test -t 0 && test -t 1 && echo ALL-TTY; "
+                            "stat -c 'console %t:%T' /dev/console")
+    runtime("start", cid)
+    out = console.read_until_eof().decode(errors="replace").replace("\r", "")
+    assert "ALL-TTY" in out, out
+    assert "console 88:" in out, out  # the unix98 pty slave, major 136
+    runtime.wait_stopped(cid)
+    runtime("delete", cid)
+
+
 def test_tty_belongs_to_the_process_user(runtime, bundle, console, tmp_path):
     """A non-root process must own its terminal (the console and an exec's pty), or it could
     not use it; the group stays devpts's gid= (the tty group), as with runc."""

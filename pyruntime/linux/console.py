@@ -50,11 +50,11 @@ def set_size(fd: int, height: int, width: int) -> None:
     fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
 
-def bind_console(peer: int) -> None:
+def bind_console(peer: int, proc_mounted: bool = True) -> None:
     """Bind the pty peer on /dev/console (which must exist as a plain file first). A symlink
     the rootfs put there is replaced, never followed (CVE-2025-52565: it would take the bind
-    elsewhere, e.g. over /proc/sys/kernel/core_pattern)."""
-    from pyruntime.setup.rootfs import fdpath, make_path
+    elsewhere, e.g. over /proc/sys/kernel/core_pattern). Without a proc at /proc, by fds."""
+    from pyruntime.setup.rootfs import attach, fdpath, make_path
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         dev = make_path(root, "/dev")
@@ -77,7 +77,10 @@ def bind_console(peer: int) -> None:
             mode = os.fstat(fd).st_mode
             if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
                 raise RuntimeFailure("/dev/console in the container is not a file or a device")
-            sc.mount(fdpath(peer), fdpath(fd), None, sc.MS_BIND)
+            if proc_mounted:
+                sc.mount(fdpath(peer), fdpath(fd), None, sc.MS_BIND)
+            else:
+                attach(sc.open_tree(peer, "", sc.OPEN_TREE_CLONE | sc.AT_EMPTY_PATH), fd)
         finally:
             os.close(fd)
     finally:

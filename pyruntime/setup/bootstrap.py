@@ -170,8 +170,8 @@ def fail(chan: Channel, e: BaseException, who: str) -> None:
     elif e.step is None:
         e.step = _step
     if e.errno == errno.ENOENT and "/proc/" in str(e) and not os.path.exists("/proc/self"):
-        # crun runs such a config where it can (so do we: exec.fifo, the bounding set), runc
-        # fails on all of it; say why, not only which path was missing
+        # runc fails on any config without a proc; we run it (rootfs.proc_mounted), so a
+        # step still reaching into /proc says why, not only which path was missing
         e = RuntimeFailure(f"{e} (no proc is mounted at /proc in the container, and this step "
                            f"needs one)", errno=e.errno, path=e.path, step=e.step)
     try:
@@ -181,9 +181,10 @@ def fail(chan: Channel, e: BaseException, who: str) -> None:
     os._exit(1)
 
 
-def setup_terminal(proc, sock: socket.socket | None, *, bind_console: bool) -> None:
+def setup_terminal(proc, sock: socket.socket | None, *, bind_console: bool,
+                   proc_mounted: bool = True) -> None:
     """A new pty: its master goes to the console socket, its peer becomes our controlling
-    terminal (and, for the init, /dev/console)."""
+    terminal (and, for the init, /dev/console; see rootfs.proc_mounted)."""
     if sock is None:
         raise RuntimeFailure("process.terminal is true but no --console-socket was given")
     from pyruntime.linux import console  # (preloaded where this runs in the container's root)
@@ -192,7 +193,7 @@ def setup_terminal(proc, sock: socket.socket | None, *, bind_console: bool) -> N
     if proc.console_size:
         console.set_size(peer, *proc.console_size)
     if bind_console:
-        console.bind_console(peer)
+        console.bind_console(peer, proc_mounted)
     console.send_master(sock, master)
     os.close(master)
     sock.close()

@@ -161,8 +161,7 @@ def prepare(chan: Channel, a: InitArgs, sys: Sys = SYS, proc_context=None) -> di
         sys.sethostname(cfg.hostname)
     if cfg.domainname is not None and linux.namespace("uts"):
         sys.setdomainname(cfg.domainname)
-    for key, value in linux.sysctl.items():
-        write_sysctl(key, value)
+    write_sysctls(linux.sysctl, rootfs.proc_mounted(cfg.mounts), sys)
     return state
 
 
@@ -253,16 +252,17 @@ def become(chan: Channel, a: InitArgs, state: dict, sys: Sys = SYS) -> None:
     # outside the container (unless --shell-job), and a terminal needs it for TIOCSCTTY.
     os.setsid()
     in_user_ns = linux.namespace("user") is not None or a.rootless
+    has_proc = rootfs.proc_mounted(cfg.mounts)
     rootfs.reopen_dev_null(sys)
     if proc and proc.terminal:
         boot.at("console")
-        boot.setup_terminal(proc, a.console_sock, bind_console=True)
+        boot.setup_terminal(proc, a.console_sock, bind_console=True, proc_mounted=has_proc)
     boot.at("process")
     rootfs.readonly_dev(cfg, sys)
     if cfg.root_readonly:
         rootfs.readonly_root(sys)
-    rootfs.readonly_paths(linux.readonly_paths, sys)
-    rootfs.mask_paths(linux.masked_paths, sys)
+    rootfs.readonly_paths(linux.readonly_paths, sys, has_proc)
+    rootfs.mask_paths(linux.masked_paths, sys, has_proc)
     log.debug("init: personality, keyring")
     process.set_personality(linux.personality, sys)
     if linux.memory_policy:
@@ -442,11 +442,29 @@ def _start_container_hooks(cfg, state: dict, out: int):
     return run
 
 
-def write_sysctl(key: str, value: str) -> None:
-    path = "/proc/sys/" + key.replace(".", "/")
+def write_sysctls(sysctl: dict, proc_mounted: bool, sys: Sys = SYS) -> None:
+    """Through /proc/sys; without a proc at /proc, through a proc of our own (the rootfs's
+    own files there would take the values silently)."""
+    if not sysctl:
+        return
+    proc = -1 if proc_mounted else rootfs.own_proc("to write sysctls through", sys)
     try:
-        with open(path, "w") as f:
-            f.write(value)
+        for key, value in sysctl.items():
+            write_sysctl(key, value, proc)
+    finally:
+        if proc >= 0:
+            sys.close(proc)
+
+
+def write_sysctl(key: str, value: str, proc: int = -1) -> None:
+    path = "sys/" + key.replace(".", "/")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc) if proc >= 0 else \
+            os.open("/proc/" + path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
     except OSError as e:
         raise RuntimeFailure(f"linux.sysctl.{key}: {value!r}: {e.strerror}", errno=e.errno,
                              path=f"linux.sysctl.{key}") from None

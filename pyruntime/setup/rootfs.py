@@ -46,21 +46,48 @@ def magic_link(fd: int, sys: Sys = SYS) -> tuple[int, str]:
     /proc/self/fd/N when that names that very file; otherwise (a config may mount no proc at
     /proc, which crun runs and runc fails on, and /proc then holds only what the rootfs has
     there) the same link in a proc instance of our own that is never attached anywhere."""
+    if _leads_to(fd, sys):
+        return -1, fdpath(fd)
+    return own_proc("to reopen exec.fifo through", sys), f"self/fd/{fd}"
+
+
+def _leads_to(fd: int, sys: Sys) -> bool:
+    """Whether /proc/self/fd/N leads to fd N's own file."""
     want = sys.fstat(fd)
     try:
         have = sys.stat(fdpath(fd))
-        if (have.st_dev, have.st_ino) == (want.st_dev, want.st_ino):
-            return -1, fdpath(fd)
     except OSError:
-        pass
+        return False
+    return (have.st_dev, have.st_ino) == (want.st_dev, want.st_ino)
+
+
+def proc_mounted(mounts) -> bool:
+    """Whether the config mounts a proc at /proc, whose /proc/self/fd/N are the kernel's links.
+    Without one (crun runs such a config, runc fails), /proc holds whatever the rootfs put
+    there, never to be followed: the mounts go by fds, sysctls through a proc of our own."""
+    return any(m.type == "proc" and os.path.normpath("/" + m.destination.lstrip("/")) == "/proc"
+               for m in mounts)
+
+
+def own_proc(why: str, sys: Sys = SYS) -> int:
+    """A proc instance of the init's own, attached nowhere (its fd), for a config that
+    mounts none at /proc."""
     try:
-        mnt = detached_mount(sys.fsopen("proc"), "proc",
-                             sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, [], sys)
+        return detached_mount(sys.fsopen("proc"), "proc",
+                              sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, [], sys)
     except OSError as e:
         raise RuntimeFailure(f"mounts: no proc is mounted at /proc, and the init cannot make "
-                             f"one of its own to reopen exec.fifo through: {e.strerror}",
-                             errno=e.errno) from None
-    return mnt, f"self/fd/{fd}"
+                             f"one of its own {why}: {e.strerror}", errno=e.errno) from None
+
+
+def attach(tree: int, target_fd: int, sys: Sys = SYS) -> None:
+    """Move the detached mount `tree` (closed here) onto the file or dir target_fd names:
+    a mount with neither path through /proc."""
+    try:
+        sys.move_mount(tree, "", target_fd, "",
+                       sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH)
+    finally:
+        sys.close(tree)
 
 
 # ---------------------------------------------------------------- safe paths inside the rootfs
@@ -610,7 +637,7 @@ def _for_each_in_root(paths: list[str], field: str, action, sys: Sys = SYS) -> N
         sys.close(root)
 
 
-def mask_paths(paths: list[str], sys: Sys = SYS) -> None:
+def mask_paths(paths: list[str], sys: Sys = SYS, proc: bool = True) -> None:
     if not paths:
         return
     root = sys.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -620,18 +647,32 @@ def mask_paths(paths: list[str], sys: Sys = SYS) -> None:
         sys.close(root)
 
     def mask(_path, fd, _root):
-        if stat.S_ISDIR(sys.fstat(fd).st_mode):
+        is_dir = stat.S_ISDIR(sys.fstat(fd).st_mode)
+        if proc and is_dir:
             sys.mount("tmpfs", fdpath(fd), "tmpfs", sc.MS_RDONLY)
-        else:
+        elif proc:
             sys.mount(fdpath(devnull), fdpath(fd), None, sc.MS_BIND)
+        elif is_dir:  # no proc at /proc: the same mounts through the mount API's fds
+            attach(detached_mount(sys.fsopen("tmpfs"), "tmpfs", sc.MS_RDONLY, [], sys), fd, sys)
+        else:
+            attach(sys.open_tree(devnull, "", sc.OPEN_TREE_CLONE | sc.AT_EMPTY_PATH), fd, sys)
     try:
         _for_each_in_root(paths, "linux.maskedPaths", mask, sys=sys)
     finally:
         sys.close(devnull)
 
 
-def readonly_paths(paths: list[str], sys: Sys = SYS) -> None:
+def readonly_paths(paths: list[str], sys: Sys = SYS, proc: bool = True) -> None:
     def make_readonly(path, fd, root):
+        if not proc:  # no proc at /proc: the same rbind, its top read-only, by fds
+            tree = sys.open_tree(fd, "", sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE | sc.AT_EMPTY_PATH)
+            try:
+                sys.mount_setattr(tree, "", sc.AT_EMPTY_PATH, sc.MOUNT_ATTR_RDONLY, 0)
+            except BaseException:
+                sys.close(tree)
+                raise
+            attach(tree, fd, sys)
+            return
         sys.mount(fdpath(fd), fdpath(fd), None, sc.MS_BIND | sc.MS_REC)
         bind = open_in_root(root, path, sys=sys)  # fd still names what is under the new bind
         try:

@@ -169,6 +169,30 @@ def test_a_masked_path_missing_in_the_rootfs_is_skipped(cfg, fake):
     assert "/proc/timer_list" in [m[1] for m in fake.mounts()]
 
 
+def test_without_proc_masks_and_read_only_paths_go_by_fds(fake):
+    """A config that mounts no proc at /proc: no mount(2) through /proc/self/fd (what the
+    rootfs has there must never be followed). A masked file gets a clone of /dev/null, a
+    masked dir a detached read-only tmpfs, a read-only path a clone of itself (with its
+    submounts) made read-only; each is moved onto the O_PATH fd of its target."""
+    fake.files["/secret"] = stat.S_IFREG | 0o600
+    fake.answer("fsmount", lambda fd, attrs: 900)
+    rootfs.readonly_paths(["/ro"], fake, proc=False)
+    rootfs.mask_paths(["/secret", "/hidden"], fake, proc=False)
+    assert not fake.named("mount")
+    trees = fake.named("open_tree")
+    assert [(fake.paths[a[0]], a[2]) for _, a in trees] == [
+        ("/ro", sc.OPEN_TREE_CLONE | sc.AT_RECURSIVE | sc.AT_EMPTY_PATH),
+        ("/dev/null", sc.OPEN_TREE_CLONE | sc.AT_EMPTY_PATH)]
+    assert fake.named("mount_setattr")[0][1][2:4] == (sc.AT_EMPTY_PATH, sc.MOUNT_ATTR_RDONLY)
+    assert fake.named("fsopen") == [("fsopen", ("tmpfs",))]
+    assert fake.named("fsmount") == [("fsmount", (fake.named("fsconfig")[0][1][0],
+                                                  sc.MOUNT_ATTR_RDONLY))]
+    moves = [(a[0], fake.paths[a[2]]) for _, a in fake.named("move_mount")]
+    assert [target for _, target in moves] == ["/ro", "/secret", "/hidden"]
+    assert moves[2][0] == 900 and {tree for tree, _ in moves} <= fake.closed
+    assert not fake.open_fds()
+
+
 def test_a_dev_null_that_is_not_the_null_device(cfg, fake):
     fake.files["/dev/null"] = stat.S_IFREG | 0o666  # the rootfs's own file
     with pytest.raises(RuntimeFailure, match="^linux.maskedPaths: /dev/null in the container is "
@@ -281,3 +305,14 @@ def test_no_proc_of_its_own_is_a_named_failure(fake):
         rootfs.magic_link(5, sys=fake)
     assert e.value.errno == errno.EPERM
     assert 900 in fake.closed
+
+
+def test_proc_mounted_is_a_proc_at_slash_proc(cfg, tmp_path):
+    assert rootfs.proc_mounted(cfg.mounts)
+    raw = default_spec(args=["true"], terminal=False)
+    raw["mounts"] = [m for m in raw["mounts"] if m["destination"] != "/proc"]
+    assert not rootfs.proc_mounted(config.parse(raw, str(tmp_path)).mounts)
+    raw["mounts"].append({"destination": "/proc/", "type": "proc", "source": "proc"})
+    assert rootfs.proc_mounted(config.parse(raw, str(tmp_path)).mounts)
+    raw["mounts"][-1] = {"destination": "/proc", "type": "tmpfs", "source": "tmpfs"}
+    assert not rootfs.proc_mounted(config.parse(raw, str(tmp_path)).mounts)
