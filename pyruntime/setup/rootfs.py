@@ -46,19 +46,14 @@ def magic_link(fd: int, sys: Sys = SYS) -> tuple[int, str]:
     /proc/self/fd/N when that names that very file; otherwise (a config may mount no proc at
     /proc, which crun runs and runc fails on, and /proc then holds only what the rootfs has
     there) the same link in a proc instance of our own that is never attached anywhere."""
-    if _leads_to(fd, sys):
-        return -1, fdpath(fd)
-    return own_proc("to reopen exec.fifo through", sys), f"self/fd/{fd}"
-
-
-def _leads_to(fd: int, sys: Sys) -> bool:
-    """Whether /proc/self/fd/N leads to fd N's own file."""
     want = sys.fstat(fd)
     try:
         have = sys.stat(fdpath(fd))
+        if (have.st_dev, have.st_ino) == (want.st_dev, want.st_ino):
+            return -1, fdpath(fd)
     except OSError:
-        return False
-    return (have.st_dev, have.st_ino) == (want.st_dev, want.st_ino)
+        pass
+    return own_proc("to reopen exec.fifo through", sys), f"self/fd/{fd}"
 
 
 def proc_mounted(mounts) -> bool:
@@ -317,11 +312,7 @@ def mount_context(context: int, target_fd: int, source: str, flags: int, data: l
                   sys: Sys = SYS) -> None:
     """Mount the filesystem context `context` (an fsopen fd, closed here) on target_fd, as
     mount(source, target, type, flags, data) would."""
-    mnt = detached_mount(context, source, flags, data, sys)
-    try:
-        sys.move_mount(mnt, "", target_fd, "", sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH)
-    finally:
-        sys.close(mnt)
+    attach(detached_mount(context, source, flags, data, sys), target_fd, sys)
 
 
 def detached_mount(context: int, source: str, flags: int, data: list[str],
@@ -653,7 +644,7 @@ def mask_paths(paths: list[str], sys: Sys = SYS, proc: bool = True) -> None:
         elif proc:
             sys.mount(fdpath(devnull), fdpath(fd), None, sc.MS_BIND)
         elif is_dir:  # no proc at /proc: the same mounts through the mount API's fds
-            attach(detached_mount(sys.fsopen("tmpfs"), "tmpfs", sc.MS_RDONLY, [], sys), fd, sys)
+            mount_context(sys.fsopen("tmpfs"), fd, "tmpfs", sc.MS_RDONLY, [], sys)
         else:
             attach(sys.open_tree(devnull, "", sc.OPEN_TREE_CLONE | sc.AT_EMPTY_PATH), fd, sys)
     try:
