@@ -29,8 +29,8 @@ create (the parent is the `create` command; the init is PID 1 of the container):
     `start` reads to EOF: FIFO_READY then EOF means the process called execve (the fifo is
     close-on-exec); FIFO_READY, FIFO_ERROR, ERROR means the last steps or execve failed.
 
-    The shim waits on the fifo for the container's root user without startContainer hooks
-    or a seccomp listener, and unless a filter is loaded after no_new_privs (init.py's
+    The shim waits on the fifo unless there are startContainer hooks or a seccomp listener,
+    a filter is loaded after no_new_privs, or the process goes without a shim (init.py's
     _shim_waits). Otherwise the init opens exec.fifo itself after the exec shim and the
     bounding set, and takes the other last steps and the startContainer hooks after it.
 
