@@ -162,7 +162,7 @@ def wait_proxying(pid, master):
     saved = None
     if os.isatty(0):
         saved = termios.tcgetattr(0)
-        tty.setraw(0)
+        tty.setraw(0, termios.TCSANOW)  # as runc: a flush would drop what was typed ahead
     pidfd = os.pidfd_open(pid)
     watch = [pidfd, master, 0]
     try:
