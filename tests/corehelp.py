@@ -302,6 +302,43 @@ class ConsoleSocket:
             pass
 
 
+def on_a_terminal(cmd, typed_ahead: bytes = b"", during=None, timeout: float = 30):
+    """Run cmd as a session leader whose controlling terminal (and stdio) is a fresh pty, as
+    from a shell; write typed_ahead before it starts and call during(master) while it runs.
+    Returns its exit status and all it wrote to the terminal."""
+    import fcntl
+    import termios
+    master, peer = os.openpty()
+    try:
+        os.write(master, typed_ahead)
+        proc = subprocess.Popen(cmd, stdin=peer, stdout=peer, stderr=peer, start_new_session=True,
+                                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        os.close(peer)
+        peer = -1
+        try:
+            if during:
+                during(master)
+            status = proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the command, the last holder of the peer, is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        return status, out
+    finally:
+        os.close(master)
+        if peer >= 0:
+            os.close(peer)
+
+
 def host_script(path: Path, body: str) -> Path:
     """Write an executable /bin/sh script."""
     path = Path(path)

@@ -427,9 +427,7 @@ def test_terminal_restored_in_the_foreground_without_console_socket(runtime, bun
     shell through its own tty, its output comes back, and the restore exits with its status.
     (runc 1.1.5 needs the caller on a terminal, hence the pty here; pyruntime also proxies
     pipes, as its `run` does.)"""
-    import fcntl
-    import termios
-    from corehelp import ConsoleSocket
+    from corehelp import ConsoleSocket, on_a_terminal
     bundle.config["process"]["args"] = [
         "sh", "-c", COUNTER.replace("true", "[ ! -e /tmp/go ]") +
         "; read line; echo \"got $line on $(tty)\"; exit 5"]
@@ -444,40 +442,15 @@ def test_terminal_restored_in_the_foreground_without_console_socket(runtime, bun
     finally:
         first.close()
     frozen = count(bundle)
-    master, peer = os.openpty()
 
-    def on_the_terminal():
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    try:
-        proc = subprocess.Popen(runtime.cmd("restore", "--bundle", bundle.path, "--image-path",
-                                            tmp_path / "img", cid),
-                                stdin=peer, stdout=peer, stderr=peer, start_new_session=True,
-                                preexec_fn=on_the_terminal)
-        os.close(peer)
-        peer = -1
-        try:
-            assert frozen < wait_count_above(bundle, frozen, timeout=20) <= frozen + 50
-            assert runtime.state(cid)["status"] == "running"
-            (bundle.rootfs / "tmp" / "go").touch()
-            os.write(master, b"hello\n")
-            assert proc.wait(30) == 5
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: the restore, the last holder of the peer, is gone
-                break
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        os.close(master)
-        if peer >= 0:
-            os.close(peer)
+    def restored(master):
+        assert frozen < wait_count_above(bundle, frozen, timeout=20) <= frozen + 50
+        assert runtime.state(cid)["status"] == "running"
+        (bundle.rootfs / "tmp" / "go").touch()
+        os.write(master, b"hello\n")
+    status, out = on_a_terminal(runtime.cmd("restore", "--bundle", bundle.path, "--image-path",
+                                            tmp_path / "img", cid), during=restored)
+    assert status == 5, (status, out)
     assert b"got hello on /dev/pts/" in out, out
     assert runtime("state", cid, check=False).returncode == 1  # deleted, as after `run`
 

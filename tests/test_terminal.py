@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from corehelp import ConsoleSocket, assert_failed, set_sh
+from corehelp import ConsoleSocket, assert_failed, on_a_terminal, set_sh
 
 TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int)
 
@@ -155,7 +155,6 @@ def test_input_typed_before_the_proxy_starts_reaches_the_process(runtime, bundle
     """A foreground `run` or `exec -t` puts the caller's terminal in raw mode without flushing
     it, as runc: a line typed before that (here, before the runtime even starts) still reaches
     the process. The CI failure this guards: a restore lost "hello" typed just before."""
-    import termios
     script = 'read line; echo "got $line"; exit 5'
     cid = None
     if command == "run":
@@ -166,35 +165,9 @@ def test_input_typed_before_the_proxy_starts_reaches_the_process(runtime, bundle
         cid = runtime.create(bundle)
         runtime("start", cid)
         args = ("exec", "-t", cid, "sh", "-c", script)
-    master, peer = os.openpty()
     try:
-        os.write(master, b"hello\n")
-
-        def on_the_terminal():
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        proc = subprocess.Popen(runtime.cmd(*args), stdin=peer, stdout=peer, stderr=peer,
-                                start_new_session=True, preexec_fn=on_the_terminal)
-        os.close(peer)
-        peer = -1
-        try:
-            assert proc.wait(30) == 5
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: the runtime, the last holder of the peer, is gone
-                break
-            if not chunk:
-                break
-            out += chunk
-        assert b"got hello" in out, out
+        status, out = on_a_terminal(runtime.cmd(*args), typed_ahead=b"hello\n")
+        assert status == 5 and b"got hello" in out, (status, out)
     finally:
-        os.close(master)
-        if peer >= 0:
-            os.close(peer)
         if cid:
             runtime("delete", "--force", cid)
