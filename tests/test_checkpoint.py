@@ -565,11 +565,15 @@ def test_page_server(runtime, bundle, stdio, tmp_path):
     img = tmp_path / "img"
     img.mkdir()
     port = free_port()
+    ready, status = os.pipe()
     server = subprocess.Popen([CRIU, "page-server", "--images-dir", str(img), "--address",
-                               "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "127.0.0.1", "--port", str(port), "--status-fd", str(status)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              pass_fds=(status,))
+    os.close(status)
     try:
-        time.sleep(0.3)
+        with os.fdopen(ready, "rb") as f:  # one byte once it listens
+            assert f.read(1), "the page server did not start"
         checkpoint(runtime, cid, img, "--page-server", f"127.0.0.1:{port}")
         assert server.wait(10) == 0  # it leaves once the dump is done
     finally:
