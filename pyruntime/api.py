@@ -255,7 +255,8 @@ class Runtime:
              **overrides) -> ExecResult:
         """Run another process in a running container: args with the container's own process
         as the rest (overrides: cwd, env ["K=v"], user "uid[:gid]", additional_gids, caps,
-        no_new_privs, tty, apparmor, process_label), or `process`, an OCI process object.
+        no_new_privs, tty, apparmor, process_label), or `process`, an OCI process object;
+        either with console_size=(rows, cols) for its terminal (over process.consoleSize).
 
         Waits for it and returns its exit code (and with capture_output its stdout and stderr);
         detach=True returns its pid at once: it is then the caller's child to reap."""
@@ -268,7 +269,10 @@ class Runtime:
         if status == "paused" and not ignore_paused:
             raise ContainerStateError(id, status, "cannot exec in a paused container (use "
                                                   "--ignore-paused to override)")
+        console_size = overrides.pop("console_size", None)
         proc = build_process(c, process, args or [], **overrides)
+        if console_size:
+            proc.console_size = tuple(console_size)
         self._become_subreaper()
         path, sock = (console_socket, None) if console_socket is None or \
             isinstance(console_socket, str) else (None, console_socket)

@@ -302,14 +302,17 @@ class ConsoleSocket:
             pass
 
 
-def on_a_terminal(cmd, typed_ahead: bytes = b"", during=None, timeout: float = 30):
+def on_a_terminal(cmd, typed_ahead: bytes = b"", during=None, timeout: float = 30,
+                  size: tuple[int, int] | None = None):
     """Run cmd as a session leader whose controlling terminal (and stdio) is a fresh pty, as
-    from a shell; write typed_ahead before it starts and call during(master) while it runs.
-    Returns its exit status and all it wrote to the terminal."""
+    from a shell (of `size` rows and columns); write typed_ahead before it starts and call
+    during(master) while it runs. Returns its exit status and all it wrote to the terminal."""
     import fcntl
     import termios
     master, peer = os.openpty()
     try:
+        if size:
+            set_winsize(master, *size)
         os.write(master, typed_ahead)
         proc = subprocess.Popen(cmd, stdin=peer, stdout=peer, stderr=peer, start_new_session=True,
                                 preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
@@ -337,6 +340,14 @@ def on_a_terminal(cmd, typed_ahead: bytes = b"", during=None, timeout: float = 3
         os.close(master)
         if peer >= 0:
             os.close(peer)
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    """Resize a terminal (on a pty's master: the kernel sends SIGWINCH to its foreground group)."""
+    import fcntl
+    import struct
+    import termios
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 def host_script(path: Path, body: str) -> Path:

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from corehelp import ConsoleSocket, assert_failed, on_a_terminal, set_sh
+from corehelp import ConsoleSocket, assert_failed, on_a_terminal, set_sh, set_winsize, wait_file
 
 TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int)
 
@@ -168,6 +168,38 @@ def test_input_typed_before_the_proxy_starts_reaches_the_process(runtime, bundle
     try:
         status, out = on_a_terminal(runtime.cmd(*args), typed_ahead=b"hello\n")
         assert status == 5 and b"got hello" in out, (status, out)
+    finally:
+        if cid:
+            runtime("delete", "--force", cid)
+
+
+@pytest.mark.parametrize("command", ["run", "exec"])
+def test_a_foreground_terminal_has_the_callers_size_and_follows_it(runtime, bundle, command):
+    """As runc: a foreground `run` or `exec -t` from a terminal gives the container's pty that
+    terminal's size, and resizes it when the terminal is resized (SIGWINCH), so that a full
+    screen program inside sees the window it is drawn in."""
+    script = ("stty size > /tmp/first; i=0; "  # then waits up to ~20 s for the new size
+              'while [ "$(stty size)" = "33 111" ] && [ $i -lt 1000 ]; do sleep 0.02; '
+              "i=$((i+1)); done; stty size > /tmp/second")
+    cid = None
+    if command == "run":
+        set_sh(bundle, script, terminal=True)
+        args = ("run", "--bundle", bundle.path, runtime.new_id())
+    else:
+        set_sh(bundle, "sleep 30")
+        cid = runtime.create(bundle)
+        runtime("start", cid)
+        args = ("exec", "-t", cid, "sh", "-c", script)
+    tmp = bundle.rootfs / "tmp"
+
+    def resize(master):
+        wait_file(tmp / "first", timeout=20)
+        set_winsize(master, 44, 122)
+    try:
+        status, out = on_a_terminal(runtime.cmd(*args), during=resize, size=(33, 111))
+        assert status == 0, out
+        assert (tmp / "first").read_text() == "33 111\n"
+        assert (tmp / "second").read_text() == "44 122\n"
     finally:
         if cid:
             runtime("delete", "--force", cid)

@@ -43,6 +43,7 @@ def give_to(peer: int, uid: int) -> None:
 # asm-generic/ioctls.h, as on x86_64, aarch64 and riscv64: the init sets the size after it has
 # entered the container's root, where `termios` could no longer be imported (and loading it
 # in every init for one number would cost more than the ioctl)
+TIOCGWINSZ = 0x5413
 TIOCSWINSZ = 0x5414
 
 
@@ -114,8 +115,10 @@ def connect(path: str) -> socket.socket:
 # ---------------------------------------------------------------- foreground `run` and `exec`
 
 # Signals a foreground `run`/`exec` passes on to the container process, as runc's proxy does.
+# Not SIGWINCH: runc resizes the pty instead (follow_size), and the kernel then signals the
+# pty's foreground group, the process that asked for a terminal (without one, none is due).
 FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
-             signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT, signal.SIGTSTP)
+             signal.SIGUSR2, signal.SIGCONT, signal.SIGTSTP)
 
 
 def forward_signals(pid: int) -> None:
@@ -128,6 +131,34 @@ def _forward(pid, sig):
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def caller_size() -> tuple[int, int] | None:
+    """The rows and columns of the terminal on our stdin; None if it is none or has no size."""
+    if not os.isatty(0):
+        return None
+    try:
+        rows, cols = struct.unpack("HHHH", fcntl.ioctl(0, TIOCGWINSZ, bytes(8)))[:2]
+    except OSError:  # it went away (a hangup can race a SIGWINCH)
+        return None
+    return (rows, cols) if rows or cols else None
+
+
+def follow_size(master) -> None:
+    """As runc: when our stdin is a terminal, the container's pty takes its size now and at
+    each SIGWINCH. A size-less (0x0) terminal leaves the pty as it is (process.consoleSize)."""
+    if not os.isatty(0):
+        return
+
+    def copy(_sig=None, _frame=None):
+        size = caller_size()
+        if size:
+            try:
+                set_size(master, *size)
+            except OSError:
+                pass
+    copy()
+    signal.signal(signal.SIGWINCH, copy)
 
 
 def receive_master(sock):
@@ -163,6 +194,7 @@ def wait_proxying(pid, master):
     if os.isatty(0):
         saved = termios.tcgetattr(0)
         tty.setraw(0, termios.TCSANOW)  # as runc: a flush would drop what was typed ahead
+    follow_size(master)
     pidfd = os.pidfd_open(pid)
     watch = [pidfd, master, 0]
     try:
@@ -200,6 +232,7 @@ def wait_proxying(pid, master):
     finally:
         if saved is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, signal.SIG_DFL)  # before its fd number can be reused
         os.close(pidfd)
         os.close(master)
         sys.stdout.flush()

@@ -2,7 +2,8 @@
 
 from pyruntime.lean import socket
 from pyruntime.lean import jsonio
-from pyruntime.linux.console import exit_code, forward_signals, receive_master, wait_proxying
+from pyruntime.linux.console import (caller_size, exit_code, forward_signals, receive_master,
+                                     wait_proxying)
 from pyruntime.errors import RuntimeFailure
 from pyruntime.cli.commands import runtime
 
@@ -48,6 +49,7 @@ def main(opts, ctx):
         if opts.detach:
             raise RuntimeFailure("exec: a terminal with --detach needs --console-socket")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    size = caller_size() if ours is not None else None
     # Without --detach the process is reparented to us (a subreaper): we wait for it here,
     # proxying signals and the terminal, which the API's own wait does not do.
     rt = runtime(ctx, subreaper=not opts.detach)
@@ -57,7 +59,8 @@ def main(opts, ctx):
                   ignore_paused=opts.ignore_paused, cgroups=opts.cgroup, cwd=opts.cwd,
                   env=opts.env, user=opts.user, additional_gids=opts.additional_gids,
                   caps=opts.cap, no_new_privs=opts.no_new_privs, tty=opts.tty,
-                  apparmor=opts.apparmor, process_label=opts.process_label).pid
+                  apparmor=opts.apparmor, process_label=opts.process_label,
+                  console_size=size).pid
     if theirs is not None:
         theirs.close()
     if opts.detach:

@@ -3,7 +3,8 @@ import os
 
 from pyruntime.lean import socket
 from pyruntime.linux import syscalls
-from pyruntime.linux.console import exit_code, forward_signals, receive_master, wait_proxying
+from pyruntime.linux.console import (exit_code, follow_size, forward_signals, receive_master,
+                                     wait_proxying)
 from pyruntime.cli.commands import runtime
 from pyruntime.cli.commands.create import add_create_flags
 
@@ -40,6 +41,8 @@ def main(opts, ctx):
             return 0
         forward_signals(pid)
         master = receive_master(ours) if ours is not None else None
+        if master is not None:
+            follow_size(master)  # before the process runs, not as soon after as can be
         rt.start(opts.container_id)
         status = wait_proxying(pid, master)
     except BaseException:
