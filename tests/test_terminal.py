@@ -150,21 +150,25 @@ def test_no_terminal_keeps_stdio(runtime, bundle):
     assert "not-a-tty" in out
 
 
+def _foreground(runtime, bundle, command, script):
+    """The arguments of a foreground `run` of a terminal container running script, or of an
+    `exec -t` of it in a started container (whose id comes back, for the caller to delete)."""
+    if command == "run":
+        set_sh(bundle, script, terminal=True)
+        return ("run", "--bundle", bundle.path, runtime.new_id()), None
+    set_sh(bundle, "sleep 30")
+    cid = runtime.create(bundle)
+    runtime("start", cid)
+    return ("exec", "-t", cid, "sh", "-c", script), cid
+
+
 @pytest.mark.parametrize("command", ["run", "exec"])
 def test_input_typed_before_the_proxy_starts_reaches_the_process(runtime, bundle, command):
     """A foreground `run` or `exec -t` puts the caller's terminal in raw mode without flushing
     it, as runc: a line typed before that (here, before the runtime even starts) still reaches
     the process. The CI failure this guards: a restore lost "hello" typed just before."""
     script = 'read line; echo "got $line"; exit 5'
-    cid = None
-    if command == "run":
-        set_sh(bundle, script, terminal=True)
-        args = ("run", "--bundle", bundle.path, runtime.new_id())
-    else:
-        set_sh(bundle, "sleep 30")
-        cid = runtime.create(bundle)
-        runtime("start", cid)
-        args = ("exec", "-t", cid, "sh", "-c", script)
+    args, cid = _foreground(runtime, bundle, command, script)
     try:
         status, out = on_a_terminal(runtime.cmd(*args), typed_ahead=b"hello\n")
         assert status == 5 and b"got hello" in out, (status, out)
@@ -181,15 +185,7 @@ def test_a_foreground_terminal_has_the_callers_size_and_follows_it(runtime, bund
     script = ("stty size > /tmp/first; i=0; "  # then waits up to ~20 s for the new size
               'while [ "$(stty size)" = "33 111" ] && [ $i -lt 1000 ]; do sleep 0.02; '
               "i=$((i+1)); done; stty size > /tmp/second")
-    cid = None
-    if command == "run":
-        set_sh(bundle, script, terminal=True)
-        args = ("run", "--bundle", bundle.path, runtime.new_id())
-    else:
-        set_sh(bundle, "sleep 30")
-        cid = runtime.create(bundle)
-        runtime("start", cid)
-        args = ("exec", "-t", cid, "sh", "-c", script)
+    args, cid = _foreground(runtime, bundle, command, script)
     tmp = bundle.rootfs / "tmp"
 
     def resize(master):
