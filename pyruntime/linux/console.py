@@ -115,8 +115,8 @@ def connect(path: str) -> socket.socket:
 # ---------------------------------------------------------------- foreground `run` and `exec`
 
 # Signals a foreground `run`/`exec` passes on to the container process, as runc's proxy does.
-# Not SIGWINCH: runc resizes the pty instead (follow_size), and the kernel then signals the
-# pty's foreground group, the process that asked for a terminal (without one, none is due).
+# Not SIGWINCH: as runc, we resize the pty instead (follow_size) and the kernel signals its
+# foreground group; a process without a terminal has no window to hear about.
 FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
              signal.SIGUSR2, signal.SIGCONT, signal.SIGTSTP)
 
