@@ -550,6 +550,46 @@ def test_cwd_is_inside_the_rootfs(runtime, bundle):
     assert set(os.listdir(bundle.rootfs)) <= set(lines[1:]) | {"inside"}
 
 
+# ================================================================ TIOCSTI: typing into the caller's terminal
+
+TIOCSTI_TRY = """import fcntl, termios
+try:
+    for c in b"echo INJECTED\\n":
+        fcntl.ioctl(0, termios.TIOCSTI, bytes([c]))
+    print("pushed")
+except OSError as e:
+    print("refused", e.errno)
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "exec"])
+def test_a_process_cannot_type_into_the_callers_terminal(runtime, bundle, command):
+    """The TIOCSTI escape (CVE-2016-7545, CVE-2017-5226): a process without a terminal of its
+    own, run from a terminal in the foreground, holds that terminal as stdio; were it still
+    the process's controlling terminal, TIOCSTI would queue a command that the caller's shell
+    runs once the runtime returns. In a session of its own it gets EPERM (runc: ENOTTY, its
+    stdio are pipes). pyruntime's `exec` left the process in the caller's session."""
+    from corehelp import on_a_terminal
+    python_in_container(bundle)
+    py = os.path.join(PY_PREFIX, "bin", os.path.basename(HOST_PYTHON))
+    cid = None
+    if command == "run":
+        bundle.config["process"]["args"] = [py, "-c", TIOCSTI_TRY]
+        bundle.write()
+        args = ("run", "--bundle", bundle.path, runtime.new_id())
+    else:
+        set_sh(bundle, "sleep 30")
+        cid = runtime.create(bundle)
+        runtime("start", cid)
+        args = ("exec", cid, py, "-c", TIOCSTI_TRY)
+    try:
+        status, out = on_a_terminal(runtime.cmd(*args))
+    finally:
+        if cid:
+            runtime("delete", "--force", cid)
+    assert status == 0 and b"refused" in out and b"INJECTED" not in out, (status, out)
+
+
 # ================================================================ symlink races in the rootfs
 
 def test_hostile_rootfs_symlinks_to_host_paths(runtime, bundle, tmp_path):

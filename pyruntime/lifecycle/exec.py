@@ -329,6 +329,10 @@ def remote_bootstrap(chan: Channel, console_fd: int) -> None:
 def _finish(chan: Channel, host_pid: int, proc, sock, in_user_ns, seccomp_prog, preserve_fds,
             notify) -> None:
     log.debug("child process in init(): inside the container's namespaces")
+    # A session of its own, as runc's: left in the caller's, a process without a terminal of
+    # its own keeps the caller's as its controlling one, and TIOCSTI on it types commands
+    # that the caller's shell runs once we return.
+    os.setsid()
     if proc.terminal:
         boot.at("console")
         boot.setup_terminal(proc, sock, bind_console=False)
