@@ -89,8 +89,8 @@ def bind_console(peer: int, proc_mounted: bool = True) -> None:
 
 
 def make_controlling(peer: int) -> None:
-    if os.getsid(0) != os.getpid():  # the init already leads a session (init.init_main)
-        os.setsid()
+    """Our controlling terminal and stdio: we lead a session of our own already (the init's
+    `become` and exec's `_finish` start one first)."""
     fcntl.ioctl(peer, TIOCSCTTY, 0)
     for i in range(3):
         os.dup2(peer, i)
